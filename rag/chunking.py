@@ -1,0 +1,179 @@
+"""Chunking: splits a ``Document`` along its headings, then into pieces measured in model tokens.
+
+Sections come from LangChain's Markdown syntax splitter (which keeps code fences intact and
+whitespace as written). Inside a section, paragraphs, tables and code blocks are packed whole into
+chunks up to the token budget; only a block that alone exceeds the budget is cut, by LangChain's
+recursive splitter with the same token counter. The budget always leaves room for the title and
+section prefix that is embedded with each chunk, so no text is ever past the model's limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rag.loading import Document
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP] for BERT-style encoders
+
+
+@dataclass
+class Chunk:
+    id: str
+    text: str
+    title: str
+    section: str
+    position: int
+    start_offset: int
+    tokens: int
+    document: Document
+
+    @property
+    def embed_text(self) -> str:
+        return embedding_prefix(self.title, self.section) + self.text
+
+    def metadata(self) -> dict[str, str | int]:
+        source = self.document.source
+        return {
+            "source": source.relpath,
+            "root": source.root,
+            "source_key": source.key,
+            "path": source.display_path,
+            "title": self.title,
+            "doc_type": self.document.doc_type,
+            "section": self.section,
+            "position": self.position,
+            "start_offset": self.start_offset,
+            "tokens": self.tokens,
+            "file_hash": self.document.content_hash,
+            "tags": ", ".join(self.document.tags),
+            "updated": self.document.updated,
+        }
+
+
+@dataclass
+class _Block:
+    text: str
+    offset: int
+    section: str
+
+
+def embedding_prefix(title: str, section: str) -> str:
+    return f"{title} > {section}\n" if section else f"{title}\n"
+
+
+def chunk_id(source_key: str, position: int, text: str) -> str:
+    return hashlib.sha256(f"{source_key}\x00{position}\x00{text}".encode()).hexdigest()[:32]
+
+
+def chunk_document(
+    document: Document,
+    count_tokens: Callable[[str], int],
+    chunk_tokens: int,
+    overlap: int,
+    max_seq_length: int,
+) -> list[Chunk]:
+    ceiling = min(chunk_tokens, max_seq_length - SPECIAL_TOKENS)
+    chunks: list[Chunk] = []
+    for section, blocks in _sections(document):
+        prefix_tokens = count_tokens(embedding_prefix(document.title, section))
+        budget = max(16, ceiling - prefix_tokens)
+        pieces = [piece for block in blocks for piece in _fit(block, budget, overlap, count_tokens)]
+        for text, offset, tokens in _pack(pieces, budget, count_tokens):
+            position = len(chunks)
+            chunks.append(
+                Chunk(
+                    id=chunk_id(document.source.key, position, text),
+                    text=text,
+                    title=document.title,
+                    section=section,
+                    position=position,
+                    start_offset=offset,
+                    tokens=tokens,
+                    document=document,
+                )
+            )
+    return chunks
+
+
+def _sections(document: Document) -> list[tuple[str, list[_Block]]]:
+    from langchain_text_splitters import ExperimentalMarkdownSyntaxTextSplitter
+
+    parts = ExperimentalMarkdownSyntaxTextSplitter().split_text(document.text)
+    sections: list[tuple[str, list[_Block]]] = []
+    cursor = 0
+    for part in parts:
+        section = _section_path(part.metadata, document.title)
+        texts = [part.page_content.strip()] if "Code" in part.metadata else _paragraphs(part.page_content)
+        blocks = []
+        for text in texts:
+            if not text:
+                continue
+            found = document.text.find(text, cursor)
+            offset = found if found >= 0 else cursor
+            cursor = offset + len(text) if found >= 0 else cursor
+            blocks.append(_Block(text, offset, section))
+        if not blocks:
+            continue
+        if sections and sections[-1][0] == section:
+            sections[-1][1].extend(blocks)
+        else:
+            sections.append((section, blocks))
+    return sections
+
+
+def _section_path(metadata: dict, title: str) -> str:
+    headers = [str(value).strip() for key, value in sorted(metadata.items()) if key.startswith("Header")]
+    if headers and headers[0] == title:
+        headers = headers[1:]
+    return " > ".join(headers)
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line separated blocks: a table or a list without blank lines stays one block."""
+    return [block.strip() for block in re.split(r"\n\s*\n", text) if block.strip()]
+
+
+def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str], int]) -> list[tuple[str, int, int]]:
+    tokens = count_tokens(block.text)
+    if tokens <= budget:
+        return [(block.text, block.offset, tokens)]
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=budget,
+        chunk_overlap=min(overlap, budget // 2),
+        length_function=count_tokens,
+        separators=["\n\n", "\n", ". ", "; ", ", ", " ", ""],
+        keep_separator="end",
+    )
+    pieces = []
+    cursor = 0
+    for piece in splitter.split_text(block.text):
+        piece = piece.strip()
+        found = block.text.find(piece, cursor)
+        local = found if found >= 0 else cursor
+        cursor = local + 1 if found >= 0 else cursor
+        pieces.append((piece, block.offset + local, count_tokens(piece)))
+    return pieces
+
+
+def _pack(pieces: list[tuple[str, int, int]], budget: int, count_tokens: Callable[[str], int]):
+    """Greedy packing of consecutive pieces of one section into chunks of at most ``budget`` tokens."""
+    current: list[tuple[str, int, int]] = []
+    used = 0
+    for piece in pieces:
+        if current and used + piece[2] > budget:
+            yield _join(current, count_tokens)
+            current, used = [], 0
+        current.append(piece)
+        used += piece[2]
+    if current:
+        yield _join(current, count_tokens)
+
+
+def _join(pieces: list[tuple[str, int, int]], count_tokens: Callable[[str], int]) -> tuple[str, int, int]:
+    text = "\n\n".join(piece[0] for piece in pieces)
+    return text, pieces[0][1], count_tokens(text) if len(pieces) > 1 else pieces[0][2]

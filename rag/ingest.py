@@ -1,0 +1,215 @@
+"""Ingest: keeps the store in sync with folders of documents, incrementally and crash-safely.
+
+The manifest of files is the commit record. For a new or changed file the manifest entry is first
+marked incomplete, then its chunks are upserted (ids are deterministic, so a retry overwrites), its
+stale chunks deleted, and only then is the entry marked complete with the new hash. A process
+killed at any moment leaves either a complete entry that matches the chunks or an incomplete one
+that the next run redoes; files gone from an ingested root are removed the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rag.chunking import Chunk, chunk_document
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.loading import Discovery, Document, Failure, LoadError, SourceFile, discover, file_hash, load
+from rag.store import FileRecord, Store
+
+EMBED_GROUP_CHUNKS = 512
+
+
+@dataclass
+class IngestReport:
+    files_seen: int = 0
+    files_added: int = 0
+    files_updated: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+    files_failed: list[Failure] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files_added or self.files_updated or self.files_removed)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+@dataclass
+class Progress:
+    """Reported after each file is dealt with: ``done`` of ``total`` files that needed work."""
+
+    done: int
+    total: int
+    path: str
+    status: str  # added, updated, removed, failed
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class _Pending:
+    document: Document
+    chunks: list[Chunk]
+    is_new: bool
+
+
+def ingest(
+    paths: list[Path],
+    settings: Settings,
+    *,
+    doc_type: str | None = None,
+    prune: bool = True,
+    reindex: bool = False,
+    store: Store | None = None,
+    embedder: Embedder | None = None,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    store = store or Store(settings)
+    embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
+    found = discover(paths)
+    report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
+    with store.writing():
+        if reindex:
+            store.drop()
+        if store.exists():
+            store.chunks()  # refuses a collection built with another model before anything is written
+        records = store.file_records()
+        work = _changed_files(found, records, doc_type, report)
+        gone = _vanished(found, records) if prune else []
+        total = len(work) + len(gone)
+        tick = _ticker(progress, total)
+        pending: list[_Pending] = []
+        for ref in work:
+            try:
+                document = load(ref, settings.max_file_bytes, doc_type)
+                chunks = chunk_document(
+                    document, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap, embedder.max_seq_length
+                )
+            except LoadError as error:
+                report.files_failed.append(Failure(ref.display_path, str(error)))
+                tick(ref.display_path, "failed")
+                continue
+            pending.append(_Pending(document, chunks, ref.key not in records))
+            if sum(len(p.chunks) for p in pending) >= EMBED_GROUP_CHUNKS:
+                _commit(pending, store, embedder, records, report, tick)
+                pending = []
+        _commit(pending, store, embedder, records, report, tick)
+        for record in gone:
+            store.delete_chunks(store.chunk_ids_of(record.key))
+            store.delete_file_records([record.key])
+            report.files_removed += 1
+            tick(f"{record.root}/{record.relpath}", "removed")
+        if report.changed:
+            store.bump_revision()
+        report.chunks_total = store.count()
+    if report.changed or not _keyword_index_fresh(store, settings):
+        from rag.keyword import KeywordIndex
+
+        KeywordIndex.rebuild(store, settings.data_dir)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
+    from rag.keyword import KeywordIndex
+
+    return not store.exists() or KeywordIndex.stored_revision(settings.data_dir) == store.revision()
+
+
+def _changed_files(
+    found: Discovery, records: dict[str, FileRecord], doc_type: str | None, report: IngestReport
+) -> list[SourceFile]:
+    changed = []
+    for ref in found.files:
+        record = records.get(ref.key)
+        try:
+            digest = file_hash(ref.path)
+        except OSError as error:
+            report.files_failed.append(Failure(ref.display_path, f"cannot read file: {error.strerror or error}"))
+            continue
+        same_type = doc_type is None or record is None or record.doc_type == doc_type
+        if record and record.complete and record.file_hash == digest and same_type:
+            report.files_unchanged += 1
+        else:
+            changed.append(ref)
+    return changed
+
+
+def _vanished(found: Discovery, records: dict[str, FileRecord]) -> list[FileRecord]:
+    """Records under the roots walked by this run whose file is no longer there."""
+    present = {ref.key for ref in found.files}
+    roots = set(found.roots)
+    return [r for key, r in records.items() if r.root in roots and key not in present]
+
+
+def _commit(
+    pending: list[_Pending],
+    store: Store,
+    embedder: Embedder,
+    records: dict[str, FileRecord],
+    report: IngestReport,
+    tick: Callable[[str, str], None],
+) -> None:
+    if not pending:
+        return
+    now = time.time()
+    store.save_file_records([_record(p, records.get(p.document.source.key), now, complete=False) for p in pending])
+    chunks = [chunk for p in pending for chunk in p.chunks]
+    vectors = embedder.embed([chunk.embed_text for chunk in chunks])
+    if chunks:
+        store.upsert_chunks(
+            [c.id for c in chunks], vectors, [c.text for c in chunks], [c.metadata() for c in chunks]
+        )
+    report.chunks_embedded += len(chunks)
+    for p in pending:
+        keep = {c.id for c in p.chunks}
+        stale = [i for i in store.chunk_ids_of(p.document.source.key) if i not in keep]
+        store.delete_chunks(stale)
+    store.save_file_records([_record(p, None, now, complete=True) for p in pending])
+    for p in pending:
+        if p.is_new:
+            report.files_added += 1
+        else:
+            report.files_updated += 1
+        tick(p.document.source.display_path, "added" if p.is_new else "updated")
+
+
+def _record(p: _Pending, previous: FileRecord | None, now: float, complete: bool) -> FileRecord:
+    source = p.document.source
+    return FileRecord(
+        key=source.key,
+        root=source.root,
+        relpath=source.relpath,
+        # while incomplete, keep the old hash so an interrupted update is never mistaken for done
+        file_hash=p.document.content_hash if complete else (previous.file_hash if previous else ""),
+        doc_type=p.document.doc_type,
+        title=p.document.title,
+        chunk_count=len(p.chunks),
+        ingested_at=now,
+        complete=complete,
+    )
+
+
+def _ticker(progress: ProgressCallback | None, total: int) -> Callable[[str, str], None]:
+    done = 0
+
+    def tick(path: str, status: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(Progress(done, total, path, status))
+
+    return tick

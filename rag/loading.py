@@ -1,0 +1,340 @@
+"""Loading: finds files under the ingested roots and turns each into a Markdown-shaped ``Document``.
+
+Every supported format (Markdown, text, reStructuredText, HTML, PDF, DOCX) is converted to text whose
+headings are Markdown headings, so that one chunker serves them all. Bad input raises ``LoadError``
+with a reason a user can act on; it never stops the caller's other files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm"}
+BINARY_SUFFIXES = {".pdf", ".docx"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | BINARY_SUFFIXES
+DOC_TYPES = ("reference", "team")
+
+
+class LoadError(Exception):
+    """A file that cannot be ingested; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file found under an ingested root."""
+
+    path: Path  # absolute
+    root: str  # the root as the user named it (relative to the working directory when inside it)
+    relpath: str  # posix path relative to the root
+
+    @property
+    def key(self) -> str:
+        """Unique across roots: two roots that both hold README.md never collide."""
+        return f"{self.root}::{self.relpath}"
+
+    @property
+    def display_path(self) -> str:
+        return self.relpath if self.root in ("", ".") else f"{self.root}/{self.relpath}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class Document:
+    """One loaded file: Markdown-shaped text plus the metadata every chunk inherits."""
+
+    source: SourceFile
+    text: str
+    title: str
+    doc_type: str
+    content_hash: str
+    tags: list[str] = field(default_factory=list)
+    updated: str = ""
+
+
+@dataclass
+class Discovery:
+    files: list[SourceFile]
+    failures: list[Failure]
+    roots: list[str]  # roots that exist and were walked (pruning is scoped to these)
+    single_files: set[str]  # keys of files named directly (their parent is not pruned)
+
+
+def root_label(path: Path) -> str:
+    """The name a root is stored under: relative to the working directory when inside it."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return resolved.as_posix()
+
+
+def discover(paths: list[Path]) -> Discovery:
+    """Walks the given files and folders; loops, missing paths and unreadable folders become failures."""
+    files: list[SourceFile] = []
+    failures: list[Failure] = []
+    roots: list[str] = []
+    single: set[str] = set()
+    for given in paths:
+        if not given.exists() and not given.is_symlink():
+            failures.append(Failure(str(given), "path does not exist"))
+            continue
+        if given.is_file():
+            label = root_label(given.parent)
+            ref = SourceFile(given.resolve(), label, given.name)
+            if given.suffix.lower() in SUPPORTED_SUFFIXES:
+                files.append(ref)
+                single.add(ref.key)
+            else:
+                failures.append(Failure(str(given), f"unsupported file type '{given.suffix}'"))
+            continue
+        if not given.is_dir():
+            failures.append(Failure(str(given), "not a regular file or folder (broken link?)"))
+            continue
+        label = root_label(given)
+        roots.append(label)
+        files.extend(_walk(given, label, failures))
+    return Discovery(files, failures, roots, single)
+
+
+def _walk(root: Path, label: str, failures: list[Failure]) -> list[SourceFile]:
+    found: list[SourceFile] = []
+    seen_dirs: set[str] = set()
+
+    def on_error(error: OSError) -> None:
+        failures.append(Failure(str(error.filename), f"cannot read folder: {error.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            failures.append(Failure(dirpath, f"folder symlink loop (already visited as {real}); skipped"))
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            found.append(SourceFile(path.absolute(), label, rel))
+    return found
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def infer_doc_type(ref: SourceFile) -> str:
+    parts = Path(ref.root).parts + Path(ref.relpath).parts
+    return "reference" if "references" in parts else "team"
+
+
+def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Document:
+    """Reads and converts one file. Raises ``LoadError`` with the reason when it cannot."""
+    raw = _read(ref.path, max_bytes)
+    if not raw.strip():
+        raise LoadError("empty file")
+    suffix = ref.path.suffix.lower()
+    meta: dict = {}
+    if suffix == ".pdf":
+        text, pdf_title = _pdf_to_text(raw)
+        meta["title"] = pdf_title
+    elif suffix == ".docx":
+        text = _docx_to_text(raw)
+    else:
+        text = decode_text(raw)
+        if suffix in (".md", ".markdown"):
+            meta, text = _split_front_matter(text)
+        elif suffix in (".html", ".htm"):
+            meta["title"] = _html_title(text)
+            text = _html_to_text(text)
+        elif suffix == ".rst":
+            text = _rst_to_text(text)
+    if not text.strip():
+        raise LoadError("no text content after conversion")
+    tags = meta.get("tags") or []
+    if isinstance(tags, str):
+        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
+    chosen_type = doc_type or str(meta.get("doc_type") or "") or infer_doc_type(ref)
+    return Document(
+        source=ref,
+        text=text,
+        title=str(meta.get("title") or _first_heading(text) or _title_from_name(ref.path)),
+        doc_type=chosen_type,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        tags=[str(tag) for tag in tags],
+        updated=str(meta.get("updated") or ""),
+    )
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise LoadError(f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit (RAG_MAX_FILE_MB)")
+        with path.open("rb") as handle:
+            return handle.read(max_bytes + 1)
+    except PermissionError:
+        raise LoadError("permission denied: the file is not readable") from None
+    except IsADirectoryError:
+        raise LoadError("is a folder, not a file") from None
+    except OSError as error:
+        raise LoadError(f"cannot read file: {error.strerror or error}") from None
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 when it is, otherwise the detected encoding; binary content is refused."""
+    if b"\x00" in raw[:8192]:
+        raise LoadError("binary content in a text file (NUL bytes)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None:
+        raise LoadError("not valid text: the encoding could not be detected (binary file?)")
+    return str(best)
+
+
+def _split_front_matter(text: str) -> tuple[dict, str]:
+    if not text.startswith("---"):
+        return {}, text
+    import frontmatter
+    import yaml
+
+    try:
+        post = frontmatter.loads(text)
+    except yaml.YAMLError as error:
+        raise LoadError(f"invalid YAML front matter: {str(error).splitlines()[0]}") from None
+    return dict(post.metadata), post.content
+
+
+def _first_heading(text: str) -> str:
+    match = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def _title_from_name(path: Path) -> str:
+    return re.sub(r"[-_]+", " ", path.stem).strip().capitalize()
+
+
+def _html_title(html: str) -> str:
+    match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
+    return re.sub(r"\s+", " ", match.group(1)).strip() if match else ""
+
+
+def _html_to_text(html: str) -> str:
+    import html2text
+
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    converter.ignore_images = True
+    converter.mark_code = False
+    return converter.handle(html)
+
+
+def _rst_to_text(source: str) -> str:
+    """reStructuredText through docutils' own parser, rendered with Markdown headings."""
+    from docutils import nodes
+    from docutils.core import publish_doctree
+
+    tree = publish_doctree(source, settings_overrides={"report_level": 5, "halt_level": 5})
+    out: list[str] = []
+
+    def visit(node: nodes.Node, depth: int) -> None:
+        for child in node.children:
+            if isinstance(child, nodes.section):
+                title = child.next_node(nodes.title)
+                out.append("#" * min(depth, 6) + " " + (title.astext() if title else ""))
+                visit(child, depth + 1)
+            elif isinstance(child, nodes.title):
+                if depth == 1:  # document title promoted by docutils
+                    out.append("# " + child.astext())
+            elif isinstance(child, nodes.literal_block):
+                out.append("```\n" + child.astext() + "\n```")
+            elif isinstance(child, (nodes.system_message, nodes.comment)):
+                continue
+            else:
+                out.append(child.astext())
+
+    visit(tree, 1)
+    return "\n\n".join(part for part in out if part.strip())
+
+
+def _pdf_to_text(raw: bytes) -> tuple[str, str]:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise LoadError("encrypted PDF: a password is required")
+            except LoadError:
+                raise
+            except Exception as error:  # pypdf raises several kinds for unsupported encryption
+                raise LoadError(f"encrypted PDF: cannot be decrypted ({error})") from None
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = (reader.metadata.title if reader.metadata else None) or ""
+    except LoadError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as error:
+        raise LoadError(f"corrupt PDF: {error}") from None
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        raise LoadError("PDF has no extractable text (scanned images?)")
+    return text, str(title)
+
+
+def _docx_to_text(raw: bytes) -> str:
+    """DOCX paragraphs and tables in document order; Heading styles become Markdown headings."""
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(raw))
+    except Exception as error:  # python-docx surfaces zip, XML and package errors alike
+        raise LoadError(f"corrupt DOCX: {error}") from None
+    out: list[str] = []
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            text = block.text.strip()
+            if not text:
+                continue
+            style = (block.style.name if block.style is not None else "") or ""
+            level = re.match(r"Heading (\d)", style)
+            if style == "Title":
+                out.append("# " + text)
+            elif level:
+                out.append("#" * (int(level.group(1)) + (1 if _has_title(document) else 0)) + " " + text)
+            else:
+                out.append(text)
+        elif isinstance(block, Table):
+            rows = [[cell.text.strip().replace("|", "\\|") for cell in row.cells] for row in block.rows]
+            if rows:
+                lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+                lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+                out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _has_title(document) -> bool:
+    return any((p.style is not None and p.style.name == "Title") for p in document.paragraphs[:5])
