@@ -29,10 +29,11 @@ class Chunk:
     start_offset: int
     tokens: int
     document: Document
+    prefix: str = ""  # the title and section line embedded before the text (cut when a heading is huge)
 
     @property
     def embed_text(self) -> str:
-        return embedding_prefix(self.title, self.section) + self.text
+        return (self.prefix or embedding_prefix(self.title, self.section)) + self.text
 
     def metadata(self) -> dict[str, str | int]:
         source = self.document.source
@@ -64,6 +65,23 @@ def embedding_prefix(title: str, section: str) -> str:
     return f"{title} > {section}\n" if section else f"{title}\n"
 
 
+def _bounded_prefix(title: str, section: str, count_tokens: Callable[[str], int], limit: int) -> str:
+    """The embedding prefix, cut to ``limit`` tokens: a heading as long as a paragraph (a whole DOCX
+    paragraph styled as a heading, a PDF's long title) must not push the chunk's text past the model's limit."""
+    prefix = embedding_prefix(title, section)
+    if count_tokens(prefix) <= limit:
+        return prefix
+    body = prefix.rstrip("\n")
+    low, high = 0, len(body)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_tokens(body[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return body[:low].rstrip() + "\n"
+
+
 def chunk_id(source_key: str, position: int, text: str) -> str:
     return hashlib.sha256(f"{source_key}\x00{position}\x00{text}".encode()).hexdigest()[:32]
 
@@ -78,8 +96,8 @@ def chunk_document(
     ceiling = min(chunk_tokens, max_seq_length - SPECIAL_TOKENS)
     chunks: list[Chunk] = []
     for section, blocks in _sections(document):
-        prefix_tokens = count_tokens(embedding_prefix(document.title, section))
-        budget = max(16, ceiling - prefix_tokens)
+        prefix = _bounded_prefix(document.title, section, count_tokens, ceiling // 2)
+        budget = max(16, ceiling - count_tokens(prefix))
         pieces = [piece for block in blocks for piece in _fit(block, budget, overlap, count_tokens)]
         for text, offset, tokens in _pack(pieces, budget, count_tokens):
             position = len(chunks)
@@ -93,6 +111,7 @@ def chunk_document(
                     start_offset=offset,
                     tokens=tokens,
                     document=document,
+                    prefix=prefix,
                 )
             )
     return chunks

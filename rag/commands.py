@@ -1,11 +1,165 @@
-"""Commands of the query side (search, ask, eval); filled in with retrieval and answering."""
+"""Query-side commands: ``search``, ``ask``, ``eval`` and ``calibrate`` (parsers and handlers)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rag.config import Settings
+
+DEFAULT_QUESTIONS = Path("corpus/eval/questions.jsonl")
+
 
 def add_commands(commands, store_options) -> None:
-    return None
+    search = commands.add_parser("search", help="hybrid search; raw passages with scores")
+    search.add_argument("query", nargs="?", help="the search query")
+    search.add_argument("--k", type=int, default=10, help="number of passages (default 10)")
+    search.add_argument("--doc-type", choices=["reference", "team"])
+    search.add_argument("--source", help="only passages of this file (relative or root/relative path)")
+    search.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
+    search.add_argument("--batch", type=Path, help='JSONL file of {"id", "question"}; writes JSONL results')
+    search.add_argument("--json", action="store_true")
+    store_options(search)
+
+    ask = commands.add_parser("ask", help="answer a question with cited sources")
+    ask.add_argument("question")
+    ask.add_argument("--persona", help="persona name or agent file (default backend-architecture-expert)")
+    ask.add_argument("--agents-dir", type=Path, help="folder of persona files (default agents/)")
+    ask.add_argument(
+        "--provider", choices=["claude", "extractive"], help="default: claude when ANTHROPIC_API_KEY is set"
+    )
+    ask.add_argument("--anthropic-model", help="Claude model (RAG_ANTHROPIC_MODEL)")
+    ask.add_argument("--top-k", type=int, help="passages given to the answerer (RAG_TOP_K)")
+    ask.add_argument("--doc-type", choices=["reference", "team"])
+    ask.add_argument("--json", action="store_true")
+    store_options(ask)
+
+    evaluate = commands.add_parser("eval", help="retrieval quality, abstention and latency on a question file")
+    evaluate.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
+    evaluate.add_argument("--json", action="store_true")
+    store_options(evaluate)
+
+    calibrate = commands.add_parser("calibrate", help="derive the abstention and support thresholds")
+    calibrate.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
+    store_options(calibrate)
 
 
-def run(args, settings) -> int:
-    raise RuntimeError(f"unknown command {args.command}")
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    handler = {"search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "calibrate": cmd_calibrate}[args.command]
+    return handler(args, settings)
+
+
+def _passage_row(passage) -> dict:
+    return {
+        "source": passage.path or passage.source,
+        "title": passage.title,
+        "section": passage.section,
+        "doc_type": passage.doc_type,
+        "text": passage.text,
+        "score": round(passage.score, 6),
+    }
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.retrieval import Retriever
+
+    if bool(args.query) == bool(args.batch):
+        print("error: give a query or --batch FILE (not both)", file=sys.stderr)
+        return 2
+    retriever = Retriever(settings)
+    if args.batch:
+        for number, line in enumerate(args.batch.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                query_id, question = row["id"], row["question"]
+            except (ValueError, KeyError, TypeError):
+                print(f'error: {args.batch}:{number}: expected {{"id", "question"}}', file=sys.stderr)
+                return 2
+            result = retriever.search(question, k=args.k, doc_type=args.doc_type, source=args.source, mode=args.mode)
+            print(json.dumps({"id": query_id, "retrieved": [_passage_row(p) for p in result.passages]}))
+        return 0
+    result = retriever.search(args.query, k=args.k, doc_type=args.doc_type, source=args.source, mode=args.mode)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": args.query,
+                    "confidence": round(result.confidence, 4),
+                    "retrieved": [_passage_row(p) for p in result.passages],
+                }
+            )
+        )
+        return 0
+    print(f"{len(result.passages)} passages in {1000 * result.seconds:.0f} ms (confidence {result.confidence:.2f})")
+    for rank, passage in enumerate(result.passages, start=1):
+        snippet = " ".join(passage.text.split())[:160]
+        print(f"{rank:2}. {passage.score:.4f}  {passage.path}  [{passage.heading}]\n    {snippet}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.answering import Answerer, CitationEvent, ErrorEvent, Final, TextDelta, choose_provider
+    from rag.personas import PersonaError, load_persona
+    from rag.retrieval import Retriever
+
+    try:
+        persona = load_persona(args.persona or settings.persona, settings.agents_dir)
+    except PersonaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    retriever = Retriever(settings)
+    answerer = Answerer(settings, retriever, choose_provider(settings, retriever, args.provider))
+    final = None
+    for event in answerer.answer(args.question, persona, doc_type=args.doc_type):
+        if isinstance(event, TextDelta) and not args.json:
+            print(event.text, end="", flush=True)
+        elif isinstance(event, ErrorEvent) and not args.json:
+            print(f"\nerror: {event.message}", file=sys.stderr)
+        elif isinstance(event, Final):
+            final = event
+        elif isinstance(event, CitationEvent):
+            pass
+    if final is None:
+        return 1
+    if args.json:
+        print(json.dumps(final.to_dict()))
+        return 1 if final.error else 0
+    print("\n")
+    for citation in final.citations:
+        print(f"[{citation.n}] {citation.passage.heading} ({citation.passage.path})")
+    for check in final.unsupported:
+        print(f"unsupported: {check.sentence[:100]}", file=sys.stderr)
+    return 1 if final.error else 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.evaluation import run_eval
+
+    report = run_eval(settings, args.questions)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['questions']} questions ({report['answerable']} answerable) in {report['seconds']} s")
+    keys = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
+    print(f"{'mode':8} " + " ".join(f"{k:>8}" for k in keys))
+    for mode, metrics in report["modes"].items():
+        print(f"{mode:8} " + " ".join(f"{metrics[k]:8.3f}" for k in keys))
+    abstention = report["abstention"]
+    print(
+        f"abstention (threshold {abstention['threshold']}): {abstention['accuracy_on_unanswerable']} on "
+        f"{abstention['unanswerable']} unanswerable, false abstention {abstention['false_abstention_rate']}"
+    )
+    print(f"retrieval latency p50 {report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.evaluation import calibrate, load_questions
+    from rag.retrieval import Retriever
+
+    print(json.dumps(calibrate(load_questions(args.questions), Retriever(settings)), indent=2))
+    return 0

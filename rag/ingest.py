@@ -96,8 +96,14 @@ def ingest(
             try:
                 document = load(ref, settings.max_file_bytes, doc_type)
                 chunks = chunk_document(
-                    document, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap, embedder.max_seq_length
+                    document,
+                    embedder.count_tokens,
+                    settings.chunk_tokens,
+                    settings.chunk_overlap,
+                    embedder.max_seq_length,
                 )
+                if not chunks:
+                    raise LoadError("nothing to index: the file has headings but no text under them")
             except LoadError as error:
                 report.files_failed.append(Failure(ref.display_path, str(error)))
                 tick(ref.display_path, "failed")

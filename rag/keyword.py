@@ -45,7 +45,7 @@ class KeywordIndex:
     retriever: object | None
     ids: list[str]
     doc_types: list[str]
-    sources: list[str]
+    sources: list[str]  # relpath and display path of each chunk's file, for the source filter
     revision: str
 
     @staticmethod
@@ -77,7 +77,7 @@ class KeywordIndex:
                     ids.append(chunk_id)
                     texts.append(keyword_text(str(meta.get("title", "")), str(meta.get("section", "")), text or ""))
                     doc_types.append(str(meta.get("doc_type", "")))
-                    sources.append(str(meta.get("source_key", "")))
+                    sources.append(f"{meta.get('source', '')}\n{meta.get('path', '')}")
         retriever = None
         target = cls.directory(data_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ class KeywordIndex:
         return index
 
     def search(
-        self, query: str, k: int, doc_type: str | None = None, source_key: str | None = None
+        self, query: str, k: int, doc_type: str | None = None, source: str | None = None
     ) -> list[tuple[str, float]]:
         if self.retriever is None or not self.ids:
             return []
@@ -127,10 +127,10 @@ class KeywordIndex:
         if not tokens:
             return []
         mask = None
-        if doc_type or source_key:
+        if doc_type or source:
             mask = np.array(
                 [
-                    (doc_type is None or dt == doc_type) and (source_key is None or src == source_key)
+                    (doc_type is None or dt == doc_type) and (source is None or source in src.split("\n"))
                     for dt, src in zip(self.doc_types, self.sources)
                 ],
                 dtype=np.float32,

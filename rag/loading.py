@@ -18,6 +18,7 @@ TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm"}
 BINARY_SUFFIXES = {".pdf", ".docx"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | BINARY_SUFFIXES
 DOC_TYPES = ("reference", "team")
+WESTERN_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
 
 
 class LoadError(Exception):
@@ -103,7 +104,21 @@ def discover(paths: list[Path]) -> Discovery:
         label = root_label(given)
         roots.append(label)
         files.extend(_walk(given, label, failures))
-    return Discovery(files, failures, roots, single)
+    return Discovery(_unique(files), failures, roots, single)
+
+
+def _unique(files: list[SourceFile]) -> list[SourceFile]:
+    """Each file once, the first way it was reached: a root given twice, or a folder inside another
+    root given in the same run, must not ingest the same file twice (duplicate ids, duplicate chunks)."""
+    seen: set[str] = set()
+    unique = []
+    for ref in files:
+        identities = {ref.key, os.path.realpath(ref.path)}
+        if identities & seen:
+            continue
+        seen |= identities
+        unique.append(ref)
+    return unique
 
 
 def _walk(root: Path, label: str, failures: list[Failure]) -> list[SourceFile]:
@@ -206,9 +221,21 @@ def decode_text(raw: bytes) -> str:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(raw).best()
+    results = from_bytes(raw)
+    best = results.best()
     if best is None:
         raise LoadError("not valid text: the encoding could not be detected (binary file?)")
+    # The detector's first pick for short Western European text is often a Baltic or Central European
+    # code page that turns accents into wrong letters. Windows-1252 (what most legacy Western files
+    # are) wins when it reads as cleanly and as coherently as the first pick.
+    for match in results:
+        if match.chaos <= best.chaos + 0.1 and match.coherence >= best.coherence:
+            for encoding in WESTERN_ENCODINGS:
+                if encoding in match.could_be_from_charset:
+                    try:
+                        return raw.decode(encoding)
+                    except UnicodeDecodeError:
+                        continue
     return str(best)
 
 

@@ -216,6 +216,8 @@ class Store:
 
     def bump_revision(self) -> str:
         """Marks the chunk set as changed, so derived indexes (BM25) know to rebuild."""
+        if not self.exists():
+            return ""  # no chunk was ever written (only removals, or an ingest killed before its first upsert)
         revision = uuid.uuid4().hex
         collection = self.chunks()
         metadata = dict(collection.metadata or {})
@@ -248,7 +250,10 @@ class Store:
 
     def query(self, embedding: list[float], k: int, where: dict | None = None) -> dict:
         return self.chunks().query(
-            query_embeddings=[embedding], n_results=k, where=where or None, include=["documents", "metadatas", "distances"]
+            query_embeddings=[embedding],
+            n_results=k,
+            where=where or None,
+            include=["documents", "metadatas", "distances"],
         )
 
     def get(self, ids: list[str] | None = None, where: dict | None = None) -> dict:

@@ -1,0 +1,269 @@
+"""Answering: one interface for the CLI and the UI that turns a question into a stream of events.
+
+``Answerer.answer`` rewrites a follow-up into a standalone query, retrieves passages, abstains when
+the confidence is too low, streams the provider's text and citations, then verifies every cited
+claim against the passage it cites and ends with a ``Final`` record (sources, timings, checks).
+Providers: Claude (``rag.claude``) when ``ANTHROPIC_API_KEY`` is set, else the offline extractive
+answerer (``rag.extractive``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from rag.config import Settings
+from rag.personas import Persona
+from rag.retrieval import Passage, Retriever, content_words
+
+MARKERS = re.compile(r"(?:\s*\[\d+\])+")
+MARKER = re.compile(r"\[(\d+)\]")
+
+
+@dataclass
+class Citation:
+    n: int  # the [n] in the answer: 1-based index into the retrieved passages
+    passage: Passage
+    quote: str  # the cited words (Claude's cited_text, or the extracted sentence)
+
+    def to_dict(self) -> dict:
+        p = self.passage
+        return {
+            "n": self.n,
+            "source": p.path or p.source,
+            "title": p.title,
+            "section": p.section,
+            "doc_type": p.doc_type,
+            "quote": self.quote,
+        }
+
+
+@dataclass
+class SentenceCheck:
+    sentence: str
+    cited: list[int]
+    score: float
+    supported: bool
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class CitationEvent:
+    citation: Citation
+
+
+@dataclass
+class ErrorEvent:
+    message: str
+
+
+@dataclass
+class Final:
+    question: str
+    standalone_query: str
+    answer: str
+    citations: list[Citation]
+    passages: list[Passage]
+    abstained: bool
+    provider: str
+    model: str
+    persona: str
+    confidence: float
+    checks: list[SentenceCheck] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def unsupported(self) -> list[SentenceCheck]:
+        return [check for check in self.checks if not check.supported]
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.answer,
+            "citations": [c.to_dict() for c in self.citations],
+            "abstained": self.abstained,
+            "provider": self.provider,
+            "model": self.model,
+            "persona": self.persona,
+            "standalone_query": self.standalone_query,
+            "confidence": round(self.confidence, 4),
+            "unsupported": [c.sentence for c in self.unsupported],
+            "checks": [
+                {"sentence": c.sentence, "cited": c.cited, "score": round(c.score, 3), "supported": c.supported}
+                for c in self.checks
+            ],
+            "timings": {key: round(value, 3) for key, value in self.timings.items()},
+            "error": self.error,
+        }
+
+
+Event = TextDelta | CitationEvent | ErrorEvent | Final
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def rewrite(self, question: str, history: list[str]) -> str: ...
+
+    def generate(
+        self, question: str, history: list[dict], persona: Persona, passages: list[Passage]
+    ) -> Iterator[TextDelta | CitationEvent | ErrorEvent]: ...
+
+
+def choose_provider(settings: Settings, retriever: Retriever, name: str | None = None) -> Provider:
+    """``claude`` when asked or when ANTHROPIC_API_KEY is set, otherwise the offline extractive answerer."""
+    wanted = name or ("claude" if os.environ.get("ANTHROPIC_API_KEY") else "extractive")
+    if wanted == "claude":
+        from rag.claude import ClaudeProvider
+
+        return ClaudeProvider(settings)
+    if wanted == "extractive":
+        from rag.extractive import ExtractiveProvider
+
+        return ExtractiveProvider(retriever.embedder)
+    raise ValueError(f"unknown provider {wanted!r}: use claude or extractive")
+
+
+def abstention_text(passages: list[Passage]) -> str:
+    text = (
+        "The knowledge base does not cover this question: no passage is close enough to answer it "
+        "with sources, so I will not guess."
+    )
+    if passages:
+        nearest = "; ".join(dict.fromkeys(p.heading for p in passages[:3]))
+        text += f" The nearest material is about: {nearest}."
+    return text + " Rephrase the question, or add the relevant design doc to the knowledge base."
+
+
+class Answerer:
+    def __init__(self, settings: Settings, retriever: Retriever | None = None, provider: Provider | None = None):
+        self.settings = settings
+        self.retriever = retriever or Retriever(settings)
+        self.provider = provider or choose_provider(settings, self.retriever)
+
+    def answer(
+        self,
+        question: str,
+        persona: Persona,
+        history: list[dict] | None = None,
+        k: int | None = None,
+        doc_type: str | None = None,
+    ) -> Iterator[Event]:
+        history = history or []
+        started = time.perf_counter()
+        earlier_questions = [turn["content"] for turn in history if turn.get("role") == "user"]
+        standalone = self.provider.rewrite(question, earlier_questions) if earlier_questions else question
+        result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
+        timings = {"retrieval": time.perf_counter() - started}
+        passages = result.passages
+        final = Final(
+            question=question,
+            standalone_query=standalone,
+            answer="",
+            citations=[],
+            passages=passages,
+            abstained=False,
+            provider=self.provider.name,
+            model=self.provider.model,
+            persona=persona.name,
+            confidence=result.confidence,
+        )
+        if not passages or result.confidence < self.settings.abstain_threshold:
+            final.abstained = True
+            final.answer = abstention_text(passages)
+            yield TextDelta(final.answer)
+            final.timings = {**timings, "generation": 0.0, "total": time.perf_counter() - started}
+            yield final
+            return
+        generation_started = time.perf_counter()
+        parts: list[str] = []
+        cited: dict[int, Citation] = {}
+        for event in self.provider.generate(question, history, persona, passages):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, CitationEvent):
+                cited.setdefault(event.citation.n, event.citation)
+            elif isinstance(event, ErrorEvent):
+                final.error = event.message
+            yield event
+        timings["generation"] = time.perf_counter() - generation_started
+        final.answer = strip_invalid_markers("".join(parts), len(passages))
+        final.citations = _citations_in_order(final.answer, cited, passages)
+        verify_started = time.perf_counter()
+        final.checks = verify(final.answer, passages, self.retriever.embedder, self.settings.support_threshold)
+        timings["verification"] = time.perf_counter() - verify_started
+        timings["total"] = time.perf_counter() - started
+        final.timings = timings
+        yield final
+
+
+def strip_invalid_markers(answer: str, passage_count: int) -> str:
+    """An [n] that points at no retrieved passage is removed, never shown."""
+    return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= passage_count else "", answer)
+
+
+def _citations_in_order(answer: str, cited: dict[int, Citation], passages: list[Passage]) -> list[Citation]:
+    result = []
+    for n in dict.fromkeys(int(m) for m in MARKER.findall(answer)):
+        result.append(cited.get(n) or Citation(n, passages[n - 1], passages[n - 1].text[:300]))
+    return result
+
+
+def cited_claims(answer: str) -> list[tuple[str, list[int]]]:
+    """Each stretch of text that ends in citation markers, with the numbers it cites."""
+    claims = []
+    cursor = 0
+    for match in MARKERS.finditer(answer):
+        text = answer[cursor : match.start()]
+        cursor = match.end()
+        numbers = [int(n) for n in MARKER.findall(match.group(0))]
+        claim = _last_sentences(text)
+        if claim:
+            claims.append((claim, numbers))
+    return claims
+
+
+def _last_sentences(text: str) -> str:
+    """The claim a marker closes: the last paragraph since the previous marker, without Markdown decoration."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
+    text = re.split(r"\n\s*\n", text.strip())[-1]
+    lines = [re.sub(r"^\s*(?:[-*>]|\d+\.|#+)\s*", "", line) for line in text.strip().splitlines()]
+    cleaned = " ".join(line for line in lines if line.strip())
+    cleaned = re.sub(r"[*_`]+", "", cleaned).strip(" .;:-")
+    return cleaned
+
+
+def support_score(claim_vector: np.ndarray, claim_words: set[str], passage_vector: np.ndarray, passage: str) -> float:
+    """Half embedding similarity, half the share of the claim's content words found in the passage."""
+    overlap = len(claim_words & set(content_words(passage))) / len(claim_words) if claim_words else 0.0
+    return 0.5 * float(np.dot(claim_vector, passage_vector)) + 0.5 * overlap
+
+
+def verify(answer: str, passages: list[Passage], embedder, threshold: float) -> list[SentenceCheck]:
+    claims = cited_claims(answer)
+    if not claims:
+        return []
+    vectors = np.array(embedder.embed([c for c, _ in claims] + [p.full_text for p in passages]))
+    claim_vectors, passage_vectors = vectors[: len(claims)], vectors[len(claims) :]
+    checks = []
+    for (claim, numbers), claim_vector in zip(claims, claim_vectors):
+        words = set(content_words(claim))
+        scores = [
+            support_score(claim_vector, words, passage_vectors[n - 1], passages[n - 1].full_text)
+            for n in numbers
+            if 1 <= n <= len(passages)
+        ]
+        best = max(scores, default=0.0)
+        checks.append(SentenceCheck(claim, numbers, best, best >= threshold))
+    return checks

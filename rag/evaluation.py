@@ -1,0 +1,195 @@
+"""Evaluation: retrieval quality, abstention and latency on a question file, and threshold calibration.
+
+A question file is JSONL: ``id``, ``question``, ``sources`` (files that answer it, relative to the
+ingested root), ``evidence`` (verbatim passages) and optionally ``history``. A retrieved chunk is a
+hit when it comes from an expected source or contains an evidence passage. Questions with no
+sources are the unanswerable ones: the assistant should abstain on them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import Settings
+from rag.retrieval import MODES, Passage, Retriever, content_words, rewrite_follow_up
+
+CUTOFF = 10
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    sources: list[str]
+    evidence: list[str] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.sources)
+
+    @property
+    def query(self) -> str:
+        return rewrite_follow_up(self.question, self.history)
+
+
+def load_questions(path: Path) -> list[Question]:
+    questions = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            questions.append(
+                Question(
+                    id=str(row["id"]),
+                    question=str(row["question"]),
+                    sources=list(row.get("sources") or []),
+                    evidence=list(row.get("evidence") or []),
+                    history=list(row.get("history") or []),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}:{number}: not a question line ({error})") from None
+    return questions
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def is_hit(passage: Passage, question: Question) -> bool:
+    if any(passage.source == s or passage.path == s or passage.path.endswith("/" + s) for s in question.sources):
+        return True
+    text = _normal(passage.text)
+    return any(_normal(e) in text for e in question.evidence)
+
+
+def rank_metrics(hits: list[bool], relevant_total: int) -> dict[str, float]:
+    first = next((i for i, hit in enumerate(hits) if hit), None)
+    dcg = sum(1.0 / math.log2(i + 2) for i, hit in enumerate(hits[:CUTOFF]) if hit)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(CUTOFF, max(1, relevant_total))))
+    return {
+        "hit@1": float(first is not None and first < 1),
+        "hit@3": float(first is not None and first < 3),
+        "hit@5": float(first is not None and first < 5),
+        "mrr@10": 1.0 / (first + 1) if first is not None and first < CUTOFF else 0.0,
+        "ndcg@10": dcg / ideal if ideal else 0.0,
+    }
+
+
+def evaluate(questions: list[Question], retriever: Retriever, threshold: float) -> dict:
+    answerable = [q for q in questions if q.answerable]
+    unanswerable = [q for q in questions if not q.answerable]
+    relevant_counts = _relevant_counts(retriever, answerable)
+    report: dict = {"questions": len(questions), "answerable": len(answerable), "modes": {}}
+    latencies: list[float] = []
+    confidences: dict[str, float] = {}
+    for mode in MODES:
+        totals: dict[str, float] = {}
+        for question in answerable:
+            result = retriever.search(question.query, k=CUTOFF, mode=mode)
+            if mode == "hybrid":
+                latencies.append(result.seconds)
+                confidences[question.id] = result.confidence
+            metrics = rank_metrics([is_hit(p, question) for p in result.passages], relevant_counts[question.id])
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value
+        report["modes"][mode] = {key: round(value / max(1, len(answerable)), 4) for key, value in totals.items()}
+    for question in unanswerable:
+        result = retriever.search(question.query, k=CUTOFF)
+        latencies.append(result.seconds)
+        confidences[question.id] = result.confidence
+    abstained_right = sum(confidences[q.id] < threshold for q in unanswerable)
+    answered_right = sum(confidences[q.id] >= threshold for q in answerable)
+    report["abstention"] = {
+        "threshold": threshold,
+        "unanswerable": len(unanswerable),
+        "accuracy_on_unanswerable": round(abstained_right / len(unanswerable), 4) if unanswerable else None,
+        "false_abstention_rate": round(1 - answered_right / len(answerable), 4) if answerable else None,
+    }
+    report["latency_ms"] = {
+        "p50": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "p95": round(1000 * float(np.percentile(latencies, 95)), 1) if latencies else None,
+    }
+    return report
+
+
+def _relevant_counts(retriever: Retriever, questions: list[Question]) -> dict[str, int]:
+    """How many chunks in the store come from each question's expected sources (for nDCG's ideal)."""
+    per_source: dict[str, int] = {}
+    for _, _, metadatas in retriever.store.iter_all():
+        for meta in metadatas:
+            per_source[str(meta.get("source", ""))] = per_source.get(str(meta.get("source", "")), 0) + 1
+    return {q.id: sum(per_source.get(s, 0) for s in q.sources) for q in questions}
+
+
+def calibrate(questions: list[Question], retriever: Retriever) -> dict:
+    """Thresholds from the question set.
+
+    Abstention: the best-accuracy cut between the confidence of answerable and unanswerable questions.
+    Support: the best-accuracy cut between the support score of each evidence passage against a chunk of
+    its own source (supported) and against the best chunk of another source (a plausible wrong citation).
+    """
+    from rag.answering import support_score
+
+    confidence = {q.id: retriever.search(q.query, k=CUTOFF).confidence for q in questions}
+    positives = [confidence[q.id] for q in questions if q.answerable]
+    negatives = [confidence[q.id] for q in questions if not q.answerable]
+    abstain = _best_cut(positives, negatives)
+
+    rng = random.Random(7)
+    pairs: list[tuple[str, str, bool]] = []
+    for question in questions:
+        for evidence in question.evidence:
+            result = retriever.search(evidence, k=CUTOFF)
+            own = [p for p in result.passages if is_hit(p, question)]
+            other = [p for p in result.passages if not is_hit(p, question)]
+            if own:
+                pairs.append((evidence, own[0].text, True))
+            if other:
+                pairs.append((evidence, rng.choice(other[:3]).text, False))
+    embedder = retriever.embedder
+    claims = np.array(embedder.embed([c for c, _, _ in pairs]))
+    passages = np.array(embedder.embed([p for _, p, _ in pairs]))
+    scored = [
+        (support_score(claims[i], set(content_words(c)), passages[i], p), label)
+        for i, (c, p, label) in enumerate(pairs)
+    ]
+    support = _best_cut([s for s, ok in scored if ok], [s for s, ok in scored if not ok])
+    return {
+        "abstain_threshold": abstain,
+        "support_threshold": support,
+        "answerable": len(positives),
+        "unanswerable": len(negatives),
+        "support_pairs": len(scored),
+    }
+
+
+def _best_cut(positives: list[float], negatives: list[float]) -> dict:
+    """The threshold (midpoint between neighbouring scores) that classifies the most examples right."""
+    values = sorted(set(positives + negatives))
+    candidates = [(a + b) / 2 for a, b in zip(values, values[1:])] or values
+    best = (-1.0, 0.0)
+    for cut in candidates:
+        right = sum(p >= cut for p in positives) + sum(n < cut for n in negatives)
+        accuracy = right / max(1, len(positives) + len(negatives))
+        if accuracy > best[0]:
+            best = (accuracy, cut)
+    return {"value": round(best[1], 4), "accuracy": round(best[0], 4)}
+
+
+def run_eval(settings: Settings, questions_path: Path, retriever: Retriever | None = None) -> dict:
+    retriever = retriever or Retriever(settings)
+    started = time.perf_counter()
+    report = evaluate(load_questions(questions_path), retriever, settings.abstain_threshold)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report

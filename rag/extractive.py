@@ -1,0 +1,128 @@
+"""Extractive answerer: the offline, deterministic provider used when no Claude key is set.
+
+It quotes the sentences of the retrieved passages most relevant to the question (maximal marginal
+relevance: relevance to the question plus diversity), groups them by passage in reading order, and
+cites each one. A code or config block from a top passage is added when the question asks for one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.answering import Citation, CitationEvent, TextDelta
+from rag.embedding import Embedder
+from rag.personas import Persona
+from rag.retrieval import Passage, content_words, rewrite_follow_up
+
+LABEL = (
+    "*Offline extract: quoted from the knowledge base, no language model. Set ANTHROPIC_API_KEY for a written answer.*"
+)
+MAX_SENTENCES = 5
+MMR_LAMBDA = 0.7
+CODE_WORDS = re.compile(
+    r"\b(config|configure|configuration|example|code|snippet|yaml|sql|script|command|show me|set up)\b", re.I
+)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+FENCE = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
+
+
+@dataclass
+class Candidate:
+    text: str
+    passage_index: int  # 0-based into the passages
+    order: int  # position inside the passage, for reading order
+
+
+def sentences_of(text: str) -> list[str]:
+    """Prose sentences of a passage: code, tables and headings are left out."""
+    prose = FENCE.sub("\n\n", text)
+    found = []
+    for block in re.split(r"\n\s*\n", prose):
+        lines = [line for line in block.splitlines() if not line.lstrip().startswith(("|", "#"))]
+        lines = [re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", line) for line in lines]
+        joined = " ".join(line.strip() for line in lines if line.strip())
+        for sentence in SENTENCE_END.split(joined):
+            sentence = sentence.strip()
+            if 5 <= len(sentence.split()) <= 70:
+                found.append(sentence)
+    return found
+
+
+class ExtractiveProvider:
+    name = "extractive"
+    model = "offline extract"
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def rewrite(self, question: str, history: list[str]) -> str:
+        return rewrite_follow_up(question, history)
+
+    def generate(
+        self, question: str, history: list[dict], persona: Persona, passages: list[Passage]
+    ) -> Iterator[TextDelta | CitationEvent]:
+        query = rewrite_follow_up(question, [t["content"] for t in history if t.get("role") == "user"])
+        chosen = self.select(query, passages)
+        yield TextDelta(LABEL + "\n\n")
+        by_passage: dict[int, list[Candidate]] = {}
+        for candidate in chosen:
+            by_passage.setdefault(candidate.passage_index, []).append(candidate)
+        first = True
+        for index in sorted(by_passage):
+            passage = passages[index]
+            n = index + 1
+            group = sorted(by_passage[index], key=lambda c: c.order)
+            if not first:
+                yield TextDelta("\n\n")
+            first = False
+            for position, candidate in enumerate(group):
+                yield CitationEvent(Citation(n, passage, candidate.text))
+                yield TextDelta(("" if position == 0 else " ") + f"{candidate.text} [{n}]")
+        code = self._code_block(query, passages)
+        if code:
+            index, block = code
+            yield CitationEvent(Citation(index + 1, passages[index], block))
+            yield TextDelta(f"\n\nExample from {passages[index].heading} [{index + 1}]:\n\n{block}")
+
+    def select(self, query: str, passages: list[Passage]) -> list[Candidate]:
+        candidates = [
+            Candidate(sentence, index, order)
+            for index, passage in enumerate(passages)
+            for order, sentence in enumerate(sentences_of(passage.full_text))
+        ]
+        if not candidates:
+            return []
+        vectors = np.array(self.embedder.embed([query] + [c.text for c in candidates]))
+        query_vector, sentence_vectors = vectors[0], vectors[1:]
+        query_words = set(content_words(query))
+        relevance = []
+        for candidate, vector in zip(candidates, sentence_vectors):
+            overlap = len(query_words & set(content_words(candidate.text))) / max(1, len(query_words))
+            rank_prior = 0.02 * (len(passages) - candidate.passage_index) / len(passages)
+            relevance.append(float(np.dot(query_vector, vector)) + 0.25 * overlap + rank_prior)
+        best = max(relevance)
+        chosen: list[int] = []
+        while len(chosen) < MAX_SENTENCES:
+            scores = []
+            for i, rel in enumerate(relevance):
+                if i in chosen or rel < best - 0.25:
+                    continue
+                redundancy = max((float(np.dot(sentence_vectors[i], sentence_vectors[j])) for j in chosen), default=0)
+                scores.append((MMR_LAMBDA * rel - (1 - MMR_LAMBDA) * redundancy, i))
+            if not scores:
+                break
+            chosen.append(max(scores)[1])
+        return [candidates[i] for i in chosen]
+
+    def _code_block(self, query: str, passages: list[Passage]) -> tuple[int, str] | None:
+        if not CODE_WORDS.search(query):
+            return None
+        for index, passage in enumerate(passages[:3]):
+            for block in FENCE.findall(passage.full_text):
+                if block.count("\n") <= 30:
+                    return index, block
+        return None

@@ -1,0 +1,90 @@
+"""Personas: agent files in ``agents/`` (Claude Code agent format) that give the answerer its voice.
+
+A file is YAML front matter (``name``, ``description``, optional ``color``) followed by a Markdown
+body, the system prompt. Any such file dropped into the folder can be picked by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REQUIRED = ("name", "description")
+
+GROUNDING_RULES = """
+
+## Grounding rules (added to every persona)
+- Answer from the numbered passages you are given; every claim that rests on a passage is cited.
+- If the passages do not cover the question, say so plainly in the first sentence.
+- Anything you add from general knowledge is marked as such ("General knowledge, not in the knowledge base: ...").
+- Never invent a source, a document name, a team decision or a number.
+"""
+
+
+class PersonaError(Exception):
+    """An agent file that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    description: str
+    color: str
+    prompt: str
+    path: Path
+
+    @property
+    def system_prompt(self) -> str:
+        return self.prompt.rstrip() + GROUNDING_RULES
+
+
+def parse_persona(path: Path) -> Persona:
+    import frontmatter
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PersonaError(f"{path}: cannot read agent file: {error}") from None
+    if not text.startswith("---"):
+        raise PersonaError(f"{path}: an agent file starts with YAML front matter between '---' lines")
+    try:
+        post = frontmatter.loads(text)
+    except yaml.YAMLError as error:
+        raise PersonaError(f"{path}: invalid YAML front matter: {str(error).splitlines()[0]}") from None
+    meta = post.metadata
+    missing = [key for key in REQUIRED if not str(meta.get(key) or "").strip()]
+    if missing:
+        raise PersonaError(f"{path}: front matter is missing {', '.join(missing)}")
+    if not post.content.strip():
+        raise PersonaError(f"{path}: the body (the system prompt) is empty")
+    return Persona(
+        name=str(meta["name"]).strip(),
+        description=str(meta["description"]).strip(),
+        color=str(meta.get("color") or "blue"),
+        prompt=post.content.strip(),
+        path=path,
+    )
+
+
+def list_personas(agents_dir: Path) -> list[Persona]:
+    """Every valid persona in the folder (invalid ones raise: a broken file should not go unnoticed)."""
+    if not Path(agents_dir).is_dir():
+        raise PersonaError(f"{agents_dir}: the agents folder does not exist")
+    return [parse_persona(path) for path in sorted(Path(agents_dir).glob("*.md"))]
+
+
+def load_persona(name_or_path: str, agents_dir: Path) -> Persona:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".md" and candidate.is_file():
+        return parse_persona(candidate)
+    direct = Path(agents_dir) / f"{name_or_path}.md"
+    if direct.is_file():
+        persona = parse_persona(direct)
+        if persona.name == name_or_path:
+            return persona
+    for persona in list_personas(agents_dir):
+        if persona.name == name_or_path:
+            return persona
+    names = ", ".join(p.name for p in list_personas(agents_dir)) or "none"
+    raise PersonaError(f"no persona named '{name_or_path}' in {agents_dir} (available: {names})")

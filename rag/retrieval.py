@@ -1,0 +1,248 @@
+"""Retrieval: hybrid search (Chroma dense vectors + BM25 keywords) fused by reciprocal rank fusion.
+
+Also owns what turns raw hits into passages an answer can stand on: filters by doc type and source,
+collapsing of near-duplicate passages, widening a hit with its neighbouring chunks, the confidence
+signal used to abstain, and the rewriting of a follow-up question into a standalone query.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.keyword import KeywordIndex
+from rag.store import Store
+
+RRF_K = 60
+CANDIDATES = 30
+MODES = ("hybrid", "dense", "keyword")
+
+
+@dataclass
+class Passage:
+    id: str
+    text: str
+    source: str  # path relative to its root, e.g. references/caching-strategies.md
+    path: str  # root/relpath, the file a reader can open
+    title: str
+    section: str
+    doc_type: str
+    position: int
+    start_offset: int
+    score: float = 0.0  # fused score that ranks the passage
+    dense_score: float | None = None  # cosine similarity to the query
+    keyword_score: float | None = None  # BM25
+    context: str = ""  # text widened with neighbouring chunks (empty = same as text)
+    source_key: str = ""
+
+    @property
+    def full_text(self) -> str:
+        return self.context or self.text
+
+    @property
+    def heading(self) -> str:
+        return f"{self.title} > {self.section}" if self.section else self.title
+
+    @classmethod
+    def from_chunk(cls, chunk_id: str, text: str, meta: dict) -> Passage:
+        return cls(
+            id=chunk_id,
+            text=text or "",
+            source=str(meta.get("source", "")),
+            path=str(meta.get("path", "")),
+            title=str(meta.get("title", "")),
+            section=str(meta.get("section", "")),
+            doc_type=str(meta.get("doc_type", "")),
+            position=int(meta.get("position", 0)),
+            start_offset=int(meta.get("start_offset", 0)),
+            source_key=str(meta.get("source_key", "")),
+        )
+
+
+@dataclass
+class SearchResult:
+    query: str
+    passages: list[Passage]
+    confidence: float  # best cosine similarity among the dense hits (0 when there are none)
+    seconds: float
+    mode: str = "hybrid"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    def __init__(self, settings: Settings, store: Store | None = None, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings)
+        self.embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
+        self._keyword: KeywordIndex | None = None
+
+    @property
+    def keyword(self) -> KeywordIndex:
+        """The BM25 index, reloaded whenever an ingest (by any process) changed the store."""
+        revision = self.store.revision()
+        if self._keyword is None or self._keyword.revision != revision:
+            self._keyword = KeywordIndex.open(self.store, self.settings.data_dir)
+        return self._keyword
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        doc_type: str | None = None,
+        source: str | None = None,
+        mode: str = "hybrid",
+        widen: bool = False,
+    ) -> SearchResult:
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        dense: list[Passage] = []
+        keyword: list[tuple[str, float]] = []
+        # dense search runs in every mode: its similarity is the confidence signal
+        t = time.perf_counter()
+        dense = self._dense(query, CANDIDATES, doc_type, source)
+        timings["dense"] = time.perf_counter() - t
+        if mode in ("hybrid", "keyword"):
+            t = time.perf_counter()
+            keyword = self.keyword.search(query, CANDIDATES, doc_type, source)
+            timings["keyword"] = time.perf_counter() - t
+        confidence = max((p.dense_score or 0.0 for p in dense), default=0.0)
+        if mode == "dense":
+            ranked = dense
+        else:
+            ranked = self._fuse(dense if mode == "hybrid" else [], keyword)
+        passages = collapse_near_duplicates(ranked)[:k]
+        if widen:
+            passages = self.widen(passages)
+        timings["total"] = time.perf_counter() - started
+        return SearchResult(query, passages, confidence, timings["total"], mode, timings)
+
+    def _dense(self, query: str, k: int, doc_type: str | None, source: str | None) -> list[Passage]:
+        if not self.store.exists():
+            return []
+        result = self.store.query(self.embedder.embed_query(query), k, _where(doc_type, source))
+        passages = []
+        for chunk_id, text, meta, distance in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+        ):
+            passage = Passage.from_chunk(chunk_id, text, meta or {})
+            passage.dense_score = passage.score = 1.0 - float(distance)
+            passages.append(passage)
+        return passages
+
+    def _fuse(self, dense: list[Passage], keyword: list[tuple[str, float]]) -> list[Passage]:
+        by_id = {p.id: p for p in dense}
+        scores: dict[str, float] = {}
+        for rank, passage in enumerate(dense):
+            scores[passage.id] = scores.get(passage.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        missing = [chunk_id for chunk_id, _ in keyword if chunk_id not in by_id]
+        if missing:
+            got = self.store.get(ids=missing)
+            for chunk_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                by_id[chunk_id] = Passage.from_chunk(chunk_id, text, meta or {})
+        for rank, (chunk_id, bm25) in enumerate(keyword):
+            if chunk_id in by_id:
+                by_id[chunk_id].keyword_score = bm25
+                scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        ranked = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
+        return [replace(by_id[chunk_id], score=scores[chunk_id]) for chunk_id in ranked]
+
+    def widen(self, passages: list[Passage], radius: int = 1) -> list[Passage]:
+        """Each passage gets ``context``: its text with the neighbouring chunks of the same section."""
+        widened = []
+        for passage in passages:
+            positions = [passage.position + d for d in range(-radius, radius + 1) if d and passage.position + d >= 0]
+            got = self.store.get(where={"$and": [{"source_key": passage.source_key}, {"position": {"$in": positions}}]})
+            neighbours = {
+                int(meta["position"]): (text, meta)
+                for text, meta in zip(got["documents"], got["metadatas"])
+                if meta and meta.get("section") == passage.section
+            }
+            neighbours[passage.position] = (passage.text, None)
+            context = "\n\n".join(neighbours[pos][0] for pos in sorted(neighbours))
+            widened.append(replace(passage, context=context))
+        return widened
+
+    def neighbourhood(self, passage: Passage) -> list[Passage]:
+        """All chunks of the passage's section, in order (the "open the whole section" view)."""
+        got = self.store.get(where={"$and": [{"source_key": passage.source_key}, {"section": passage.section}]})
+        chunks = [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+        return sorted(chunks, key=lambda p: p.position)
+
+
+def _where(doc_type: str | None, source: str | None) -> dict | None:
+    clauses: list[dict] = []
+    if doc_type:
+        clauses.append({"doc_type": doc_type})
+    if source:
+        clauses.append({"$or": [{"source": source}, {"path": source}]})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+WORD = re.compile(r"[a-z0-9]+(?:[-_'][a-z0-9]+)*")
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def collapse_near_duplicates(passages: list[Passage], threshold: float = 0.85) -> list[Passage]:
+    """Drops a passage whose word set is nearly the same as a better-ranked one (copies across files)."""
+    kept: list[tuple[Passage, set[str]]] = []
+    for passage in passages:
+        bag = set(words(passage.text))
+        if any(_jaccard(bag, other) >= threshold for _, other in kept):
+            continue
+        kept.append((passage, bag))
+    return [p for p, _ in kept]
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+STOPWORDS = frozenset(
+    """a an the and or but if then so of to in on at by for with from as is are was were be been being do does did
+    how what why when where which who whom whose would could should can will shall may might must it its this that
+    these those they them their there here we our us you your i me my he she his her not no yes about into over
+    under than too very just also any some more most such only own same other again further once both each few
+    all nor up down out off above below between through during before after while because until against get got
+    use using used work works working happen happens instead vs versus like""".split()
+)
+
+FOLLOW_UP = re.compile(
+    r"^(and|but|so|also|then|what about|how about|same for|and what|and how|why not|what if)\b|"
+    r"\b(it|that|this|those|these|they|them|there|its|the same|instead)\b",
+    re.IGNORECASE,
+)
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in words(text) if w not in STOPWORDS and len(w) > 1]
+
+
+def looks_like_follow_up(question: str) -> bool:
+    return len(content_words(question)) <= 6 and bool(FOLLOW_UP.search(question.strip()))
+
+
+def rewrite_follow_up(question: str, history: list[str]) -> str:
+    """Deterministic rewrite: a follow-up borrows the topic words of the previous questions it lacks."""
+    if not history or not looks_like_follow_up(question):
+        return question
+    own = set(content_words(question))
+    borrowed: list[str] = []
+    for earlier in reversed(history[-2:]):
+        for word in content_words(earlier):
+            if word not in own and word not in borrowed:
+                borrowed.append(word)
+    if not borrowed:
+        return question
+    return f"{question.strip()} ({' '.join(borrowed[:10])})"
