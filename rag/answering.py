@@ -189,16 +189,27 @@ class Answerer:
         generation_started = time.perf_counter()
         parts: list[str] = []
         cited: dict[int, Citation] = {}
+        markers = MarkerFilter(len(passages))
         for event in self.provider.generate(question, history, persona, passages):
             if isinstance(event, TextDelta):
-                parts.append(event.text)
+                text = markers.feed(event.text)
+                if not text:
+                    continue
+                event = TextDelta(text)
+                parts.append(text)
             elif isinstance(event, CitationEvent):
+                if not 1 <= event.citation.n <= len(passages):
+                    continue
                 cited.setdefault(event.citation.n, event.citation)
             elif isinstance(event, ErrorEvent):
                 final.error = event.message
             yield event
+        rest = markers.flush()
+        if rest:
+            parts.append(rest)
+            yield TextDelta(rest)
         timings["generation"] = time.perf_counter() - generation_started
-        final.answer = strip_invalid_markers("".join(parts), len(passages))
+        final.answer = "".join(parts)
         final.citations = _citations_in_order(final.answer, cited, passages)
         verify_started = time.perf_counter()
         final.checks = verify(final.answer, passages, self.retriever.embedder, self.settings.support_threshold)
@@ -211,6 +222,27 @@ class Answerer:
 def strip_invalid_markers(answer: str, passage_count: int) -> str:
     """An [n] that points at no retrieved passage is removed, never shown."""
     return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= passage_count else "", answer)
+
+
+class MarkerFilter:
+    """Strips invalid [n] markers from streamed text, holding back a marker split across deltas ("[", "9]")."""
+
+    PARTIAL = re.compile(r"\[\d*$")
+
+    def __init__(self, passage_count: int) -> None:
+        self.passage_count = passage_count
+        self.pending = ""
+
+    def feed(self, text: str) -> str:
+        text = self.pending + text
+        partial = self.PARTIAL.search(text)
+        cut = partial.start() if partial else len(text)
+        self.pending = text[cut:]
+        return strip_invalid_markers(text[:cut], self.passage_count)
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return strip_invalid_markers(rest, self.passage_count)
 
 
 def _citations_in_order(answer: str, cited: dict[int, Citation], passages: list[Passage]) -> list[Citation]:

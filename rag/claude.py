@@ -8,8 +8,10 @@ Errors (bad key, refusal, overload, network) become one readable ``ErrorEvent``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 
 from rag.answering import Citation, CitationEvent, ErrorEvent, TextDelta
 from rag.config import Settings
@@ -123,6 +125,26 @@ class ClaudeProvider:
             yield ErrorEvent(f"Cannot reach Claude (network failure): {error}")
         except anthropic.APIError as error:
             yield ErrorEvent(f"Claude returned an error: {_message(error)}")
+        except _transport_errors() as error:
+            # the SDK wraps transport errors of the request, not those raised while a stream is read
+            if "timeout" in type(error).__name__.lower():
+                yield ErrorEvent("Claude stopped sending in the middle of the answer and did not resume in time; "
+                                 "the answer is incomplete, try again.")
+            else:
+                yield ErrorEvent(f"Lost the connection to Claude in the middle of the answer (network failure: "
+                                 f"{error or type(error).__name__}); the answer is incomplete, try again.")
+
+
+@lru_cache(maxsize=1)
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP library's transport errors (``httpx2`` for the 2.x SDK, ``httpx`` before it)."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def search_result_block(n: int, passage: Passage) -> dict:

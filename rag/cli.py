@@ -145,7 +145,8 @@ def ingest_team_docs(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(arg == "--doc-type" or arg.startswith("--doc-type=") for arg in argv):
         argv += ["--doc-type", "team"]
-    if not [arg for arg in argv if not arg.startswith("-")]:
+    # parsed, not guessed: the value of an option (``--data-dir X``) is not a path to ingest
+    if not build_parser().parse_args(["ingest", *argv]).paths:
         print("usage: ingest_docs.py PATH [PATH ...] [ingest options]", file=sys.stderr)
         return EXIT_USAGE
     return main(["ingest", *argv])

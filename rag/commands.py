@@ -45,9 +45,26 @@ def add_commands(commands, store_options) -> None:
     calibrate.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
     store_options(calibrate)
 
+    feedback = commands.add_parser("feedback", help="answers rated in the chat UI (thumbs up/down, comments)")
+    feedback_actions = feedback.add_subparsers(dest="feedback_action", required=True)
+    export = feedback_actions.add_parser("export", help="all feedback as JSONL, or the thumbs-down as eval questions")
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.add_argument(
+        "--as-questions",
+        action="store_true",
+        help="only thumbs-down answers, as question-file lines for `eval --questions` (review their sources)",
+    )
+    store_options(export)
+
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    handler = {"search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "calibrate": cmd_calibrate}[args.command]
+    handler = {
+        "search": cmd_search,
+        "ask": cmd_ask,
+        "eval": cmd_eval,
+        "calibrate": cmd_calibrate,
+        "feedback": cmd_feedback,
+    }[args.command]
     return handler(args, settings)
 
 
@@ -162,4 +179,21 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from rag.retrieval import Retriever
 
     print(json.dumps(calibrate(load_questions(args.questions), Retriever(settings)), indent=2))
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    """``feedback export``: every rating as JSONL, or (``--as-questions``) the thumbs-down as eval questions."""
+    from rag.feedback import FeedbackStore
+
+    store = FeedbackStore.for_settings(settings)
+    write = store.export_questions if args.as_questions else store.export_jsonl
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", encoding="utf-8") as out:
+            count = write(out)
+    else:
+        count = write(sys.stdout)
+    what = "thumbs-down answers as questions" if args.as_questions else "feedback entries"
+    print(f"{count} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
     return 0

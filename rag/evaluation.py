@@ -135,8 +135,8 @@ def _relevant_counts(retriever: Retriever, questions: list[Question]) -> dict[st
 def calibrate(questions: list[Question], retriever: Retriever) -> dict:
     """Thresholds from the question set.
 
-    Abstention: the best-accuracy cut between the confidence of answerable and unanswerable questions.
-    Support: the best-accuracy cut between the support score of each evidence passage against a chunk of
+    Abstention: the best cut between the confidence of answerable and unanswerable questions.
+    Support: the best cut between the support score of each evidence passage against a chunk of
     its own source (supported) and against the best chunk of another source (a plausible wrong citation).
     """
     from rag.answering import support_score
@@ -175,16 +175,21 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
 
 
 def _best_cut(positives: list[float], negatives: list[float]) -> dict:
-    """The threshold (midpoint between neighbouring scores) that classifies the most examples right."""
+    """The threshold (midpoint between neighbouring scores) with the best balanced accuracy.
+
+    Balanced, because the classes are uneven (far more answerable questions than unanswerable ones):
+    plain accuracy would happily answer everything.
+    """
     values = sorted(set(positives + negatives))
     candidates = [(a + b) / 2 for a, b in zip(values, values[1:])] or values
     best = (-1.0, 0.0)
     for cut in candidates:
-        right = sum(p >= cut for p in positives) + sum(n < cut for n in negatives)
-        accuracy = right / max(1, len(positives) + len(negatives))
-        if accuracy > best[0]:
-            best = (accuracy, cut)
-    return {"value": round(best[1], 4), "accuracy": round(best[0], 4)}
+        kept = sum(p >= cut for p in positives) / max(1, len(positives))
+        refused = sum(n < cut for n in negatives) / max(1, len(negatives))
+        balanced = (kept + refused) / 2
+        if balanced > best[0]:
+            best = (balanced, cut)
+    return {"value": round(best[1], 4), "balanced_accuracy": round(best[0], 4)}
 
 
 def run_eval(settings: Settings, questions_path: Path, retriever: Retriever | None = None) -> dict:

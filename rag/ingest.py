@@ -87,6 +87,7 @@ def ingest(
         if store.exists():
             store.chunks()  # refuses a collection built with another model before anything is written
         records = store.file_records()
+        found.files = _under_known_roots(found, records)
         work = _changed_files(found, records, doc_type, report)
         gone = _vanished(found, records) if prune else []
         total = len(work) + len(gone)
@@ -152,6 +153,27 @@ def _changed_files(
         else:
             changed.append(ref)
     return changed
+
+
+def _under_known_roots(found: Discovery, records: dict[str, FileRecord]) -> list[SourceFile]:
+    """A file named on its own that lies under a root ingested before keeps that root's key, so that
+    ``ingest corpus/team/adr.md`` updates the entry ``ingest corpus`` made instead of adding a duplicate."""
+    roots = {record.root for record in records.values()}
+    if not found.single_files or not roots:
+        return found.files
+    resolved = {root: Path(root).resolve() for root in roots}  # labels are relative to the working directory
+    files = []
+    for ref in found.files:
+        if ref.key in found.single_files and ref.key not in records:
+            candidates = []
+            for root, path in resolved.items():
+                if ref.path.is_relative_to(path):
+                    candidates.append(SourceFile(ref.path, root, ref.path.relative_to(path).as_posix()))
+            known = [c for c in candidates if c.key in records]
+            deepest = sorted(candidates, key=lambda c: len(resolved[c.root].parts), reverse=True)
+            ref = (known or deepest or [ref])[0]
+        files.append(ref)
+    return files
 
 
 def _vanished(found: Discovery, records: dict[str, FileRecord]) -> list[FileRecord]:

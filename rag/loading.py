@@ -19,6 +19,7 @@ BINARY_SUFFIXES = {".pdf", ".docx"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | BINARY_SUFFIXES
 DOC_TYPES = ("reference", "team")
 WESTERN_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
+PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
 
 
 class LoadError(Exception):
@@ -327,7 +328,10 @@ def _pdf_to_text(raw: bytes) -> tuple[str, str]:
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:
         raise LoadError("PDF has no extractable text (scanned images?)")
-    return text, str(title)
+    title = str(title).strip()
+    if title.lower() in PLACEHOLDER_PDF_TITLES:  # what PDF writers put when nobody set a title
+        title = ""
+    return text, title
 
 
 def _docx_to_text(raw: bytes) -> str:
