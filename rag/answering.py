@@ -268,6 +268,9 @@ def cited_claims(answer: str) -> list[tuple[str, list[int]]]:
 
 def _last_sentences(text: str) -> str:
     """The claim a marker closes: the last paragraph since the previous marker, without Markdown decoration."""
+    fenced = re.search(r"```[^\n]*\n(.*?)```\s*$", text.strip(), flags=re.DOTALL)
+    if fenced:  # a code block closed by the marker: the code itself is the claim
+        return fenced.group(1).strip()
     text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
     text = re.split(r"\n\s*\n", text.strip())[-1]
     lines = [re.sub(r"^\s*(?:[-*>]|\d+\.|#+)\s*", "", line) for line in text.strip().splitlines()]

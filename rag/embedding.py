@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+CACHE_SIZE = 4096
+CACHE_MAX_BATCH = 256
 
 
 def resolve_model_path(name: str) -> str:
@@ -33,6 +37,7 @@ class Embedder:
         self.model_name = model_name
         self.model_path = resolve_model_path(model_name)
         self.batch_size = batch_size
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
 
     @cached_property
     def model(self):
@@ -82,8 +87,24 @@ class Embedder:
         return len(self.model.tokenizer.encode(text, add_special_tokens=False))
 
     def embed(self, texts: list[str]) -> list[list[float]]:
+        """Normalised vectors. Small calls (queries, answer sentences, passages) are memoised, since an
+        answer embeds the same sentences for selection and again for citation checks."""
         if not texts:
             return []
+        if len(texts) > CACHE_MAX_BATCH:
+            return self._encode(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        for text, vector in zip(missing, self._encode(missing) if missing else []):
+            self._cache[text] = vector
+        result = []
+        for text in texts:
+            self._cache.move_to_end(text)
+            result.append(self._cache[text])
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return result
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
         )

@@ -47,7 +47,7 @@ def sentences_of(text: str) -> list[str]:
         joined = " ".join(line.strip() for line in lines if line.strip())
         for sentence in SENTENCE_END.split(joined):
             sentence = sentence.strip()
-            if 5 <= len(sentence.split()) <= 70:
+            if 5 <= len(sentence.split()) <= 70 and not sentence.endswith(":"):
                 found.append(sentence)
     return found
 
@@ -86,7 +86,7 @@ class ExtractiveProvider:
         if code:
             index, block = code
             yield CitationEvent(Citation(index + 1, passages[index], block))
-            yield TextDelta(f"\n\nExample from {passages[index].heading} [{index + 1}]:\n\n{block}")
+            yield TextDelta(f"\n\nExample from {passages[index].heading}:\n\n{block}\n[{index + 1}]")
 
     def select(self, query: str, passages: list[Passage]) -> list[Candidate]:
         candidates = [
@@ -121,7 +121,7 @@ class ExtractiveProvider:
     def _code_block(self, query: str, passages: list[Passage]) -> tuple[int, str] | None:
         if not CODE_WORDS.search(query):
             return None
-        for index, passage in enumerate(passages[:3]):
+        for index, passage in enumerate(passages):
             for block in FENCE.findall(passage.full_text):
                 if block.count("\n") <= 30:
                     return index, block
