@@ -152,9 +152,35 @@ def search_result_block(n: int, passage: Passage) -> dict:
         "type": "search_result",
         "source": f"{passage.path or passage.source}#{passage.section}" if passage.section else passage.path,
         "title": f"[{n}] {passage.heading}",
-        "content": [{"type": "text", "text": passage.full_text}],
+        "content": content_blocks(passage.full_text),
         "citations": {"enabled": True},
     }
+
+
+def content_blocks(text: str) -> list[dict]:
+    """The passage as citable text blocks, one per paragraph (a fenced code block stays whole).
+
+    A text block is the smallest unit Claude can cite, so one block per passage would make every
+    cited_text the whole passage; per paragraph, the quote is what the claim rests on. The blocks
+    keep their trailing blank lines, so that joined they are exactly the passage text.
+    """
+    blocks: list[str] = []
+    current, fenced, ended = "", False, False
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            if ended:
+                blocks.append(current)
+                current, ended = "", False
+            if line.lstrip().startswith(("```", "~~~")):
+                fenced = not fenced
+        elif not fenced and current.strip():
+            ended = True
+        current += line
+    if current.strip() or not blocks:
+        blocks.append(current)
+    else:
+        blocks[-1] += current
+    return [{"type": "text", "text": block} for block in blocks if block.strip()] or [{"type": "text", "text": text}]
 
 
 def _to_citation(raw, passages: list[Passage]) -> Citation | None:
@@ -163,7 +189,7 @@ def _to_citation(raw, passages: list[Passage]) -> Citation | None:
     index = int(raw.search_result_index)
     if not 0 <= index < len(passages):
         return None  # a citation to a result we did not send can never become a marker
-    return Citation(index + 1, passages[index], str(raw.cited_text))
+    return Citation(index + 1, passages[index], str(raw.cited_text).strip())
 
 
 def _message(error) -> str:

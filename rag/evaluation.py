@@ -2,8 +2,8 @@
 
 A question file is JSONL: ``id``, ``question``, ``sources`` (files that answer it, relative to the
 ingested root), ``evidence`` (verbatim passages) and optionally ``history``. A retrieved chunk is a
-hit when it comes from an expected source or contains an evidence passage. Questions with no
-sources are the unanswerable ones: the assistant should abstain on them.
+hit when it comes from an expected source or contains an evidence passage. Questions with neither
+sources nor evidence are the unanswerable ones: the assistant should abstain on them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class Question:
 
     @property
     def answerable(self) -> bool:
-        return bool(self.sources)
+        """A question with an expected source or an evidence passage; with neither, the right answer is to abstain."""
+        return bool(self.sources or self.evidence)
 
     @property
     def query(self) -> str:

@@ -28,6 +28,7 @@ CODE_WORDS = re.compile(
 )
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 FENCE = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
 
 
 @dataclass
@@ -38,17 +39,25 @@ class Candidate:
 
 
 def sentences_of(text: str) -> list[str]:
-    """Prose sentences of a passage: code, tables and headings are left out."""
+    """Prose sentences of a passage: code, tables and headings are left out, and each list item is a unit of
+    its own (joined with the next item, its words would be quoted as one sentence the passage never wrote)."""
     prose = FENCE.sub("\n\n", text)
     found = []
     for block in re.split(r"\n\s*\n", prose):
-        lines = [line for line in block.splitlines() if not line.lstrip().startswith(("|", "#"))]
-        lines = [re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", line) for line in lines]
-        joined = " ".join(line.strip() for line in lines if line.strip())
-        for sentence in SENTENCE_END.split(joined):
-            sentence = sentence.strip()
-            if 5 <= len(sentence.split()) <= 70 and not sentence.endswith(":"):
-                found.append(sentence)
+        units: list[list[str]] = [[]]
+        for line in block.splitlines():
+            if line.lstrip().startswith(("|", "#")):
+                continue
+            if LIST_ITEM.match(line):
+                units.append([LIST_ITEM.sub("", line)])
+            else:
+                units[-1].append(line)  # a paragraph line, or the continuation of a list item
+        for unit in units:
+            joined = " ".join(line.strip() for line in unit if line.strip())
+            for sentence in SENTENCE_END.split(joined):
+                sentence = sentence.strip()
+                if 5 <= len(sentence.split()) <= 70 and not sentence.endswith(":"):
+                    found.append(sentence)
     return found
 
 
@@ -89,11 +98,15 @@ class ExtractiveProvider:
             yield TextDelta(f"\n\nExample from {passages[index].heading}:\n\n{block}\n[{index + 1}]")
 
     def select(self, query: str, passages: list[Passage]) -> list[Candidate]:
-        candidates = [
-            Candidate(sentence, index, order)
-            for index, passage in enumerate(passages)
-            for order, sentence in enumerate(sentences_of(passage.full_text))
-        ]
+        candidates: list[Candidate] = []
+        seen: set[str] = set()
+        for index, passage in enumerate(passages):
+            for order, sentence in enumerate(sentences_of(passage.full_text)):
+                key = " ".join(sentence.split())
+                if key in seen:  # widened passages of neighbouring chunks overlap: quote a sentence once
+                    continue
+                seen.add(key)
+                candidates.append(Candidate(sentence, index, order))
         if not candidates:
             return []
         vectors = np.array(self.embedder.embed([query] + [c.text for c in candidates]))

@@ -90,6 +90,7 @@ def ingest(
         found.files = _under_known_roots(found, records)
         work = _changed_files(found, records, doc_type, report)
         gone = _vanished(found, records) if prune else []
+        dropped = _drop_half_written(report.files_failed, found, records, store)
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
         pending: list[_Pending] = []
@@ -107,6 +108,7 @@ def ingest(
                     raise LoadError("nothing to index: the file has headings but no text under them")
             except LoadError as error:
                 report.files_failed.append(Failure(ref.display_path, str(error)))
+                dropped |= _drop_half_written([report.files_failed[-1]], found, records, store)
                 tick(ref.display_path, "failed")
                 continue
             pending.append(_Pending(document, chunks, ref.key not in records))
@@ -119,10 +121,10 @@ def ingest(
             store.delete_file_records([record.key])
             report.files_removed += 1
             tick(f"{record.root}/{record.relpath}", "removed")
-        if report.changed:
+        if report.changed or dropped:
             store.bump_revision()
         report.chunks_total = store.count()
-    if report.changed or not _keyword_index_fresh(store, settings):
+    if report.changed or dropped or not _keyword_index_fresh(store, settings):
         from rag.keyword import KeywordIndex
 
         KeywordIndex.rebuild(store, settings.data_dir)
@@ -153,6 +155,24 @@ def _changed_files(
         else:
             changed.append(ref)
     return changed
+
+
+def _drop_half_written(
+    failures: list[Failure], found: Discovery, records: dict[str, FileRecord], store: Store
+) -> bool:
+    """Removes what a killed ingest left of a file that now fails to load: its entry is incomplete and
+    some of its new chunks may be in the store. A complete entry keeps its chunks (the last good version)."""
+    failed = {failure.path for failure in failures}
+    keys = [
+        ref.key
+        for ref in found.files
+        if ref.display_path in failed and ref.key in records and not records[ref.key].complete
+    ]
+    for key in keys:
+        store.delete_chunks(store.chunk_ids_of(key))
+        store.delete_file_records([key])
+        del records[key]
+    return bool(keys)
 
 
 def _under_known_roots(found: Discovery, records: dict[str, FileRecord]) -> list[SourceFile]:

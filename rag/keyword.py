@@ -8,9 +8,13 @@ patching the index in place.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +25,10 @@ from rag.store import Store
 
 INDEX_DIR = "keyword"
 META_FILE = "chunks.json"
+# A query token with a digit or an underscore (ERR-7731 gives "7731", KIP-848 "848", UV_THREADPOOL_SIZE) that
+# occurs in at most RARE_CHUNKS chunks is an exact reference to them: an error code, a ticket, a config key.
+IDENTIFIER = re.compile(r"[0-9_]")
+RARE_CHUNKS = 5
 
 
 @lru_cache(maxsize=1)
@@ -38,6 +46,25 @@ def tokenize(texts: list[str]) -> list[list[str]]:
 
 def keyword_text(title: str, section: str, text: str) -> str:
     return f"{title}\n{section}\n{text}"
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Puts a staged index in place whole, so a reader never sees half an index. Another process may be
+    swapping in its own rebuild at the same moment (the UI while the CLI ingests): one wins, none fails."""
+    for _ in range(20):
+        old = target.with_name(f".{INDEX_DIR}-old-{uuid.uuid4().hex}")
+        with contextlib.suppress(FileNotFoundError):
+            target.rename(old)
+        try:
+            staging.rename(target)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # another rebuild took the place between the two renames: move it aside again
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    shutil.rmtree(staging, ignore_errors=True)  # lost every race: the winners' index is as fresh
 
 
 @dataclass
@@ -88,13 +115,7 @@ class KeywordIndex:
             retriever.save(str(staging))
         meta = {"revision": revision, "ids": ids, "doc_types": doc_types, "sources": sources}
         (staging / META_FILE).write_text(json.dumps(meta))
-        # swap in whole, so a reader never sees half an index
-        old = target.with_name(INDEX_DIR + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(staging, target)
         return cls(retriever, ids, doc_types, sources, revision)
 
     @classmethod
@@ -105,8 +126,11 @@ class KeywordIndex:
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text())
-        retriever = bm25s.BM25.load(str(directory)) if meta["ids"] else None
+        try:
+            meta = json.loads(meta_path.read_text())
+            retriever = bm25s.BM25.load(str(directory)) if meta["ids"] else None
+        except (OSError, ValueError, KeyError):  # swapped out while being read: the caller rebuilds
+            return None
         return cls(retriever, meta["ids"], meta["doc_types"], meta["sources"], meta["revision"])
 
     @classmethod
@@ -116,6 +140,21 @@ class KeywordIndex:
         if index is None or index.revision != store.revision():
             index = cls.rebuild(store, data_dir)
         return index
+
+    def rare_identifier_ids(self, query: str) -> set[str]:
+        """The chunks that hold a rare identifier of the query (see ``IDENTIFIER``)."""
+        if self.retriever is None or not self.ids:
+            return set()
+        vocab = self.retriever.vocab_dict
+        indptr, indices = self.retriever.scores["indptr"], self.retriever.scores["indices"]
+        found: set[str] = set()
+        for token in tokenize([query])[0]:
+            if token in vocab and IDENTIFIER.search(token):
+                token_id = vocab[token]
+                documents = indices[indptr[token_id] : indptr[token_id + 1]]
+                if len(documents) <= RARE_CHUNKS:
+                    found.update(self.ids[int(d)] for d in documents)
+        return found
 
     def search(
         self, query: str, k: int, doc_type: str | None = None, source: str | None = None

@@ -7,6 +7,7 @@ with a reason a user can act on; it never stops the caller's other files.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import os
@@ -19,6 +20,12 @@ BINARY_SUFFIXES = {".pdf", ".docx"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | BINARY_SUFFIXES
 DOC_TYPES = ("reference", "team")
 WESTERN_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
+UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE, whose mark it starts with
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
 
 
@@ -214,6 +221,12 @@ def _read(path: Path, max_bytes: int) -> bytes:
 
 def decode_text(raw: bytes) -> str:
     """UTF-8 when it is, otherwise the detected encoding; binary content is refused."""
+    for bom, encoding in UNICODE_BOMS:  # UTF-16/32 text (Windows "Unicode" files) is full of NUL bytes
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError:
+                raise LoadError(f"not valid {encoding} text despite its byte order mark") from None
     if b"\x00" in raw[:8192]:
         raise LoadError("binary content in a text file (NUL bytes)")
     try:

@@ -117,8 +117,11 @@ class Retriever:
         confidence = max((p.dense_score or 0.0 for p in dense), default=0.0)
         if mode == "dense":
             ranked = dense
+        elif mode == "keyword":
+            ranked = self._fuse([], keyword)
         else:
-            ranked = self._fuse(dense if mode == "hybrid" else [], keyword)
+            rare = self.keyword.rare_identifier_ids(query) if keyword else set()
+            ranked = self._fuse(dense, keyword, [chunk_id for chunk_id, _ in keyword if chunk_id in rare])
         passages = collapse_near_duplicates(ranked)[:k]
         if widen:
             passages = self.widen(passages)
@@ -138,7 +141,12 @@ class Retriever:
             passages.append(passage)
         return passages
 
-    def _fuse(self, dense: list[Passage], keyword: list[tuple[str, float]]) -> list[Passage]:
+    def _fuse(
+        self, dense: list[Passage], keyword: list[tuple[str, float]], exact: list[str] | None = None
+    ) -> list[Passage]:
+        """Reciprocal rank fusion of the dense and keyword rankings, plus a third ranking, ``exact``: the
+        keyword hits that hold a rare identifier of the query. Keywords weigh less than dense vectors, which
+        would otherwise bury a hit that only keywords can find (an error code is noise to an embedding)."""
         by_id = {p.id: p for p in dense}
         scores: dict[str, float] = {}
         for rank, passage in enumerate(dense):
@@ -153,6 +161,9 @@ class Retriever:
                 by_id[chunk_id].keyword_score = bm25
                 weight = KEYWORD_WEIGHT if dense else 1.0
                 scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (RRF_K + rank + 1)
+        for rank, chunk_id in enumerate(exact or []):
+            if chunk_id in by_id:
+                scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         ranked = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
         return [replace(by_id[chunk_id], score=scores[chunk_id]) for chunk_id in ranked]
 

@@ -1,0 +1,204 @@
+"""Chunking: section paths, the model's token limit, whole code blocks and tables, offsets, ids."""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import CACHING_MD
+
+from rag.chunking import SPECIAL_TOKENS, Chunk, chunk_document
+from rag.loading import Document, SourceFile, discover, load
+
+WORDS = (
+    "cache invalidation replica shard consistency latency throughput idempotency backpressure queue partition "
+    "leader follower quorum eviction write-through snapshot compaction"
+).split()
+
+
+def document(text: str, title: str = "Guide", root: str = "docs", relpath: str = "guide.md") -> Document:
+    return Document(SourceFile(Path("/nowhere") / relpath, root, relpath), textwrap.dedent(text), title, "team", "h")
+
+
+def chunks_of(doc: Document, embedder, chunk_tokens: int = 200, overlap: int = 32) -> list[Chunk]:
+    return chunk_document(doc, embedder.count_tokens, chunk_tokens, overlap, embedder.max_seq_length)
+
+
+def limit(embedder) -> int:
+    return embedder.max_seq_length - SPECIAL_TOKENS
+
+
+def assert_offsets_point_at_text(chunks: list[Chunk]) -> None:
+    for chunk in chunks:
+        first_line = chunk.text.splitlines()[0]
+        assert chunk.document.text[chunk.start_offset :].startswith(first_line), (chunk.position, first_line)
+
+
+def assert_covers_source(doc: Document, chunks: list[Chunk]) -> None:
+    """Chunks, in order, are pieces of the source (whitespace aside) that together leave nothing out
+    but the heading lines (those live in each chunk's section path)."""
+    body = "\n".join(line for line in doc.text.splitlines() if not line.startswith("#"))
+    source = "".join(body.split())
+    covered = bytearray(len(source))
+    previous = -1
+    for chunk in chunks:
+        piece = "".join(chunk.text.split())
+        found = source.find(piece, previous + 1)
+        assert found >= 0, f"chunk {chunk.position} is not a piece of the source: {chunk.text[:80]!r}"
+        covered[found : found + len(piece)] = b"\x01" * len(piece)
+        previous = found
+    missing = covered.find(0)
+    assert missing < 0, f"source text left out of every chunk: {source[missing : missing + 80]!r}"
+
+
+def test_model_limit_is_read_from_the_model(embedder):
+    assert embedder.max_seq_length == 256
+
+
+def test_section_paths_follow_the_heading_hierarchy(embedder, tmp_path):
+    source = tmp_path / "caching.md"
+    source.write_text(
+        "---\ntitle: Caching handbook\n---\n" + textwrap.dedent(CACHING_MD).split("---\n", 2)[2].replace(
+            "# Caching strategies", "# Caching"
+        )
+    )
+    doc = load(SourceFile(source, "docs", "caching.md"), 10**7)
+    chunks = chunks_of(doc, embedder)
+    by_text = {chunk.text.splitlines()[0]: chunk.section for chunk in chunks}
+    write_through = "The service writes to the cache and the database in the same request, so the cache is never stale."
+    assert by_text[write_through] == "Caching > Invalidation > Write-through"
+    sections = [chunk.section for chunk in chunks]
+    assert "Caching > Invalidation > Cache-aside" in sections
+    assert "Caching > Eviction" in sections
+    assert all(chunk.title == "Caching handbook" for chunk in chunks)
+    # the embedded text carries the title and section path, the stored text does not
+    write_through = next(c for c in chunks if c.section.endswith("Write-through"))
+    assert write_through.embed_text.startswith("Caching handbook > Caching > Invalidation > Write-through\n")
+    assert not write_through.text.startswith("Caching handbook")
+
+
+def test_title_heading_is_not_repeated_in_the_section_path(embedder):
+    doc = document("# Guide\n\nIntro.\n\n## Invalidation\n\n### Write-through\n\nWrite both.\n")
+    chunks = chunks_of(doc, embedder)
+    assert [(c.section, c.text) for c in chunks] == [("", "Intro."), ("Invalidation > Write-through", "Write both.")]
+    assert chunks[1].embed_text == "Guide > Invalidation > Write-through\nWrite both."
+    assert [c.position for c in chunks] == [0, 1]
+
+
+def _giant_paragraph(words: int = 4000) -> str:
+    rng = random.Random(7)
+    return " ".join(rng.choice(WORDS) + ("." if i % 17 == 16 else "") for i in range(words))
+
+
+def _giant_code_block(lines: int = 500) -> str:
+    body = "\n".join(f"    result_{i} = client.fetch(shard={i % 8}, key='user:{i}', timeout=0.2)" for i in range(lines))
+    return f"```python\ndef load_all(client):\n{body}\n```"
+
+
+def _random_blob(length: int) -> str:
+    rng = random.Random(3)
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789+/=") for _ in range(length))
+
+
+def _cjk() -> str:
+    return "## 缓存\n\n" + "".join(f"缓存在写入时失效{i}，复制是异步的。" for i in range(400))
+
+
+BIG_CASES = {
+    "giant paragraph": lambda: f"# Guide\n\n## Replication\n\n{_giant_paragraph()}\n",
+    "giant code block": lambda: f"# Guide\n\n## Client\n\n{_giant_code_block()}\n",
+    "code block with one huge line": lambda: "## Blob\n\n```\n" + _random_blob(30000) + "\n```\n",
+    "giant table": lambda: "## Limits\n\n| key | value |\n| --- | --- |\n"
+    + "\n".join(f"| setting_{i} | {' '.join(WORDS[: 1 + i % 9])} |" for i in range(400)),
+    "text without spaces (CJK)": _cjk,
+    "heading as long as a paragraph": lambda: "# " + _giant_paragraph(300) + "\n\nShort body.\n\n## "
+    + _giant_paragraph(200) + "\n\n" + _giant_paragraph(600),
+}
+
+
+@pytest.mark.parametrize("chunk_tokens", [200, 1000])
+@pytest.mark.parametrize("case", list(BIG_CASES))
+def test_no_chunk_exceeds_the_model_limit(embedder, case, chunk_tokens):
+    text = BIG_CASES[case]()
+    doc = document(text, title="A rather long document title about distributed caching and replication")
+    chunks = chunks_of(doc, embedder, chunk_tokens=chunk_tokens)
+    assert len(chunks) > 1
+    ceiling = min(chunk_tokens, limit(embedder))
+    worst = max(embedder.count_tokens(chunk.embed_text) for chunk in chunks)
+    assert worst <= ceiling, f"{case}: an embedded chunk has {worst} tokens, over {ceiling}"
+    assert_offsets_point_at_text(chunks)
+    assert_covers_source(doc, chunks)
+
+
+def test_long_title_leaves_room_for_the_text(embedder):
+    doc = document("Body of the document.\n", title=" ".join(WORDS * 30))
+    [chunk] = chunks_of(doc, embedder)
+    assert embedder.count_tokens(chunk.embed_text) <= limit(embedder)
+    assert chunk.embed_text.endswith("\nBody of the document.")
+
+
+def test_code_blocks_and_tables_that_fit_stay_whole(embedder):
+    code = "```python\ndef save(user):\n\n    db.save(user)\n\n    cache.set(user.id, user)\n```"
+    table = "| policy | evicts |\n| --- | --- |\n| LRU | least recently used |\n| LFU | least frequently used |"
+    prose = " ".join(["Caches trade freshness for load."] * 25)
+    text = f"# Guide\n\n## Write path\n\n{prose}\n\n{code}\n\n{prose}\n\n{table}\n\n{prose}\n"
+    chunks = chunks_of(doc := document(text), embedder, chunk_tokens=120)
+    assert len(chunks) >= 3
+    assert sum(code in chunk.text for chunk in chunks) == 1
+    assert sum(table in chunk.text for chunk in chunks) == 1
+    for chunk in chunks:  # no chunk holds a piece of either without the whole
+        assert ("db.save(user)" in chunk.text) == (code in chunk.text)
+        assert ("| LFU |" in chunk.text) == (table in chunk.text)
+    assert_offsets_point_at_text(chunks)
+    assert doc.text[chunks[0].start_offset :].startswith("Caches trade")
+
+
+def test_heading_lookalikes_inside_code_are_not_headings(embedder):
+    text = "# Guide\n\n## Setup\n\n```bash\n# install the client\npip install redis\n```\n\nAfter the block.\n"
+    chunks = chunks_of(document(text), embedder)
+    assert {chunk.section for chunk in chunks} == {"Setup"}
+    assert "# install the client\npip install redis" in chunks[0].text
+
+
+def test_start_offsets_point_into_the_source(embedder, tmp_path):
+    source = tmp_path / "caching.md"
+    source.write_text(textwrap.dedent(CACHING_MD).lstrip())
+    doc = load(SourceFile(source, "docs", "caching.md"), 10**7)
+    chunks = chunks_of(doc, embedder, chunk_tokens=40)
+    assert len(chunks) >= 5
+    assert_offsets_point_at_text(chunks)
+    offsets = [chunk.start_offset for chunk in chunks]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+
+
+def test_ids_are_deterministic_and_unique_per_root(embedder, tmp_path):
+    for root in ("team-a", "team-b"):
+        (tmp_path / root).mkdir()
+        (tmp_path / root / "README.md").write_text(textwrap.dedent(CACHING_MD).lstrip())
+    found = discover([tmp_path / "team-a", tmp_path / "team-b"])
+    docs = [load(ref, 10**7) for ref in found.files]
+    first = [[c.id for c in chunks_of(doc, embedder)] for doc in docs]
+    again = [[c.id for c in chunks_of(load(ref, 10**7), embedder)] for ref in found.files]
+    assert first == again
+    assert len(set(first[0])) == len(first[0])
+    assert not set(first[0]) & set(first[1])
+    # the id follows the content: an edit changes the ids of the chunks it touches
+    edited = Document(docs[0].source, docs[0].text.replace("never stale", "rarely stale"), docs[0].title, "team", "x")
+    changed = [c.id for c in chunks_of(edited, embedder)]
+    assert changed != first[0] and set(changed) & set(first[0])
+
+
+def test_metadata_carries_what_citations_need(embedder):
+    doc = document("## Retries\n\nRetry three times.\n", title="Payments", root="corpus", relpath="team/payments.md")
+    doc.tags, doc.updated = ["adr", "payments"], "2024-06-10"
+    [chunk] = chunks_of(doc, embedder)
+    meta = chunk.metadata()
+    assert meta["source"] == "team/payments.md" and meta["path"] == "corpus/team/payments.md"
+    assert meta["source_key"] == "corpus::team/payments.md"
+    assert (meta["title"], meta["section"], meta["doc_type"]) == ("Payments", "Retries", "team")
+    assert (meta["position"], meta["start_offset"], meta["tags"], meta["updated"]) == (0, 12, "adr, payments",
+                                                                                       "2024-06-10")
+    assert meta["tokens"] == embedder.count_tokens("Retry three times.")
+    assert all(isinstance(value, str | int) for value in meta.values())

@@ -1,0 +1,337 @@
+"""Loading: every format, metadata, doc types, discovery, and every kind of bad input."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import assert_store_consistent, make_settings, parse_json_output, run_rag
+
+from rag.loading import Document, LoadError, SourceFile, discover, infer_doc_type, load
+
+MAX = 10 * 1024 * 1024
+
+
+def load_file(path: Path, root: Path | None = None, doc_type: str | None = None) -> Document:
+    root = root or path.parent
+    return load(SourceFile(path, root.as_posix(), path.relative_to(root).as_posix()), MAX, doc_type)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+# -- formats ----------------------------------------------------------------------------------------
+
+
+def test_markdown_front_matter_becomes_metadata(tmp_path):
+    doc = load_file(
+        write(
+            tmp_path / "caching.md",
+            """
+            ---
+            title: Caching strategies
+            tags: [caching, redis]
+            doc_type: reference
+            updated: 2024-03-01
+            ---
+            # Caching
+
+            Body text.
+            """,
+        )
+    )
+    assert doc.title == "Caching strategies"
+    assert doc.tags == ["caching", "redis"]
+    assert doc.doc_type == "reference"
+    assert doc.updated == "2024-03-01"
+    assert "title:" not in doc.text and doc.text.lstrip().startswith("# Caching")
+    assert len(doc.content_hash) == 64
+
+
+def test_markdown_without_front_matter_takes_first_heading_and_comma_tags(tmp_path):
+    doc = load_file(write(tmp_path / "notes.md", "Intro line.\n\n## Queue sizing\n\nText.\n"))
+    assert doc.title == "Queue sizing"
+    tagged = load_file(write(tmp_path / "t.md", "---\ntags: kafka, queues\n---\nText only.\n"))
+    assert tagged.tags == ["kafka", "queues"]
+    assert tagged.title == "T"  # no title, no heading: the file name
+
+
+def test_plain_text_title_from_file_name(tmp_path):
+    doc = load_file(write(tmp_path / "oncall_runbook-v2.txt", "Page the on-call engineer.\n"))
+    assert doc.title == "Oncall runbook v2"
+    assert doc.text == "Page the on-call engineer.\n"
+
+
+def test_rst_headings_become_markdown_headings(tmp_path):
+    doc = load_file(
+        write(
+            tmp_path / "guide.rst",
+            """
+            Caching
+            =======
+
+            Intro.
+
+            Invalidation
+            ------------
+
+            Stale data.
+
+            Write-through
+            ~~~~~~~~~~~~~
+
+            Write both.
+
+            ::
+
+                cache.set(key, value)
+            """,
+        )
+    )
+    assert doc.title == "Caching"
+    lines = doc.text.splitlines()
+    heading_of = {line.lstrip("#").strip(): len(line) - len(line.lstrip("#")) for line in lines if line.startswith("#")}
+    assert set(heading_of) == {"Caching", "Invalidation", "Write-through"}
+    assert heading_of["Write-through"] > heading_of["Invalidation"]
+    assert "```\ncache.set(key, value)\n```" in doc.text
+    assert "=====" not in doc.text and "~~~~" not in doc.text
+
+
+def test_html_title_and_headings(tmp_path):
+    doc = load_file(
+        write(
+            tmp_path / "queues.html",
+            """
+            <html><head><title>Queue guide</title><style>body { color: red }</style></head>
+            <body><h1>Queues</h1><p>Intro about <b>brokers</b>.</p>
+            <h2>Backpressure</h2><p>Slow producers down.</p>
+            <h3>Credit based</h3><p>Consumers grant credits.</p></body></html>
+            """,
+        )
+    )
+    assert doc.title == "Queue guide"
+    assert "# Queues" in doc.text and "## Backpressure" in doc.text and "### Credit based" in doc.text
+    assert "Consumers grant credits." in doc.text
+    assert "<p>" not in doc.text and "color: red" not in doc.text
+    untitled = load_file(write(tmp_path / "x.html", "<h1>Sharding</h1><p>Split by key.</p>"))
+    assert untitled.title == "Sharding"
+
+
+def test_pdf_text_and_title(tmp_path, make_pdf):
+    pdf = make_pdf(["Sharding splits data by key.", "Replication copies it."], title="Scaling databases")
+    doc = load_file(write(tmp_path / "scaling.pdf", pdf))
+    assert doc.title == "Scaling databases"
+    assert "Sharding splits data by key." in doc.text and "Replication copies it." in doc.text
+    untitled = load_file(write(tmp_path / "db-notes.pdf", make_pdf(["Some text."])))
+    assert untitled.title == "Db notes"
+
+
+def test_docx_heading_styles_and_tables(tmp_path, make_docx):
+    docx = make_docx(
+        None,
+        [
+            ("h1", "Payments design"),
+            ("p", "Intro paragraph."),
+            ("h2", "Retries"),
+            ("p", "Retry three times."),
+            ("table", [["call", "timeout"], ["authorize", "5 s"], ["capture", "10 s"]]),
+        ],
+    )
+    doc = load_file(write(tmp_path / "payments.docx", docx))
+    assert doc.title == "Payments design"
+    assert "# Payments design" in doc.text.splitlines()
+    assert "## Retries" in doc.text.splitlines()
+    assert "| call | timeout |\n|---|---|\n| authorize | 5 s |\n| capture | 10 s |" in doc.text
+    # a Title paragraph is the top heading; Heading 1 then sits one level below it
+    titled = load_file(write(tmp_path / "t.docx", make_docx("Design doc", [("h1", "Context"), ("p", "Text.")])))
+    assert titled.title == "Design doc"
+    assert "# Design doc" in titled.text.splitlines() and "## Context" in titled.text.splitlines()
+
+
+# -- doc types ----------------------------------------------------------------------------------------
+
+
+def test_doc_type_inferred_from_references_folder_and_overridden_by_flag(tmp_path):
+    root = tmp_path / "corpus"
+    ref = write(root / "references" / "caching.md", "# Caching\n\nText.\n")
+    team = write(root / "team" / "adr.md", "# ADR\n\nText.\n")
+    assert load_file(ref, root).doc_type == "reference"
+    assert load_file(team, root).doc_type == "team"
+    assert load_file(ref, root, doc_type="team").doc_type == "team"
+    assert load_file(team, root, doc_type="reference").doc_type == "reference"
+    # the root itself may be the references folder
+    assert infer_doc_type(SourceFile(ref, "corpus/references", "caching.md")) == "reference"
+    front = write(root / "team" / "ref.md", "---\ndoc_type: reference\n---\nText.\n")
+    assert load_file(front, root).doc_type == "reference"
+    assert load_file(front, root, doc_type="team").doc_type == "team"  # the flag wins over front matter
+
+
+def test_discover_walks_supported_files_and_skips_hidden(tmp_path):
+    root = tmp_path / "docs"
+    for name in ["a.md", "sub/b.txt", "sub/deep/c.rst", "d.html", "e.pdf", "f.docx", "g.png", ".hidden.md",
+                 ".git/config.md", "h.MD"]:
+        write(root / name, "text")
+    found = discover([root])
+    assert sorted(ref.relpath for ref in found.files) == [
+        "a.md", "d.html", "e.pdf", "f.docx", "h.MD", "sub/b.txt", "sub/deep/c.rst"
+    ]
+    assert found.failures == []
+    assert len(found.roots) == 1
+
+
+def test_discover_same_file_twice_is_taken_once(tmp_path):
+    root = write(tmp_path / "docs" / "a.md", "text").parent
+    found = discover([root, root, root / "a.md"])
+    assert len(found.files) == 1
+
+
+# -- bad input, one by one --------------------------------------------------------------------------
+
+
+def _encrypted_pdf(make_pdf):
+    return make_pdf(["Secret text."], password="hunter2")
+
+
+BAD_INPUTS = [
+    ("empty.md", b"", "empty file"),
+    ("blank.txt", b"  \n\n\t\n", "empty file"),
+    ("binary.md", bytes(range(256)) * 8, "binary"),
+    ("corrupt.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage", "corrupt PDF"),
+    ("truncated.pdf", "TRUNCATED_PDF", "PDF"),
+    ("encrypted.pdf", "ENCRYPTED_PDF", "password"),
+    ("corrupt.docx", b"PK\x03\x04 not really a zip", "corrupt DOCX"),
+    ("bad-front-matter.md", b"---\ntitle: [unclosed\n---\nText.\n", "invalid YAML front matter"),
+    ("headings-only-front-matter.md", b"---\ntitle: x\n---\n", "no text"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_raises_load_error_with_reason(tmp_path, make_pdf, name, content, reason):
+    if content == "TRUNCATED_PDF":
+        whole = make_pdf(["Page one text."] * 3)
+        content = whole[: len(whole) // 2]
+    elif content == "ENCRYPTED_PDF":
+        content = _encrypted_pdf(make_pdf)
+    with pytest.raises(LoadError, match=f"(?i){reason}"):
+        load_file(write(tmp_path / name, content))
+
+
+def test_file_over_the_size_limit_is_refused(tmp_path):
+    path = write(tmp_path / "big.txt", "word " * 5000)
+    with pytest.raises(LoadError, match="over the .* limit"):
+        load(SourceFile(path, tmp_path.as_posix(), "big.txt"), max_bytes=10_000)
+    assert load(SourceFile(path, tmp_path.as_posix(), "big.txt"), max_bytes=30_000).text.startswith("word")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Café au lait, naïve résumé: the façade of the déjà vu hôtel.\n",
+        "Le cache est invalidé à chaque écriture; la cohérence éventuelle est acceptée.\n",
+        "Größe und Gültigkeit der Schlüssel prüfen.\n",
+        "Résumé\n",
+    ],
+)
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "utf-16", "utf-16-be"])
+def test_non_utf8_text_is_decoded(tmp_path, text, encoding):
+    raw = text.encode(encoding)
+    if encoding == "utf-16-be":
+        raw = codecs.BOM_UTF16_BE + raw  # as Windows and macOS editors write it
+    doc = load_file(write(tmp_path / "legacy.txt", raw))
+    assert doc.text == text
+
+
+def test_other_legacy_encodings_keep_their_letters(tmp_path):
+    russian = "Кэширование данных: инвалидация при записи, репликация на три узла.\n"
+    assert load_file(write(tmp_path / "ru.txt", russian.encode("cp1251"))).text == russian
+    polish = "Zażółć gęślą jaźń: pamięć podręczna jest unieważniana przy zapisie.\n"
+    assert load_file(write(tmp_path / "pl.md", polish.encode("cp1250"))).text == polish
+    bom = load_file(write(tmp_path / "bom.md", "\ufeff# Título\n\nTexto.\n".encode()))
+    assert bom.title == "Título"
+
+
+def test_discover_reports_missing_path_and_symlink_loop(tmp_path):
+    root = write(tmp_path / "docs" / "loop" / "a.md", "text").parent.parent
+    (root / "loop" / "back").symlink_to(root / "loop", target_is_directory=True)
+    (root / "dangling").symlink_to(tmp_path / "nowhere")
+    found = discover([root, tmp_path / "missing"])
+    assert [ref.relpath for ref in found.files] == ["loop/a.md"]
+    reasons = {Path(f.path).name: f.error for f in found.failures}
+    assert "does not exist" in reasons["missing"]
+    assert "symlink loop" in reasons["back"]
+    broken = discover([root / "dangling"])
+    assert broken.files == [] and "broken link" in broken.failures[0].error
+
+
+# -- bad input, all in one ingest -------------------------------------------------------------------
+
+
+def _without_file_read_override() -> None:
+    """Runs in the child before exec: root keeps its uid but loses the capabilities that let it read
+    any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a chmod 000 file is unreadable as for a user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for capability in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_bad_inputs_are_reported_and_the_rest_is_ingested(tmp_path, make_pdf):
+    corpus = tmp_path / "corpus"
+    good = {
+        "references/caching.md": "---\ntitle: Caching\n---\n# Caching\n\n## Write-through\n\nWrite both stores.\n",
+        "team/adr.md": "# ADR 1\n\nWe pick PostgreSQL.\n",
+        "team/runbook.txt": "Page the on-call engineer when errors exceed two percent.\n",
+        "team/scaling.pdf": make_pdf(["Sharding splits data by tenant id."]),
+    }
+    for name, content in good.items():
+        write(corpus / name, content)
+    legacy = "Café au lait: le cache est invalidé à chaque écriture.\n"
+    write(corpus / "team" / "legacy.txt", legacy.encode("cp1252"))
+    bad = {
+        "empty.md": (b"", "empty"),
+        "binary.txt": (os.urandom(2048) + b"\x00" * 16, "binary"),
+        "corrupt.pdf": (b"%PDF-1.7\n%%garbage, no objects", "corrupt pdf"),
+        "encrypted.pdf": (make_pdf(["Secret roadmap."], password="s3cret"), "password"),
+        "big.md": (("Long line of text. " * 1200).encode(), "limit"),
+        "unreadable.md": (b"# Secret\n\nNobody may read this.\n", "permission denied"),
+    }
+    for name, (content, _) in bad.items():
+        write(corpus / "team" / name, content)
+    (corpus / "team" / "unreadable.md").chmod(0o000)
+    (corpus / "team" / "loop").mkdir()
+    (corpus / "team" / "loop" / "again").symlink_to(corpus / "team", target_is_directory=True)
+
+    process = run_rag(
+        "ingest", "corpus", "missing-folder", "--json", "--data-dir", "data", "--max-file-mb", "0.02",
+        cwd=tmp_path, preexec_fn=_without_file_read_override if os.geteuid() == 0 else None,
+    )
+    assert process.returncode == 3, process.stderr
+    report = parse_json_output(process)
+    failures = {failure["path"]: failure["error"] for failure in report["files_failed"]}
+    for name, (_, reason) in bad.items():
+        assert reason in failures.get(f"corpus/team/{name}", "").lower(), (name, failures)
+    assert "does not exist" in failures["missing-folder"]
+    loops = [path for path in failures if path.startswith("corpus/team/loop")]
+    assert loops and "symlink loop" in failures[loops[0]]
+    assert len(failures) == len(bad) + 2, failures
+
+    settings = make_settings(tmp_path / "data")
+    assert report["files_added"] == len(good) + 1  # and the cp1252 file went in, decoded
+    chunks, manifest = assert_store_consistent(settings)
+    assert {key.split("::")[1] for key in manifest} == set(good) | {"team/legacy.txt"}
+    from rag.store import Store
+
+    legacy_chunks = Store(settings).get(where={"source_key": "corpus::team/legacy.txt"})
+    assert legacy_chunks["documents"] == [legacy.strip()]
+    assert report["chunks_total"] == len(chunks)

@@ -1,0 +1,99 @@
+"""What the UI loads once per process (``st.cache_resource``): settings, the embedding model, the
+retriever (store + keyword index) and the answerer; and the personas, read fresh on every run.
+
+Each cached object is keyed by the configuration it was built from (the ``RAG_*`` environment, the
+``.env`` file, which Claude key and address), so a changed configuration gets new objects while the
+embedding model itself is loaded only once per model name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from rag.answering import Answerer, choose_provider
+from rag.config import Settings, load_settings
+from rag.embedding import Embedder
+from rag.personas import Persona, PersonaError, parse_persona
+from rag.retrieval import Retriever
+
+OFFLINE_NOTICE = "offline extractive mode: set ANTHROPIC_API_KEY for written answers"
+
+
+def _fingerprint() -> str:
+    """Everything the settings and the provider choice are read from (the key itself only as a hash)."""
+    parts = sorted(f"{key}={value}" for key, value in os.environ.items() if key.startswith("RAG_"))
+    parts.append(f"cwd={os.getcwd()}")  # relative paths (the default .rag-data, agents/) resolve against it
+    env_file = Path(".env")
+    if env_file.is_file():
+        parts.append(f".env@{env_file.stat().st_mtime_ns}")
+    api_key = os.environ.get("ANTHROPIC_API_KEY", "")
+    parts.append("key=" + (hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""))
+    parts.append("base=" + os.environ.get("ANTHROPIC_BASE_URL", ""))
+    return "\n".join(parts)
+
+
+@st.cache_resource(show_spinner=False)
+def _settings(fingerprint: str) -> Settings:
+    return load_settings()
+
+
+def get_settings() -> Settings:
+    return _settings(_fingerprint())
+
+
+@st.cache_resource(show_spinner="Loading the embedding model (once per process)...")
+def get_embedder(model_name: str, batch_size: int = 64) -> Embedder:
+    embedder = Embedder(model_name, batch_size)
+    embedder.embed_query("warm up")  # load the weights now, not on the first question
+    return embedder
+
+
+@st.cache_resource(show_spinner="Opening the knowledge base...")
+def _retriever(fingerprint: str, _settings: Settings) -> Retriever:
+    return Retriever(_settings, embedder=get_embedder(_settings.embedding_model, _settings.embed_batch_size))
+
+
+def get_retriever(settings: Settings) -> Retriever:
+    return _retriever(_fingerprint(), settings)
+
+
+@st.cache_resource(show_spinner=False)
+def _answerer(fingerprint: str, _settings: Settings, _retriever: Retriever) -> Answerer:
+    return Answerer(_settings, _retriever, choose_provider(_settings, _retriever))
+
+
+def get_answerer(settings: Settings, retriever: Retriever) -> Answerer:
+    return _answerer(_fingerprint(), settings, retriever)
+
+
+def answerer_label(answerer: Answerer) -> tuple[bool, str]:
+    """``(is_claude, text)`` for the sidebar."""
+    provider = answerer.provider
+    if provider.name == "claude":
+        return True, f"Claude · {provider.model}"
+    return False, OFFLINE_NOTICE
+
+
+@dataclass
+class PersonaChoice:
+    personas: list[Persona]
+    errors: list[str]  # one readable message per agent file that cannot be used
+
+
+def read_personas(agents_dir: Path) -> PersonaChoice:
+    """Every usable persona of the folder; a broken file is reported by name but does not hide the others."""
+    folder = Path(agents_dir)
+    if not folder.is_dir():
+        return PersonaChoice([], [f"{folder}: the agents folder does not exist (RAG_AGENTS_DIR)"])
+    personas, errors = [], []
+    for path in sorted(folder.glob("*.md")):
+        try:
+            personas.append(parse_persona(path))
+        except PersonaError as error:
+            errors.append(str(error))
+    return PersonaChoice(personas, errors)

@@ -1,0 +1,196 @@
+"""Knowledge base page: what the store holds, raw search with scores, and upload of team docs.
+
+Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search`` and uploads go through
+``ui.uploads.add_uploads`` (which calls ``rag.ingest.ingest``); nothing here retrieves on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import streamlit as st
+
+from rag.stats import collect_stats
+from rag.store import StoreBusyError, StoreError
+from ui import render
+from ui.resources import get_retriever, get_settings
+from ui.uploads import ALLOWED_SUFFIXES, add_uploads, uploads_dir
+
+log = logging.getLogger(__name__)
+
+DOC_TYPES = {"All documents": None, "References": "reference", "Team docs": "team"}
+STATUS_ICONS = {
+    "added": ":material/check_circle:",
+    "updated": ":material/update:",
+    "unchanged": ":material/check:",
+    "failed": ":material/error:",
+    "rejected": ":material/block:",
+}
+
+
+def show_stats(settings, retriever) -> None:
+    try:
+        stats = collect_stats(settings, store=retriever.store)
+    except Exception as error:
+        log.exception("cannot read the knowledge base statistics")
+        st.error(f"Cannot read what the knowledge base holds: {error}")
+        return
+    columns = st.columns(3)
+    columns[0].metric("Documents", stats["documents"])
+    columns[1].metric("Chunks", stats["chunks"])
+    columns[2].metric("Embedding model", stats["embedding_model"])
+    if not stats["files"]:
+        st.info("The knowledge base is empty: run `python -m rag ingest corpus` or upload documents below.")
+        return
+    for doc_type, row in sorted(stats["by_doc_type"].items()):
+        files = [f for f in stats["files"] if (f["doc_type"] or "unknown") == doc_type]
+        latest = max((f["ingested_at"] for f in files), default=0)
+        st.markdown(
+            f"**{render.escape_markdown(doc_type)}**: {row['documents']} documents, {row['chunks']} chunks, "
+            f"last ingested {render.format_time(latest)}"
+        )
+        st.dataframe(
+            [
+                {
+                    "file": f["path"],
+                    "title": f["title"],
+                    "chunks": f["chunks"],
+                    "last ingested": render.format_time(f["ingested_at"]),
+                    "complete": f["complete"],
+                }
+                for f in files
+            ],
+            hide_index=True,
+            key=f"files-{doc_type}",
+        )
+
+
+def show_search(settings, retriever) -> None:
+    st.subheader("Search")
+    st.caption("Raw passages as the answerer receives them, best first, with their scores.")
+    query = st.text_input("Search the knowledge base", key="kb_query", placeholder="e.g. cache invalidation")
+    columns = st.columns(3)
+    mode = columns[0].selectbox("Mode", ["hybrid", "dense", "keyword"], key="kb_mode")
+    doc_label = columns[1].selectbox("Documents", list(DOC_TYPES), key="kb_doc_type")
+    k = columns[2].number_input("Passages", min_value=1, max_value=50, value=10, key="kb_k")
+    if not query.strip():
+        return
+    try:
+        result = retriever.search(query, k=int(k), doc_type=DOC_TYPES[doc_label], mode=mode)
+    except Exception as error:
+        log.exception("search failed")
+        st.error(f"The search failed: {error}")
+        return
+    st.caption(
+        f"{len(result.passages)} passages in {render.format_ms(result.seconds)} · "
+        f"confidence {result.confidence:.2f} (answers abstain below {settings.abstain_threshold:.2f})"
+    )
+    if not result.passages:
+        st.info("Nothing found.")
+    for rank, passage in enumerate(result.passages, start=1):
+        with st.container(border=True, key=f"hit-{rank}"):
+            st.markdown(f"**{rank}. {render.escape_markdown(passage.heading)}**")
+            scores = [f"score {passage.score:.4f}"]
+            if passage.dense_score is not None:
+                scores.append(f"dense {passage.dense_score:.3f}")
+            if passage.keyword_score is not None:
+                scores.append(f"keyword {passage.keyword_score:.3f}")
+            st.caption(
+                " · ".join(scores)
+                + f" · {render.escape_markdown(passage.doc_type)} · {render.escape_markdown(passage.path)}"
+            )
+            st.markdown(passage.text)
+
+
+def show_upload(settings, retriever) -> None:
+    st.subheader("Add team documents")
+    limit_mb = settings.max_file_mb
+    st.caption(
+        f"Markdown, text, HTML, PDF or DOCX, up to {limit_mb:g} MB each. Files are saved under "
+        f"`{uploads_dir(settings)}` and ingested with doc type `team`; they are searchable right after."
+    )
+    round_ = st.session_state.setdefault("upload_round", 0)
+    files = st.file_uploader(
+        "Team documents",
+        type=[suffix.lstrip(".") for suffix in ALLOWED_SUFFIXES],
+        accept_multiple_files=True,
+        key=f"uploader-{round_}",
+        max_upload_size=max(1, math.ceil(limit_mb)),
+    )
+    replace = st.checkbox(
+        "Replace files with the same name", key="upload_replace",
+        help="Otherwise an upload whose name is taken by a different file is saved under a new name.",
+    )
+    if st.button("Add to knowledge base", type="primary", disabled=not files, icon=":material/upload:"):
+        run_upload([(f.name, f.getvalue()) for f in files], replace, settings, retriever)
+    results = st.session_state.get("upload_results")
+    if results:
+        st.markdown("**Last upload**")
+        for row in results:
+            st.markdown(upload_line(row["original"], row["name"], row["status"], row["message"]))
+
+
+def upload_line(original: str, name: str, status: str, message: str) -> str:
+    text = f"{STATUS_ICONS.get(status, '')} **{render.escape_markdown(original)}**"
+    if name and name != original:
+        text += f" → {render.escape_markdown(name)}"
+    text += f": {status}"
+    return text + (f" ({render.escape_markdown(message)})" if message else "")
+
+
+def run_upload(files: list[tuple[str, bytes]], replace: bool, settings, retriever) -> None:
+    with st.status(f"Ingesting {len(files)} file(s)...", expanded=True) as status:
+
+        def progress(event) -> None:
+            st.write(f"{event.done}/{event.total} · {event.path}: {event.status}")
+
+        try:
+            results = add_uploads(
+                files, settings, replace=replace, store=retriever.store, embedder=retriever.embedder,
+                progress=progress,
+            )
+        except StoreBusyError as error:
+            status.update(label="The knowledge base is busy: nothing was added", state="error")
+            st.error(str(error))
+            return
+        except (StoreError, RuntimeError) as error:
+            status.update(label="The upload failed: nothing was added", state="error")
+            st.error(str(error))
+            return
+        except Exception as error:
+            log.exception("upload failed")
+            status.update(label="The upload failed: nothing was added", state="error")
+            st.error(f"The upload failed ({type(error).__name__}: {error})")
+            return
+        counts: dict[str, int] = {}
+        for result in results:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            line = upload_line(result.original, result.name, result.status, result.message)
+            (st.markdown if result.ok else st.error)(line)
+        summary = ", ".join(f"{count} {status_}" for status_, count in counts.items())
+        ok = all(result.ok for result in results)
+        status.update(label=f"Upload finished: {summary}", state="complete" if ok else "error", expanded=not ok)
+    st.session_state["upload_results"] = [
+        {"original": r.original, "name": r.name, "status": r.status, "message": r.message} for r in results
+    ]
+    st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # empty the uploader next run
+
+
+def main() -> None:
+    settings = get_settings()
+    try:
+        retriever = get_retriever(settings)
+    except Exception as error:
+        log.exception("cannot load the knowledge base")
+        st.error(f"The knowledge base is not available: {error}")
+        st.stop()
+    st.title("Knowledge base")
+    stats_area = st.container()  # filled last, so an upload made in this run is already counted
+    show_search(settings, retriever)
+    show_upload(settings, retriever)
+    with stats_area:
+        show_stats(settings, retriever)
+
+
+main()
