@@ -2,7 +2,7 @@
 
 Each test gets its own ingested store (``RAG_DATA_DIR``) and agents folder (``RAG_AGENTS_DIR``); the
 app's ``st.cache_resource`` keeps the embedding model loaded across tests, so only the first run of
-the module pays for loading it. The upload rules themselves are tested directly on ``ui.uploads``.
+the module pays for loading it. The upload rules themselves are tested directly on ``rag.uploads``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from rag.config import Settings
 from rag.feedback import FeedbackStore
 from rag.ingest import ingest
 from rag.store import Store, StoreBusyError
+from rag.uploads import UploadRejected, add_uploads, safe_filename, save_upload, uploads_dir
 from ui.render import cited_words_note, highlight, passage_view
 from ui.resources import OFFLINE_NOTICE
-from ui.uploads import UploadRejected, add_uploads, safe_filename, save_upload, uploads_dir
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "ui" / "app.py")

@@ -1,7 +1,7 @@
 """Knowledge base page: what the store holds, raw search with scores, and upload of team docs.
 
 Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search`` and uploads go through
-``ui.uploads.add_uploads`` (which calls ``rag.ingest.ingest``); nothing here retrieves on its own.
+``rag.uploads.add_uploads`` (which calls ``rag.ingest.ingest``); nothing here retrieves on its own.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import streamlit as st
 
 from rag.stats import collect_stats
 from rag.store import StoreBusyError, StoreError
+from rag.uploads import ALLOWED_SUFFIXES, add_uploads, uploads_dir
 from ui import render
 from ui.resources import get_retriever, get_settings
-from ui.uploads import ALLOWED_SUFFIXES, add_uploads, uploads_dir
 
 log = logging.getLogger(__name__)
 

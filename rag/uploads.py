@@ -1,4 +1,4 @@
-"""Upload of team docs from the UI: safe file names, size and type limits, then ingest as doc type "team".
+"""Uploads: team docs added through the UI: safe file names, size and type limits, then ingest as doc type "team".
 
 No Streamlit here, so the rules are tested directly. Files are saved under ``<data_dir>/uploads/``
 and ingested one by one by path (never the whole folder, so nothing else is pruned). A file name
