@@ -219,35 +219,69 @@ class Answerer:
         yield final
 
 
+# Code is quoted, never cited: ``ARGV[1]`` or ``items[0]`` in a code block or inline code is not a marker.
+# A fence left open (still streaming) runs to the end of the text.
+CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.DOTALL)
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    return [match.span() for match in CODE.finditer(text)]
+
+
+def _in_code(position: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= position < end for start, end in spans)
+
+
+def _markers(pattern: re.Pattern, answer: str) -> list[re.Match]:
+    """The matches of a marker pattern outside code."""
+    spans = _code_spans(answer)
+    return [match for match in pattern.finditer(answer) if not _in_code(match.start(), spans)]
+
+
 def strip_invalid_markers(answer: str, passage_count: int) -> str:
-    """An [n] that points at no retrieved passage is removed, never shown."""
-    return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= passage_count else "", answer)
+    """An [n] that points at no retrieved passage is removed, never shown (code is left as it is)."""
+    spans = _code_spans(answer)
+
+    def keep(match: re.Match) -> str:
+        valid = 1 <= int(match.group(1)) <= passage_count
+        return match.group(0) if valid or _in_code(match.start(), spans) else ""
+
+    return MARKER.sub(keep, answer)
 
 
 class MarkerFilter:
-    """Strips invalid [n] markers from streamed text, holding back a marker split across deltas ("[", "9]")."""
+    """Strips invalid [n] markers from streamed text. A marker split across deltas ("[", "9]") and an inline
+    code span not closed yet are held back until they can be told apart; fences are tracked over the whole text."""
 
-    PARTIAL = re.compile(r"\[\d*$")
+    PARTIAL = re.compile(r"\[\d*$|`[^`\n]*$")
 
     def __init__(self, passage_count: int) -> None:
         self.passage_count = passage_count
         self.pending = ""
+        self.raw = ""  # everything released so far, as received
+        self.sent = 0  # characters of the cleaned text already returned
 
     def feed(self, text: str) -> str:
         text = self.pending + text
         partial = self.PARTIAL.search(text)
         cut = partial.start() if partial else len(text)
         self.pending = text[cut:]
-        return strip_invalid_markers(text[:cut], self.passage_count)
+        return self._release(text[:cut])
 
     def flush(self) -> str:
         rest, self.pending = self.pending, ""
-        return strip_invalid_markers(rest, self.passage_count)
+        return self._release(rest)
+
+    def _release(self, text: str) -> str:
+        self.raw += text
+        cleaned = strip_invalid_markers(self.raw, self.passage_count)
+        out, self.sent = cleaned[self.sent :], len(cleaned)
+        return out
 
 
 def _citations_in_order(answer: str, cited: dict[int, Citation], passages: list[Passage]) -> list[Citation]:
     result = []
-    for n in dict.fromkeys(int(m) for m in MARKER.findall(answer)):
+    for n in dict.fromkeys(int(m.group(1)) for m in _markers(MARKER, answer)):
         result.append(cited.get(n) or Citation(n, passages[n - 1], passages[n - 1].text[:300]))
     return result
 
@@ -256,7 +290,7 @@ def cited_claims(answer: str) -> list[tuple[str, list[int]]]:
     """Each stretch of text that ends in citation markers, with the numbers it cites."""
     claims = []
     cursor = 0
-    for match in MARKERS.finditer(answer):
+    for match in _markers(MARKERS, answer):
         text = answer[cursor : match.start()]
         cursor = match.end()
         numbers = [int(n) for n in MARKER.findall(match.group(0))]
@@ -275,7 +309,7 @@ def _last_sentences(text: str) -> str:
     text = re.split(r"\n\s*\n", text.strip())[-1]
     lines = [re.sub(r"^\s*(?:[-*>]|\d+\.|#+)\s*", "", line) for line in text.strip().splitlines()]
     cleaned = " ".join(line for line in lines if line.strip())
-    cleaned = re.sub(r"[*_`]+", "", cleaned).strip(" .;:-")
+    cleaned = re.sub(r"[*`]+|(?<!\w)_+|_+(?!\w)", "", cleaned).strip(" .;:-")  # emphasis, not snake_case
     return cleaned
 
 

@@ -38,10 +38,31 @@ class Candidate:
     order: int  # position inside the passage, for reading order
 
 
+def prose_of(text: str) -> str:
+    """The text with its code lines blanked out, including a code block the chunker cut in two.
+
+    A chunk can start inside a code block (only its closing fence is there) or end inside one (only the
+    opening fence). An opening fence carries a language tag, so a passage whose first fence is bare and
+    that leaves a block open (an odd number of fences, or a tagged last one) began inside code.
+    """
+    lines = text.splitlines()
+    fences = [line.strip() for line in lines if line.strip().startswith(("```", "~~~"))]
+    bare = ("```", "~~~")
+    in_code = bool(fences) and fences[0] in bare and (len(fences) % 2 == 1 or fences[-1] not in bare)
+    kept = []
+    for line in lines:
+        if line.strip().startswith(("```", "~~~")):
+            in_code = not in_code
+            kept.append("")
+        else:
+            kept.append("" if in_code else line)
+    return "\n".join(kept)
+
+
 def sentences_of(text: str) -> list[str]:
     """Prose sentences of a passage: code, tables and headings are left out, and each list item is a unit of
     its own (joined with the next item, its words would be quoted as one sentence the passage never wrote)."""
-    prose = FENCE.sub("\n\n", text)
+    prose = prose_of(text)
     found = []
     for block in re.split(r"\n\s*\n", prose):
         units: list[list[str]] = [[]]

@@ -179,7 +179,7 @@ class Retriever:
                 if meta and meta.get("section") == passage.section
             }
             neighbours[passage.position] = (passage.text, None)
-            context = "\n\n".join(neighbours[pos][0] for pos in sorted(neighbours))
+            context = join_chunks([neighbours[pos][0] for pos in sorted(neighbours)])
             widened.append(replace(passage, context=context))
         return widened
 
@@ -188,6 +188,22 @@ class Retriever:
         got = self.store.get(where={"$and": [{"source_key": passage.source_key}, {"section": passage.section}]})
         chunks = [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
         return sorted(chunks, key=lambda p: p.position)
+
+
+MIN_OVERLAP = 16  # characters: shorter repeats between neighbouring chunks are a coincidence, not an overlap
+
+
+def join_chunks(texts: list[str]) -> str:
+    """Consecutive chunks of a section as the document has them: a paragraph or code block that chunking cut
+    into overlapping pieces is joined back without repeating the overlap."""
+    joined = texts[0] if texts else ""
+    for text in texts[1:]:
+        overlap = next(
+            (size for size in range(min(len(joined), len(text)), MIN_OVERLAP - 1, -1) if joined.endswith(text[:size])),
+            0,
+        )
+        joined = joined + text[overlap:] if overlap else f"{joined}\n\n{text}"
+    return joined
 
 
 def _where(doc_type: str | None, source: str | None) -> dict | None:

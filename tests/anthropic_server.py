@@ -91,7 +91,9 @@ Response = Reply | Failure | Drop | Stall | StreamFailure
 AUTH_ERROR = Failure(401, "authentication_error", "invalid x-api-key")
 # retry-after 0 is what the brief's server sends; retry-after-ms makes the SDK wait 1 ms instead of its backoff
 RATE_LIMITED = Failure(
-    429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit",
+    429,
+    "rate_limit_error",
+    "Number of request tokens has exceeded your per-minute rate limit",
     {"retry-after": "0", "retry-after-ms": "1"},
 )
 OVERLOADED = Failure(529, "overloaded_error", "Overloaded", {"retry-after": "0", "retry-after-ms": "1"})
@@ -274,8 +276,15 @@ def _make_handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
                 pass
 
         # -- streaming -----------------------------------------------------------------------------
-        def _stream(self, reply: Reply, request: RecordedRequest, model: str, message_id: str, request_id: str,
-                    cut: Drop | Stall | StreamFailure | None) -> None:
+        def _stream(
+            self,
+            reply: Reply,
+            request: RecordedRequest,
+            model: str,
+            message_id: str,
+            request_id: str,
+            cut: Drop | Stall | StreamFailure | None,
+        ) -> None:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream; charset=utf-8")
             self.send_header("cache-control", "no-cache")
@@ -284,9 +293,10 @@ def _make_handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             for count, (name, data) in enumerate(_events(reply, request, model, message_id)):
                 if isinstance(cut, StreamFailure) and count == cut.after_events:
-                    name, data = "error", {
-                        "type": "error", "error": {"type": cut.failure.error_type, "message": cut.failure.message}
-                    }
+                    name, data = (
+                        "error",
+                        {"type": "error", "error": {"type": cut.failure.error_type, "message": cut.failure.message}},
+                    )
                     self._write_chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
                     break
                 if cut is not None and count == cut.after_events:
@@ -384,28 +394,40 @@ def _events(reply: Reply, request: RecordedRequest, model: str, message_id: str)
     yield "message_start", {"type": "message_start", "message": start}
     yield "ping", {"type": "ping"}
     for index, block in enumerate(reply.blocks):
-        yield "content_block_start", {
-            "type": "content_block_start",
-            "index": index,
-            "content_block": {"type": "text", "text": ""},
-        }
-        for cite in block.cites:
-            yield "content_block_delta", {
-                "type": "content_block_delta",
+        yield (
+            "content_block_start",
+            {
+                "type": "content_block_start",
                 "index": index,
-                "delta": {"type": "citations_delta", "citation": _citation(request, cite)},
-            }
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        for cite in block.cites:
+            yield (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "citations_delta", "citation": _citation(request, cite)},
+                },
+            )
         step = max(1, reply.delta_chars)
         for offset in range(0, len(block.text), step):
-            yield "content_block_delta", {
-                "type": "content_block_delta",
-                "index": index,
-                "delta": {"type": "text_delta", "text": block.text[offset : offset + step]},
-            }
+            yield (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": block.text[offset : offset + step]},
+                },
+            )
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
-    yield "message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-        "usage": {"output_tokens": _output_tokens(reply)},
-    }
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": _output_tokens(reply)},
+        },
+    )
     yield "message_stop", {"type": "message_stop"}

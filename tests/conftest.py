@@ -321,9 +321,7 @@ def store_state(settings: Settings) -> tuple[dict[str, str], dict[str, tuple]]:
     if store.exists():
         for ids, _texts, metadatas in store.iter_all():
             chunks.update({i: m["source_key"] for i, m in zip(ids, metadatas)})
-    manifest = {
-        key: (r.file_hash, r.chunk_count, r.complete, r.doc_type) for key, r in store.file_records().items()
-    }
+    manifest = {key: (r.file_hash, r.chunk_count, r.complete, r.doc_type) for key, r in store.file_records().items()}
     return chunks, manifest
 
 
@@ -363,8 +361,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_python(args: list[str], cwd: Path, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=kwargs.pop("env", clean_env()), capture_output=True, text=True,
-        timeout=timeout, **kwargs,
+        [sys.executable, *args],
+        cwd=cwd,
+        env=kwargs.pop("env", clean_env()),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
 
 
@@ -408,7 +411,9 @@ def chroma_server(tmp_path_factory) -> tuple[str, int]:
     log = (path / "server.log").open("w")
     server = subprocess.Popen(
         [str(binary), "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=clean_env(),
     )
     deadline = time.monotonic() + 60
     try:

@@ -91,6 +91,29 @@ CORPUS = {
         Stale entries are the main risk of a cache: delete the key when the record changes, and keep the time to
         live short for data that changes often.
         """,
+    "references/redis-token-bucket.md": """
+        ---
+        title: Token buckets in Redis
+        tags: [redis, rate-limiting]
+        ---
+        # Token buckets in Redis
+
+        ## The Lua script
+
+        The bucket is read, refilled and spent in one Lua script, so that concurrent requests cannot both spend
+        the last token.
+
+        ```lua
+        local capacity = tonumber(ARGV[1])
+        local rate = tonumber(ARGV[2])
+        local now = tonumber(ARGV[3])
+        local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+        local tokens = tonumber(state[1]) or capacity
+        local history = redis.call('LRANGE', KEYS[2], 0, 9)
+        local oldest = history[8]
+        return tokens
+        ```
+        """,
     "team/adr-0007-orders-in-postgres.md": """
         ---
         title: "ADR 0007: Orders stay in PostgreSQL"
@@ -211,6 +234,23 @@ def test_code_is_quoted_when_the_question_asks_for_an_example(answerer, persona)
     assert check.supported and check.cited == [code[0].n]
 
 
+def test_indexes_in_quoted_code_are_neither_citations_nor_stripped(answerer, persona):
+    events, final = run(answerer, "Show me the Lua script code for a token bucket in Redis", persona)
+    script = CORPUS["references/redis-token-bucket.md"]
+    code = script[script.index("```lua") : script.rindex("```") + 3]
+    code = "\n".join(line.strip() for line in code.splitlines())
+    assert code in final.answer, "the quoted script must reach the answer unchanged"
+    numbers = {int(n) for n in MARKER.findall(re.sub(r"```.*?```", "", final.answer, flags=re.DOTALL))}
+    assert [c.n for c in final.citations] == sorted(
+        numbers, key=[int(n) for n in MARKER.findall(re.sub(r"```.*?```", "", final.answer, flags=re.DOTALL))].index
+    )
+    assert all(check.supported for check in final.checks), [(c.sentence, c.score) for c in final.checks]
+    quotes = [e.citation.quote for e in events if isinstance(e, CitationEvent)]
+    assert [q for q in quotes if "ARGV" in q] == [
+        code.strip("\n")[len("```lua\n") : -len("\n```")].join(["```lua\n", "\n```"])
+    ], "code is quoted once, whole, as the example; never as a sentence"
+
+
 def test_extractive_answers_are_deterministic(answerer, persona):
     first = run(answerer, QUESTIONS[0], persona)[1]
     second = run(answerer, QUESTIONS[0], persona)[1]
@@ -233,6 +273,15 @@ def test_sentences_of_leaves_out_code_tables_and_headings_and_splits_list_items(
         "the first list item is written in lower case;",
         "the second list item continues the list; and wraps onto a second line of its own.",
     ]
+
+
+def test_sentences_of_skips_code_that_the_chunker_cut_in_two():
+    head = "The script below runs atomically in Redis.\n\n```lua\nlocal capacity = tonumber(ARGV[1])\nlocal rate = 1"
+    tail = "local tokens = tonumber(state[1]) or capacity\nreturn tokens\n```\n\nNo two requests can spend one token."
+    assert sentences_of(head) == ["The script below runs atomically in Redis."]
+    assert sentences_of(tail) == ["No two requests can spend one token."]
+    whole = "```\nplain code without a language tag\n```\n\nA sentence after the block stays a sentence."
+    assert sentences_of(whole) == ["A sentence after the block stays a sentence."]
 
 
 # -- abstention -----------------------------------------------------------------------------------------
@@ -272,12 +321,24 @@ def passage(n: int, title: str, section: str, text: str) -> Passage:
 
 
 PASSAGES = [
-    passage(1, "Rate limiting", "Token bucket",
-            "A token bucket refills at a fixed rate and allows short bursts up to its capacity."),
-    passage(2, "Database indexing", "B-tree indexes",
-            "A B-tree index keeps keys sorted, serving equality and range queries in logarithmic time."),
-    passage(3, "Rate limiting", "Sliding window",
-            "A sliding window counter in Redis smooths the edge effects of fixed windows."),
+    passage(
+        1,
+        "Rate limiting",
+        "Token bucket",
+        "A token bucket refills at a fixed rate and allows short bursts up to its capacity.",
+    ),
+    passage(
+        2,
+        "Database indexing",
+        "B-tree indexes",
+        "A B-tree index keeps keys sorted, serving equality and range queries in logarithmic time.",
+    ),
+    passage(
+        3,
+        "Rate limiting",
+        "Sliding window",
+        "A sliding window counter in Redis smooths the edge effects of fixed windows.",
+    ),
 ]
 
 
@@ -298,11 +359,13 @@ def test_verify_accepts_supported_claims_and_flags_a_citation_to_an_unrelated_pa
 
 def test_verify_flags_a_plausible_citation_to_the_wrong_passage_on_the_same_topic(embedder, answer_store):
     threshold = answer_store[0].support_threshold
-    [check] = verify("A token bucket refills at a fixed rate and allows short bursts [3].", PASSAGES, embedder,
-                     threshold)
+    [check] = verify(
+        "A token bucket refills at a fixed rate and allows short bursts [3].", PASSAGES, embedder, threshold
+    )
     assert not check.supported, check.score
-    [check] = verify("A token bucket refills at a fixed rate and allows short bursts [1].", PASSAGES, embedder,
-                     threshold)
+    [check] = verify(
+        "A token bucket refills at a fixed rate and allows short bursts [1].", PASSAGES, embedder, threshold
+    )
     assert check.supported, check.score
 
 
@@ -335,13 +398,16 @@ def test_unsupported_claims_reach_the_final_record(answer_store, embedder, perso
 def test_cited_claims_are_the_text_each_marker_closes():
     answer = (
         "*Label line.*\n\nFirst claim here [1]. Second claim [2][3]\n\n- a bullet claim [1]\n\n"
-        "```sql\nSELECT 1; -- not a claim [9]\n```\nThe closing claim [2]."
+        "```sql\nSELECT 1; -- not a claim [9]\n```\nThe closing claim [2]. Set **`max_connections`** or _the_ "
+        "pool [3]."
     )
     claims = cited_claims(answer)
     assert claims[0] == ("First claim here", [1])
     assert claims[1] == ("Second claim", [2, 3])
     assert claims[2] == ("a bullet claim", [1])
-    assert claims[-1] == ("The closing claim", [2])
+    assert claims[3] == ("The closing claim", [2])
+    assert claims[4] == ("Set max_connections or the pool", [3])
+    assert len(claims) == 5
 
 
 # -- markers --------------------------------------------------------------------------------------------
@@ -352,6 +418,27 @@ def test_strip_invalid_markers():
     assert stripped == "Claim [1]. Other . Zero . Fine [3]."
     assert strip_invalid_markers("No markers [a] or [].", 3) == "No markers [a] or []."
     assert strip_invalid_markers("Everything goes [1][2]", 0) == "Everything goes "
+
+
+CODE_ANSWER = (
+    "Use this script [1]:\n\n```lua\nlocal c = tonumber(ARGV[1])\nlocal t = state[9]\n```\n[1]\n\n"
+    "Also `KEYS[7]` is the key [2], not [8]."
+)
+
+
+def test_markers_inside_code_are_code():
+    assert strip_invalid_markers(CODE_ANSWER, 2) == CODE_ANSWER.replace(", not [8].", ", not .")
+    claims = cited_claims(strip_invalid_markers(CODE_ANSWER, 2))
+    assert claims == [
+        ("Use this script", [1]),
+        ("local c = tonumber(ARGV[1])\nlocal t = state[9]", [1]),
+        ("Also KEYS[7] is the key", [2]),
+    ]
+    for size in (1, 2, 3, 5, 8):
+        markers = MarkerFilter(2)
+        pieces = [CODE_ANSWER[i : i + size] for i in range(0, len(CODE_ANSWER), size)]
+        streamed = "".join(markers.feed(piece) for piece in pieces) + markers.flush()
+        assert streamed == strip_invalid_markers(CODE_ANSWER, 2), size
 
 
 def test_marker_filter_strips_invalid_markers_split_across_deltas():

@@ -60,9 +60,8 @@ def test_model_limit_is_read_from_the_model(embedder):
 def test_section_paths_follow_the_heading_hierarchy(embedder, tmp_path):
     source = tmp_path / "caching.md"
     source.write_text(
-        "---\ntitle: Caching handbook\n---\n" + textwrap.dedent(CACHING_MD).split("---\n", 2)[2].replace(
-            "# Caching strategies", "# Caching"
-        )
+        "---\ntitle: Caching handbook\n---\n"
+        + textwrap.dedent(CACHING_MD).split("---\n", 2)[2].replace("# Caching strategies", "# Caching")
     )
     doc = load(SourceFile(source, "docs", "caching.md"), 10**7)
     chunks = chunks_of(doc, embedder)
@@ -110,11 +109,14 @@ BIG_CASES = {
     "giant paragraph": lambda: f"# Guide\n\n## Replication\n\n{_giant_paragraph()}\n",
     "giant code block": lambda: f"# Guide\n\n## Client\n\n{_giant_code_block()}\n",
     "code block with one huge line": lambda: "## Blob\n\n```\n" + _random_blob(30000) + "\n```\n",
-    "giant table": lambda: "## Limits\n\n| key | value |\n| --- | --- |\n"
-    + "\n".join(f"| setting_{i} | {' '.join(WORDS[: 1 + i % 9])} |" for i in range(400)),
+    "giant table": lambda: (
+        "## Limits\n\n| key | value |\n| --- | --- |\n"
+        + "\n".join(f"| setting_{i} | {' '.join(WORDS[: 1 + i % 9])} |" for i in range(400))
+    ),
     "text without spaces (CJK)": _cjk,
-    "heading as long as a paragraph": lambda: "# " + _giant_paragraph(300) + "\n\nShort body.\n\n## "
-    + _giant_paragraph(200) + "\n\n" + _giant_paragraph(600),
+    "heading as long as a paragraph": lambda: (
+        "# " + _giant_paragraph(300) + "\n\nShort body.\n\n## " + _giant_paragraph(200) + "\n\n" + _giant_paragraph(600)
+    ),
 }
 
 
@@ -198,7 +200,11 @@ def test_metadata_carries_what_citations_need(embedder):
     assert meta["source"] == "team/payments.md" and meta["path"] == "corpus/team/payments.md"
     assert meta["source_key"] == "corpus::team/payments.md"
     assert (meta["title"], meta["section"], meta["doc_type"]) == ("Payments", "Retries", "team")
-    assert (meta["position"], meta["start_offset"], meta["tags"], meta["updated"]) == (0, 12, "adr, payments",
-                                                                                       "2024-06-10")
+    assert (meta["position"], meta["start_offset"], meta["tags"], meta["updated"]) == (
+        0,
+        12,
+        "adr, payments",
+        "2024-06-10",
+    )
     assert meta["tokens"] == embedder.count_tokens("Retry three times.")
     assert all(isinstance(value, str | int) for value in meta.values())

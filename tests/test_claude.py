@@ -108,11 +108,14 @@ def test_streamed_answer_maps_claude_citations_to_markers_and_passages(server, a
         Reply(
             [
                 Block("According to the rate limiting notes, "),
-                Block("a token bucket refills at a fixed rate and allows short bursts up to its capacity",
-                      [Cite(bucket)]),
+                Block(
+                    "a token bucket refills at a fixed rate and allows short bursts up to its capacity", [Cite(bucket)]
+                ),
                 Block(". When a burst outlasts the consumers, "),
-                Block("producers must slow down or shed load as the broker's lag grows",
-                      [Cite(backpressure), Cite(bucket)]),
+                Block(
+                    "producers must slow down or shed load as the broker's lag grows",
+                    [Cite(backpressure), Cite(bucket)],
+                ),
                 Block("."),
             ],
             delta_chars=7,
@@ -167,9 +170,7 @@ def test_request_sends_cached_persona_and_passages_as_search_results(server, ans
     assert body["model"] == claude_settings.anthropic_model
     assert body["max_tokens"] > 0
     assert "temperature" not in body, "the 2.x API has no temperature parameter"
-    assert body["system"] == [
-        {"type": "text", "text": persona.system_prompt, "cache_control": {"type": "ephemeral"}}
-    ]
+    assert body["system"] == [{"type": "text", "text": persona.system_prompt, "cache_control": {"type": "ephemeral"}}]
     assert "Grounding rules" in body["system"][0]["text"]
 
     [message] = body["messages"]
@@ -206,7 +207,10 @@ def test_content_blocks_keep_the_text_whole_and_code_fences_intact():
     blocks = [block["text"] for block in content_blocks(text)]
     assert "".join(blocks) == text
     assert [b.strip() for b in blocks] == [
-        "Intro line\nsecond line", "```yaml\na: 1\n\nb: 2\n```", "- item one\n- item two", "Last."
+        "Intro line\nsecond line",
+        "```yaml\na: 1\n\nb: 2\n```",
+        "- item one\n- item two",
+        "Last.",
     ]
     assert content_blocks("one paragraph") == [{"type": "text", "text": "one paragraph"}]
 
@@ -283,10 +287,16 @@ ERROR_CASES = {
     "overloaded": ([OVERLOADED, OVERLOADED], 2, ["overloaded"]),
     "refused": ([bad_request("messages.0.content: too many search results")], 1, ["400", "too many search results"]),
     "dropped before answering": ([Drop(), Drop()], 2, ["network"]),
-    "dropped mid-stream": ([Drop(after_events=8, reply=Reply([Block("Token buckets refill at a fixed rate.")],
-                                                             delta_chars=4))], 1, ["network"]),
-    "overloaded mid-stream": ([StreamFailure(OVERLOADED, after_events=5, reply=Reply([Block("Token buckets")]))], 1,
-                              ["overloaded"]),
+    "dropped mid-stream": (
+        [Drop(after_events=8, reply=Reply([Block("Token buckets refill at a fixed rate.")], delta_chars=4))],
+        1,
+        ["network"],
+    ),
+    "overloaded mid-stream": (
+        [StreamFailure(OVERLOADED, after_events=5, reply=Reply([Block("Token buckets")]))],
+        1,
+        ["overloaded"],
+    ),
 }
 
 
@@ -345,8 +355,7 @@ def test_a_wrong_key_from_the_environment_is_reported(server, claude_settings, r
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     server.script(Reply([Block("Fine", [Cite(0)])]))
-    _, final = run(Answerer(claude_settings, retriever, choose_provider(claude_settings, retriever)), QUESTION,
-                   persona)
+    _, final = run(Answerer(claude_settings, retriever, choose_provider(claude_settings, retriever)), QUESTION, persona)
     assert final.error is None and final.answer == "Fine [1]"
 
 

@@ -68,8 +68,22 @@ def test_command_line_flags_override_settings(clean_env):
     clean_env.setenv("RAG_DATA_DIR", "/from/env")
     clean_env.setenv("RAG_CHUNK_TOKENS", "120")
     args = cli.build_parser().parse_args(
-        ["ingest", "docs", "--data-dir", "/from/flag", "--chunk-tokens", "64", "--chroma-host", "db", "--chroma-port",
-         "8123", "--collection", "c2", "--max-file-mb", "2"]
+        [
+            "ingest",
+            "docs",
+            "--data-dir",
+            "/from/flag",
+            "--chunk-tokens",
+            "64",
+            "--chroma-host",
+            "db",
+            "--chroma-port",
+            "8123",
+            "--collection",
+            "c2",
+            "--max-file-mb",
+            "2",
+        ]
     )
     settings = cli._settings(args)
     assert settings.data_dir == Path("/from/flag")

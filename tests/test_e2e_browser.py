@@ -86,8 +86,17 @@ def app_url(site, chromium_path):
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [
-                sys.executable, "-m", "streamlit", "run", str(REPO / "ui" / "app.py"),
-                "--server.headless", "true", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(REPO / "ui" / "app.py"),
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--browser.gatherUsageStats",
+                "false",
             ],
             cwd=site,
             env=app_env(site / "data", REPO / "agents"),

@@ -24,16 +24,34 @@ METRICS = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
 
 # questions about the shared mini corpus of conftest (8 short documents)
 MINI_QUESTIONS = [
-    {"id": "bucket", "question": "How does a token bucket handle bursts of requests?",
-     "sources": ["references/rate-limiting.md"], "evidence": ["allows short bursts up to its capacity"]},
-    {"id": "replica", "question": "Where do reporting queries run for the order service?",
-     "sources": ["team/adr-0001-postgres-for-orders.md"]},
-    {"id": "outbox", "question": "How are order events published to Kafka reliably?",
-     "sources": ["team/adr-0002-outbox-for-events.md"]},
-    {"id": "evidence-only", "question": "What does at-least-once delivery require from consumers?",
-     "sources": [], "evidence": ["consumers must be idempotent"]},
-    {"id": "follow-up", "question": "and what about composite ones?", "history": ["how do database indexes work?"],
-     "sources": ["references/database-indexing.md"]},
+    {
+        "id": "bucket",
+        "question": "How does a token bucket handle bursts of requests?",
+        "sources": ["references/rate-limiting.md"],
+        "evidence": ["allows short bursts up to its capacity"],
+    },
+    {
+        "id": "replica",
+        "question": "Where do reporting queries run for the order service?",
+        "sources": ["team/adr-0001-postgres-for-orders.md"],
+    },
+    {
+        "id": "outbox",
+        "question": "How are order events published to Kafka reliably?",
+        "sources": ["team/adr-0002-outbox-for-events.md"],
+    },
+    {
+        "id": "evidence-only",
+        "question": "What does at-least-once delivery require from consumers?",
+        "sources": [],
+        "evidence": ["consumers must be idempotent"],
+    },
+    {
+        "id": "follow-up",
+        "question": "and what about composite ones?",
+        "history": ["how do database indexes work?"],
+        "sources": ["references/database-indexing.md"],
+    },
     {"id": "off-topic-1", "question": "What is the best recipe for banana bread?", "sources": []},
     {"id": "off-topic-2", "question": "Who painted the ceiling of the Sistine Chapel?", "sources": []},
 ]
@@ -53,7 +71,10 @@ def write_questions(path: Path, rows: list[dict]) -> Path:
 
 def test_rank_metrics():
     assert rank_metrics([True, False, True], 2) == {
-        "hit@1": 1.0, "hit@3": 1.0, "hit@5": 1.0, "mrr@10": 1.0,
+        "hit@1": 1.0,
+        "hit@3": 1.0,
+        "hit@5": 1.0,
+        "mrr@10": 1.0,
         "ndcg@10": pytest.approx((1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))),
     }
     second = rank_metrics([False, False, False, True] + [False] * 6, 1)

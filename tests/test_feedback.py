@@ -111,9 +111,7 @@ def test_thumbs_down_answers_become_a_question_file_that_eval_reads(tmp_path, an
     retriever, finals = answered
     store = FeedbackStore(tmp_path / FILE_NAME)
     store.add(FeedbackEntry.from_final(finals[0], 1))  # thumbs up: not a regression case
-    down_id = store.add(
-        FeedbackEntry.from_final(finals[1], -1, comment="wrong policy", history=[finals[0].question])
-    )
+    down_id = store.add(FeedbackEntry.from_final(finals[1], -1, comment="wrong policy", history=[finals[0].question]))
     abstained_id = store.add(FeedbackEntry.from_final(finals[2], -1))
     path = tmp_path / "bad-answers.jsonl"
     with path.open("w", encoding="utf-8") as out:

@@ -17,8 +17,15 @@ from rag.stats import collect_stats
 from rag.store import Store
 
 REPORT_KEYS = {
-    "files_seen", "files_added", "files_updated", "files_unchanged", "files_removed", "files_failed",
-    "chunks_embedded", "chunks_total", "seconds",
+    "files_seen",
+    "files_added",
+    "files_updated",
+    "files_unchanged",
+    "files_removed",
+    "files_failed",
+    "chunks_embedded",
+    "chunks_total",
+    "seconds",
 }
 
 
@@ -243,13 +250,15 @@ def test_ingest_docs_script_adds_team_docs(tmp_path):
     (docs / "references").mkdir(parents=True)
     (docs / "references" / "api-guidelines.md").write_text("# API guidelines\n\nUse cursor pagination.\n")
     (docs / "design.md").write_text("# Design\n\nOrders go through an outbox.\n")
-    process = run_python([str(REPO / "scripts" / "ingest_docs.py"), "my-docs", "--data-dir", "data", "--json"],
-                         cwd=tmp_path)
+    process = run_python(
+        [str(REPO / "scripts" / "ingest_docs.py"), "my-docs", "--data-dir", "data", "--json"], cwd=tmp_path
+    )
     assert process.returncode == 0, process.stderr
     assert parse_json_output(process)["files_added"] == 2
     records = Store(make_settings(tmp_path / "data")).file_records()
     assert {r.relpath: r.doc_type for r in records.values()} == {
-        "references/api-guidelines.md": "team", "design.md": "team"
+        "references/api-guidelines.md": "team",
+        "design.md": "team",
     }
 
 

@@ -65,8 +65,12 @@ def test_sigkill_mid_ingest_then_rerun_converges(tmp_path, monkeypatch, embedder
     data = tmp_path / "killed"
 
     child = subprocess.Popen(
-        [sys.executable, "-c", PROGRESS_INGEST, str(data), "corpus", str(CHUNK_TOKENS)], cwd=tmp_path, env=clean_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", PROGRESS_INGEST, str(data), "corpus", str(CHUNK_TOKENS)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = child.stdout.readline()
@@ -138,12 +142,27 @@ def test_half_written_file_that_now_fails_leaves_nothing_behind(settings, tmp_pa
         chunks = chunk_document(document, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap, 256)
         previous = records.get(ref.key)
         store.save_file_records(
-            [FileRecord(ref.key, "corpus", name, previous.file_hash if previous else "", "team", document.title,
-                        len(chunks), 0.0, complete=False)]
+            [
+                FileRecord(
+                    ref.key,
+                    "corpus",
+                    name,
+                    previous.file_hash if previous else "",
+                    "team",
+                    document.title,
+                    len(chunks),
+                    0.0,
+                    complete=False,
+                )
+            ]
         )
         half = chunks[: len(chunks) // 2]
-        store.upsert_chunks([c.id for c in half], embedder.embed([c.embed_text for c in half]),
-                            [c.text for c in half], [c.metadata() for c in half])
+        store.upsert_chunks(
+            [c.id for c in half],
+            embedder.embed([c.embed_text for c in half]),
+            [c.text for c in half],
+            [c.metadata() for c in half],
+        )
 
     (corpus / "note-0.md").write_bytes(b"")
     (corpus / "note-new.md").write_bytes(b"\x00\x01binary")

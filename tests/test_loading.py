@@ -178,12 +178,28 @@ def test_doc_type_inferred_from_references_folder_and_overridden_by_flag(tmp_pat
 
 def test_discover_walks_supported_files_and_skips_hidden(tmp_path):
     root = tmp_path / "docs"
-    for name in ["a.md", "sub/b.txt", "sub/deep/c.rst", "d.html", "e.pdf", "f.docx", "g.png", ".hidden.md",
-                 ".git/config.md", "h.MD"]:
+    for name in [
+        "a.md",
+        "sub/b.txt",
+        "sub/deep/c.rst",
+        "d.html",
+        "e.pdf",
+        "f.docx",
+        "g.png",
+        ".hidden.md",
+        ".git/config.md",
+        "h.MD",
+    ]:
         write(root / name, "text")
     found = discover([root])
     assert sorted(ref.relpath for ref in found.files) == [
-        "a.md", "d.html", "e.pdf", "f.docx", "h.MD", "sub/b.txt", "sub/deep/c.rst"
+        "a.md",
+        "d.html",
+        "e.pdf",
+        "f.docx",
+        "h.MD",
+        "sub/b.txt",
+        "sub/deep/c.rst",
     ]
     assert found.failures == []
     assert len(found.roots) == 1
@@ -313,8 +329,16 @@ def test_bad_inputs_are_reported_and_the_rest_is_ingested(tmp_path, make_pdf):
     (corpus / "team" / "loop" / "again").symlink_to(corpus / "team", target_is_directory=True)
 
     process = run_rag(
-        "ingest", "corpus", "missing-folder", "--json", "--data-dir", "data", "--max-file-mb", "0.02",
-        cwd=tmp_path, preexec_fn=_without_file_read_override if os.geteuid() == 0 else None,
+        "ingest",
+        "corpus",
+        "missing-folder",
+        "--json",
+        "--data-dir",
+        "data",
+        "--max-file-mb",
+        "0.02",
+        cwd=tmp_path,
+        preexec_fn=_without_file_read_override if os.geteuid() == 0 else None,
     )
     assert process.returncode == 3, process.stderr
     report = parse_json_output(process)

@@ -47,10 +47,28 @@ def test_the_shipped_persona_parses_and_covers_the_brief():
     assert not persona.prompt.startswith("---") and "name:" not in persona.prompt.splitlines()[0]
     prompt = persona.prompt.lower()
     topics = [
-        ("microservices",), ("rest",), ("graphql",), ("grpc",), ("websocket",), ("postgresql",), ("mongodb",),
-        ("redis",), ("cap",), ("oauth",), ("jwt",), ("owasp",), ("kubernetes",), ("node.js",), ("python",),
-        ("java",), ("go",), ("mermaid",), ("trade-off", "trade off"), ("monitor", "metrics, alerts"),
-        ("maintenance", "past launch", "long-term"), ("requirement",),
+        ("microservices",),
+        ("rest",),
+        ("graphql",),
+        ("grpc",),
+        ("websocket",),
+        ("postgresql",),
+        ("mongodb",),
+        ("redis",),
+        ("cap",),
+        ("oauth",),
+        ("jwt",),
+        ("owasp",),
+        ("kubernetes",),
+        ("node.js",),
+        ("python",),
+        ("java",),
+        ("go",),
+        ("mermaid",),
+        ("trade-off", "trade off"),
+        ("monitor", "metrics, alerts"),
+        ("maintenance", "past launch", "long-term"),
+        ("requirement",),
     ]
     for words in topics:
         assert any(word in prompt for word in words), f"the persona does not mention {words[0]}"

@@ -29,13 +29,13 @@ METRICS = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
 
 # measured on the 138-question set (124 answerable, 14 unanswerable) with the configured thresholds
 MEASURED = {
-    "hybrid": {"hit@1": 0.782, "hit@3": 0.944, "hit@5": 0.952, "mrr@10": 0.859, "ndcg@10": 0.579},
+    "hybrid": {"hit@1": 0.806, "hit@3": 0.927, "hit@5": 0.952, "mrr@10": 0.865, "ndcg@10": 0.587},
     "dense": {"hit@1": 0.806, "hit@3": 0.911, "hit@5": 0.927, "mrr@10": 0.858, "ndcg@10": 0.580},
     "keyword": {"hit@1": 0.742, "hit@3": 0.895, "hit@5": 0.911, "mrr@10": 0.811, "ndcg@10": 0.479},
 }
 MARGIN = 0.05
-ABSTENTION_FLOOR = 0.5  # share of the unanswerable questions recognised at the configured threshold
-FALSE_ABSTENTION_CEILING = 0.15  # share of the answerable questions wrongly refused
+ABSTENTION_FLOOR = 0.78  # share of the unanswerable questions recognised at the configured threshold (0.93)
+FALSE_ABSTENTION_CEILING = 0.15  # share of the answerable questions wrongly refused (0.08)
 
 
 def question_file() -> list[Question]:
@@ -137,12 +137,11 @@ def test_an_exact_identifier_finds_its_passage(shipped_store, query, source):
     assert source in hybrid, hybrid
 
 
-def test_extractive_answers_on_the_corpus_cite_verbatim_and_pass_their_own_checks(shipped_store, questions,
-                                                                                  embedder):
+def test_extractive_answers_on_the_corpus_cite_verbatim_and_pass_their_own_checks(shipped_store, questions, embedder):
     settings, retriever = shipped_store
     answerer = Answerer(settings, retriever, ExtractiveProvider(embedder))
     persona = load_persona("backend-architecture-expert", REPO / "agents")
-    sample = [q for q in questions if q.answerable and not q.history][::15]
+    sample = [q for q in questions if q.answerable and not q.history][::20]
     answered = 0
     for question in sample:
         events = list(answerer.answer(question.question, persona))

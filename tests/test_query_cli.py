@@ -1,7 +1,8 @@
-"""The query commands as other tools script them: ``python -m rag search|ask|eval`` in real subprocesses.
+"""The query commands as other tools script them: ``python -m rag search|ask|eval``.
 
-Each subprocess pays a few seconds of imports, so every command is started at once by one module fixture
-(they only read the shared mini corpus store) and the tests check their outputs.
+The output formats other tools depend on are checked on real subprocesses. Each pays a few seconds of
+imports, so they all start at once in one module fixture (they only read the shared mini corpus store);
+the quick checks run ``rag.cli.main`` in process.
 """
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ BATCH = [
     {"id": "q3", "question": "What must a consumer do when a message can arrive twice?"},
 ]
 EVAL_QUESTIONS = [
-    {"id": "bucket", "question": "How does a token bucket handle bursts of requests?",
-     "sources": ["references/rate-limiting.md"]},
-    {"id": "outbox", "question": "How are order events published to Kafka reliably?",
-     "sources": ["team/adr-0002-outbox-for-events.md"]},
+    {
+        "id": "bucket",
+        "question": "How does a token bucket handle bursts of requests?",
+        "sources": ["references/rate-limiting.md"],
+    },
+    {
+        "id": "outbox",
+        "question": "How are order events published to Kafka reliably?",
+        "sources": ["team/adr-0002-outbox-for-events.md"],
+    },
     {"id": "off-topic", "question": "What is the best recipe for banana bread?", "sources": []},
 ]
 
@@ -49,7 +56,6 @@ def runs(mini_corpus_store, tmp_path_factory):
     store = ["--data-dir", str(settings.data_dir)]
     agents = ["--agents-dir", str(REPO / "agents")]
     commands = {
-        "search": ["search", "token bucket bursts", "--json", "--k", "4", *store],
         "batch": ["search", "--batch", str(batch), "--k", "3", *store],
         "ask": ["ask", QUESTION, "--json", "--provider", "extractive", *agents, *store],
         "ask-claude": ["ask", QUESTION, "--json", "--provider", "claude", *agents, *store],
@@ -57,13 +63,23 @@ def runs(mini_corpus_store, tmp_path_factory):
     }
     with AnthropicServer() as server:
         server.script(Reply([Block("A token bucket allows short bursts", [Cite(0)]), Block(".")]))
-        env = clean_env(ANTHROPIC_API_KEY="test-key", RAG_ANTHROPIC_BASE_URL=server.url,
-                        RAG_ANTHROPIC_MAX_RETRIES="0", RAG_ANTHROPIC_TIMEOUT="20")
+        env = clean_env(
+            ANTHROPIC_API_KEY="test-key",
+            RAG_ANTHROPIC_BASE_URL=server.url,
+            RAG_ANTHROPIC_MAX_RETRIES="0",
+            RAG_ANTHROPIC_TIMEOUT="20",
+        )
         env.pop("ANTHROPIC_BASE_URL", None)
         started = time.perf_counter()
         processes = {
-            name: subprocess.Popen([sys.executable, "-m", "rag", *args], cwd=work, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            name: subprocess.Popen(
+                [sys.executable, "-m", "rag", *args],
+                cwd=work,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             for name, args in commands.items()
         }
         results = {}
@@ -86,8 +102,13 @@ def output(run: subprocess.CompletedProcess) -> dict:
     return json.loads(lines[0])
 
 
-def test_search_json(runs):
-    data = output(runs["search"])
+def test_search_json(mini_corpus_store, capsys):
+    """In process (the entry point itself is exercised by the subprocesses below)."""
+    settings, _ = mini_corpus_store
+    assert cli.main(["search", "token bucket bursts", "--json", "--k", "4", "--data-dir", str(settings.data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1
+    data = json.loads(out)
     assert data["query"] == "token bucket bursts" and 0 < data["confidence"] <= 1
     retrieved = data["retrieved"]
     assert 1 <= len(retrieved) <= 4
@@ -96,12 +117,9 @@ def test_search_json(runs):
     assert "token bucket" in retrieved[0]["text"].lower()
     scores = [row["score"] for row in retrieved]
     assert scores == sorted(scores, reverse=True)
-
-
-def test_search_json_in_process_with_a_doc_type_filter(mini_corpus_store, capsys):
-    settings, _ = mini_corpus_store
-    code = cli.main(["search", "token bucket bursts", "--json", "--doc-type", "team", "--data-dir",
-                     str(settings.data_dir)])
+    code = cli.main(
+        ["search", "token bucket bursts", "--json", "--doc-type", "team", "--data-dir", str(settings.data_dir)]
+    )
     assert code == 0
     team = json.loads(capsys.readouterr().out)["retrieved"]
     assert team and all(row["doc_type"] == "team" and "/team/" in row["source"] for row in team)
@@ -162,8 +180,18 @@ def test_eval_json_has_every_metric_for_every_mode(runs):
 
 def test_an_unknown_persona_is_a_usage_error_that_lists_the_personas(mini_corpus_store, capsys):
     settings, _ = mini_corpus_store
-    code = cli.main(["ask", QUESTION, "--persona", "nobody", "--agents-dir", str(REPO / "agents"), "--data-dir",
-                     str(settings.data_dir)])
+    code = cli.main(
+        [
+            "ask",
+            QUESTION,
+            "--persona",
+            "nobody",
+            "--agents-dir",
+            str(REPO / "agents"),
+            "--data-dir",
+            str(settings.data_dir),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "nobody" in err and "backend-architecture-expert" in err

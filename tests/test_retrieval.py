@@ -8,7 +8,6 @@ files, a long section split into several chunks, reference and team documents on
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 from conftest import make_settings, write_tree
@@ -20,6 +19,7 @@ from rag.retrieval import (
     Retriever,
     collapse_near_duplicates,
     content_words,
+    join_chunks,
     looks_like_follow_up,
     rewrite_follow_up,
     words,
@@ -49,6 +49,9 @@ REPLICATION = [
     "A follower that lags behind the first entry the leader still holds receives the snapshot itself through "
     "InstallSnapshot and then continues with ordinary AppendEntries from the index right after the snapshot.",
 ]
+
+# one paragraph longer than a chunk: chunking cuts it into overlapping pieces
+LONG_PARAGRAPH = " ".join(f"Step {n} of the failover: replica {n} must have replayed the log." for n in range(1, 25))
 
 CORPUS = {
     "references/gateway-errors.md": """
@@ -224,6 +227,10 @@ CORPUS = {
             "",
             "\n\n".join(REPLICATION),
             "",
+            "## Failover runbook",
+            "",
+            LONG_PARAGRAPH,
+            "",
             "## Membership changes",
             "",
             "Changing the set of voters one node at a time keeps any two majorities overlapping, so two leaders "
@@ -362,8 +369,12 @@ def test_collapse_keeps_the_better_ranked_copy_and_distinct_passages():
 
     near_copy = JITTER.replace("lets the dependency recover", "lets a dependency recover")
     kept = collapse_near_duplicates(
-        [passage("a", JITTER), passage("b", "Each retry waits twice as long."), passage("c", near_copy),
-         passage("d", JITTER)]
+        [
+            passage("a", JITTER),
+            passage("b", "Each retry waits twice as long."),
+            passage("c", near_copy),
+            passage("d", JITTER),
+        ]
     )
     assert [p.id for p in kept] == ["a", "b"]
     short = collapse_near_duplicates([passage("x", "Use a cache."), passage("y", "Use a queue.")])
@@ -394,6 +405,31 @@ def test_widen_adds_the_neighbouring_chunks_of_the_same_section(retriever):
     assert "\n\n".join(c.text for c in chunks).split() == "\n\n".join(REPLICATION).split()
 
 
+def test_widen_joins_a_paragraph_cut_into_overlapping_chunks_without_repeating_it(retriever):
+    hit = retriever.search("replica 5 has replayed the log", k=1, mode="keyword").passages[0]
+    pieces = retriever.neighbourhood(hit)
+    assert hit.section == "Failover runbook" and len(pieces) >= 3
+    assert sum(len(p.text.split()) for p in pieces) > len(LONG_PARAGRAPH.split()), "the pieces overlap"
+    [middle] = retriever.widen([pieces[1]])
+    context = " ".join(middle.context.split())
+    assert context in LONG_PARAGRAPH, "the widened text is a stretch of the paragraph, with nothing repeated"
+    assert context.startswith(" ".join(pieces[0].text.split()))
+    assert context.endswith(" ".join(pieces[2].text.split()))
+
+
+def test_join_chunks():
+    assert join_chunks(["First paragraph.", "Second paragraph."]) == "First paragraph.\n\nSecond paragraph."
+    cut = (
+        "The first part of a long paragraph that was cut here, and the overlap",
+        "cut here, and the overlap continues into the second piece.",
+    )
+    assert join_chunks(list(cut)) == (
+        "The first part of a long paragraph that was cut here, and the overlap continues into the second piece."
+    )
+    assert join_chunks(["Ends with a dot.", ". Starts with one."]) == "Ends with a dot.\n\n. Starts with one."
+    assert join_chunks(["only"]) == "only" and join_chunks([]) == ""
+
+
 def test_search_with_widen_gives_every_passage_a_context(retriever):
     result = retriever.search("how does a follower catch up after a long partition", k=4, widen=True)
     for passage in result.passages:
@@ -405,9 +441,7 @@ def test_search_with_widen_gives_every_passage_a_context(retriever):
 # -- the keyword index follows the store ------------------------------------------------------------
 
 
-def test_bm25_index_is_rebuilt_after_an_ingest_changes_the_store_and_reused_otherwise(
-    tmp_path, embedder, monkeypatch
-):
+def test_bm25_index_is_rebuilt_after_an_ingest_changes_the_store_and_reused_otherwise(tmp_path, embedder, monkeypatch):
     rebuilds: list[str] = []
     real_rebuild = KeywordIndex.rebuild.__func__
 
@@ -510,5 +544,11 @@ def test_confidence_is_lower_for_an_off_topic_question(corpus_store, retriever):
     assert on_topic.confidence > off_topic.confidence + 0.25
     assert on_topic.confidence >= settings.abstain_threshold > off_topic.confidence
     assert 0.0 <= off_topic.confidence <= 1.0 and on_topic.confidence <= 1.0
-    assert on_topic.confidence == pytest.approx(max(p.dense_score or 0 for p in retriever.search(
-        "What does the horizontal pod autoscaler do when CPU stays above its target?", mode="dense").passages))
+    assert on_topic.confidence == pytest.approx(
+        max(
+            p.dense_score or 0
+            for p in retriever.search(
+                "What does the horizontal pod autoscaler do when CPU stays above its target?", mode="dense"
+            ).passages
+        )
+    )

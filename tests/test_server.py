@@ -32,7 +32,8 @@ def test_ingest_goes_to_the_server_not_to_disk(server_settings, sample_corpus, e
     from chromadb.config import Settings as ChromaSettings
 
     direct = chromadb.HttpClient(
-        host=server_settings.chroma_host, port=server_settings.chroma_port,
+        host=server_settings.chroma_host,
+        port=server_settings.chroma_port,
         settings=ChromaSettings(anonymized_telemetry=False),
     )
     assert direct.get_collection(server_settings.collection).count() == report.chunks_total
@@ -83,8 +84,17 @@ def test_cli_stats_against_the_server(server_settings, sample_corpus, embedder, 
     ingest([sample_corpus], server_settings, embedder=embedder)
     expected = collect_stats(server_settings)
     process = run_rag(
-        "stats", "--json", "--chroma-host", server_settings.chroma_host, "--chroma-port", server_settings.chroma_port,
-        "--collection", server_settings.collection, "--data-dir", server_settings.data_dir, cwd=tmp_path,
+        "stats",
+        "--json",
+        "--chroma-host",
+        server_settings.chroma_host,
+        "--chroma-port",
+        server_settings.chroma_port,
+        "--collection",
+        server_settings.collection,
+        "--data-dir",
+        server_settings.data_dir,
+        cwd=tmp_path,
     )
     assert process.returncode == 0, process.stderr
     stats = parse_json_output(process)

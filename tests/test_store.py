@@ -90,8 +90,13 @@ HOLD_LOCK = textwrap.dedent(
 def lock_holder(settings):
     """Another process holding the embedded store's write lock until ``release()``."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(settings.data_dir)], cwd=REPO, env=clean_env(),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", HOLD_LOCK, str(settings.data_dir)],
+        cwd=REPO,
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
 

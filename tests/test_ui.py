@@ -443,7 +443,9 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     store = Store(settings)
     results = add_uploads(
         [("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n"), ("bad.pdf", b"%PDF-1.4 junk")],
-        settings, store=store, embedder=embedder,
+        settings,
+        store=store,
+        embedder=embedder,
     )
     assert [(r.name, r.status) for r in results] == [("notes.md", "added"), ("bad.pdf", "failed")]
     assert results[1].message and results[1].path is None
@@ -451,8 +453,12 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     [record] = store.file_records().values()
     assert record.doc_type == "team" and record.relpath == "notes.md"
 
-    again = add_uploads([("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n")], settings,
-                        store=store, embedder=embedder)
+    again = add_uploads(
+        [("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n")],
+        settings,
+        store=store,
+        embedder=embedder,
+    )
     assert again[0].status == "unchanged"
 
     # a replacement that fails to ingest gives the earlier version back
@@ -463,8 +469,13 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     assert (uploads_dir(settings) / "notes.md").read_bytes().startswith(b"# Notes")
     assert [p.name for p in uploads_dir(settings).iterdir()] == ["notes.md"]
 
-    updated = add_uploads([("notes.md", b"# Notes\n\nThe deploy freeze now starts on Thursday.\n")], settings,
-                          replace=True, store=store, embedder=embedder)
+    updated = add_uploads(
+        [("notes.md", b"# Notes\n\nThe deploy freeze now starts on Thursday.\n")],
+        settings,
+        replace=True,
+        store=store,
+        embedder=embedder,
+    )
     assert updated[0].status == "updated"
     assert [p.name for p in uploads_dir(settings).iterdir()] == ["notes.md"]
 
