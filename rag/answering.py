@@ -313,26 +313,50 @@ def _last_sentences(text: str) -> str:
     return cleaned
 
 
-def support_score(claim_vector: np.ndarray, claim_words: set[str], passage_vector: np.ndarray, passage: str) -> float:
-    """Half embedding similarity, half the share of the claim's content words found in the passage."""
-    overlap = len(claim_words & set(content_words(passage))) / len(claim_words) if claim_words else 0.0
-    return 0.5 * float(np.dot(claim_vector, passage_vector)) + 0.5 * overlap
+def passage_units(text: str, limit: int = 40) -> list[str]:
+    """The paragraphs of a passage (a code block whole): a claim is compared with each one, since the
+    embedding model reads only its first 256 tokens and a widened passage is longer than that."""
+    units: list[str] = []
+    current: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        if not line.strip() and not fenced:
+            if current:
+                units.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    if current:
+        units.append("\n".join(current))
+    return units[:limit] or [text]
+
+
+def support_scores(embedder, pairs: list[tuple[str, str]]) -> list[float]:
+    """For each (claim, passage text): half the best embedding similarity between the claim and one
+    paragraph of the passage, half the share of the claim's content words found in the passage."""
+    if not pairs:
+        return []
+    units = [passage_units(passage) for _, passage in pairs]
+    texts = list(dict.fromkeys([claim for claim, _ in pairs] + [unit for group in units for unit in group]))
+    vectors = dict(zip(texts, np.array(embedder.embed(texts))))
+    scores = []
+    for (claim, passage), group in zip(pairs, units):
+        similarity = max(float(np.dot(vectors[claim], vectors[unit])) for unit in group)
+        words = set(content_words(claim))
+        overlap = len(words & set(content_words(passage))) / len(words) if words else 0.0
+        scores.append(0.5 * similarity + 0.5 * overlap)
+    return scores
 
 
 def verify(answer: str, passages: list[Passage], embedder, threshold: float) -> list[SentenceCheck]:
-    claims = cited_claims(answer)
-    if not claims:
-        return []
-    vectors = np.array(embedder.embed([c for c, _ in claims] + [p.full_text for p in passages]))
-    claim_vectors, passage_vectors = vectors[: len(claims)], vectors[len(claims) :]
+    """Scores every cited claim against the passages it cites; the best one must reach ``threshold``."""
+    claims = [(claim, [n for n in numbers if 1 <= n <= len(passages)]) for claim, numbers in cited_claims(answer)]
+    pairs = [(claim, passages[n - 1].full_text) for claim, numbers in claims for n in numbers]
+    scores = iter(support_scores(embedder, pairs))
     checks = []
-    for (claim, numbers), claim_vector in zip(claims, claim_vectors):
-        words = set(content_words(claim))
-        scores = [
-            support_score(claim_vector, words, passage_vectors[n - 1], passages[n - 1].full_text)
-            for n in numbers
-            if 1 <= n <= len(passages)
-        ]
-        best = max(scores, default=0.0)
+    for claim, numbers in claims:
+        best = max((next(scores) for _ in numbers), default=0.0)
         checks.append(SentenceCheck(claim, numbers, best, best >= threshold))
     return checks

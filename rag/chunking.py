@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from rag.loading import Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] for BERT-style encoders
+FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 
 
 @dataclass
@@ -159,6 +160,8 @@ def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str],
     tokens = count_tokens(block.text)
     if tokens <= budget:
         return [(block.text, block.offset, tokens)]
+    if FENCE_LINE.match(block.text):
+        return _fit_code(block, budget, overlap, count_tokens)
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     splitter = RecursiveCharacterTextSplitter(
@@ -179,12 +182,54 @@ def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str],
     return pieces
 
 
+def _fit_code(
+    block: _Block, budget: int, overlap: int, count_tokens: Callable[[str], int]
+) -> list[tuple[str, int, int]]:
+    """A code block too long for one chunk is cut between lines, and every piece is fenced again
+    (same language tag) with its indentation intact, so each chunk is still a valid code block."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    lines = block.text.split("\n")
+    opening = lines[0]
+    closing = lines[-1] if len(lines) > 1 and FENCE_LINE.match(lines[-1]) else opening[:3]
+    body = "\n".join(lines[1:-1] if closing == lines[-1] else lines[1:])
+    body_start = len(opening) + 1
+    room = max(8, budget - count_tokens(f"{opening}\n{closing}"))
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=room,
+        chunk_overlap=min(overlap, room // 2),
+        length_function=count_tokens,
+        separators=["\n\n", "\n", " ", ""],
+        keep_separator="end",
+        strip_whitespace=False,
+    )
+    pieces: list[tuple[str, int, int]] = []
+    previous = ""
+    cursor = 0
+    for piece in splitter.split_text(body):
+        piece = piece.strip("\n")
+        if not piece.strip() or (pieces and piece in previous):  # a tail that the overlap already holds
+            continue
+        previous = piece
+        found = body.find(piece, cursor)
+        local = found if found >= 0 else cursor
+        cursor = local + 1 if found >= 0 else cursor
+        fenced = f"{opening}\n{piece}\n{closing}"
+        offset = block.offset if not pieces else block.offset + body_start + local  # the first keeps its fence
+        pieces.append((fenced, offset, count_tokens(fenced)))
+    return pieces
+
+
 def _pack(pieces: list[tuple[str, int, int]], budget: int, count_tokens: Callable[[str], int]):
-    """Greedy packing of consecutive pieces of one section into chunks of at most ``budget`` tokens."""
+    """Greedy packing of consecutive pieces of one section into chunks of at most ``budget`` tokens.
+
+    A piece of a cut code block is a chunk of its own: packed next to its overlapping neighbour it
+    would repeat code, and two fenced pieces in one chunk read as two programs."""
     current: list[tuple[str, int, int]] = []
     used = 0
     for piece in pieces:
-        if current and used + piece[2] > budget:
+        cut_code = piece[0].startswith(("```", "~~~")) and current and current[-1][0].startswith(piece[0][:3])
+        if current and (used + piece[2] > budget or cut_code):
             yield _join(current, count_tokens)
             current, used = [], 0
         current.append(piece)

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     top_k: int = Field(6, ge=1, description="Passages given to the answerer.")
     # Both thresholds are calibrated on corpus/eval/questions.jsonl by `python -m rag calibrate`.
     abstain_threshold: float = Field(0.46, description="Below this best cosine similarity the answer abstains.")
-    support_threshold: float = Field(0.61, description="A cited sentence scoring below this is flagged unsupported.")
+    support_threshold: float = Field(0.64, description="A cited sentence scoring below this is flagged unsupported.")
 
     @property
     def max_file_bytes(self) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
-from rag.retrieval import MODES, Passage, Retriever, content_words, rewrite_follow_up
+from rag.retrieval import MODES, Passage, Retriever, rewrite_follow_up
 
 CUTOFF = 10
 
@@ -140,7 +140,7 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
     Support: the best cut between the support score of each evidence passage against a chunk of
     its own source (supported) and against the best chunk of another source (a plausible wrong citation).
     """
-    from rag.answering import support_score
+    from rag.answering import support_scores
 
     confidence = {q.id: retriever.search(q.query, k=CUTOFF).confidence for q in questions}
     positives = [confidence[q.id] for q in questions if q.answerable]
@@ -151,20 +151,15 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
     pairs: list[tuple[str, str, bool]] = []
     for question in questions:
         for evidence in question.evidence:
-            result = retriever.search(evidence, k=CUTOFF)
+            result = retriever.search(evidence, k=CUTOFF, widen=True)
             own = [p for p in result.passages if is_hit(p, question)]
             other = [p for p in result.passages if not is_hit(p, question)]
             if own:
-                pairs.append((evidence, own[0].text, True))
+                pairs.append((evidence, own[0].full_text, True))
             if other:
-                pairs.append((evidence, rng.choice(other[:3]).text, False))
-    embedder = retriever.embedder
-    claims = np.array(embedder.embed([c for c, _, _ in pairs]))
-    passages = np.array(embedder.embed([p for _, p, _ in pairs]))
-    scored = [
-        (support_score(claims[i], set(content_words(c)), passages[i], p), label)
-        for i, (c, p, label) in enumerate(pairs)
-    ]
+                pairs.append((evidence, rng.choice(other[:3]).full_text, False))
+    scores = support_scores(retriever.embedder, [(claim, passage) for claim, passage, _ in pairs])
+    scored = list(zip(scores, [label for _, _, label in pairs]))
     support = _best_cut([s for s, ok in scored if ok], [s for s, ok in scored if not ok])
     return {
         "abstain_threshold": abstain,

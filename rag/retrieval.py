@@ -198,12 +198,41 @@ def join_chunks(texts: list[str]) -> str:
     into overlapping pieces is joined back without repeating the overlap."""
     joined = texts[0] if texts else ""
     for text in texts[1:]:
+        reopened = _refenced_continuation(joined, text)
+        if reopened is not None:  # the next piece of a code block that chunking cut and fenced again
+            joined, text = joined[: joined.rstrip().rfind("\n")], reopened
+            overlap = next(
+                (
+                    size
+                    for size in range(min(len(joined), len(text)), MIN_OVERLAP - 1, -1)
+                    if joined.endswith(text[:size])
+                ),
+                0,
+            )
+            joined = joined + text[overlap:] if overlap else f"{joined}\n{text}"
+            continue
         overlap = next(
             (size for size in range(min(len(joined), len(text)), MIN_OVERLAP - 1, -1) if joined.endswith(text[:size])),
             0,
         )
         joined = joined + text[overlap:] if overlap else f"{joined}\n\n{text}"
     return joined
+
+
+def _refenced_continuation(joined: str, text: str) -> str | None:
+    """When ``joined`` ends with a code block and ``text`` opens one with the same fence line, the
+    text without its fence line (the code continues); otherwise None."""
+    tail = joined.rstrip()
+    if not tail.endswith(("```", "~~~")):
+        return None
+    opening = text.split("\n", 1)[0]
+    if not opening.startswith(("```", "~~~")):
+        return None
+    fences = [line for line in tail.splitlines() if line.lstrip().startswith(("```", "~~~"))]
+    openers = fences[::2]
+    if len(fences) % 2 or not openers or openers[-1].strip() != opening.strip():
+        return None
+    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def _where(doc_type: str | None, source: str | None) -> dict | None:
