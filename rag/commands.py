@@ -154,23 +154,14 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.evaluation import run_eval
+    from rag.evaluation import format_report, run_eval
 
     report = run_eval(settings, args.questions)
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['questions']} questions ({report['answerable']} answerable) in {report['seconds']} s")
-    keys = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
-    print(f"{'mode':8} " + " ".join(f"{k:>8}" for k in keys))
-    for mode, metrics in report["modes"].items():
-        print(f"{mode:8} " + " ".join(f"{metrics[k]:8.3f}" for k in keys))
-    abstention = report["abstention"]
-    print(
-        f"abstention (threshold {abstention['threshold']}): {abstention['accuracy_on_unanswerable']} on "
-        f"{abstention['unanswerable']} unanswerable, false abstention {abstention['false_abstention_rate']}"
-    )
-    print(f"retrieval latency p50 {report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms")
+    print(format_report(report))
+    print(f"({report['seconds']} s)")
     return 0
 
 

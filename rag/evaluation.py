@@ -188,6 +188,22 @@ def _best_cut(positives: list[float], negatives: list[float]) -> dict:
     return {"value": round(best[1], 4), "balanced_accuracy": round(best[0], 4)}
 
 
+def format_report(report: dict) -> str:
+    """The report of ``evaluate`` as the table ``python -m rag eval`` prints."""
+    keys = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
+    lines = [f"{report['questions']} questions ({report['answerable']} answerable)"]
+    lines.append(f"{'mode':8} " + " ".join(f"{k:>8}" for k in keys))
+    for mode, metrics in report["modes"].items():
+        lines.append(f"{mode:8} " + " ".join(f"{metrics[k]:8.3f}" for k in keys))
+    abstention = report["abstention"]
+    lines.append(
+        f"abstention (threshold {abstention['threshold']}): {abstention['accuracy_on_unanswerable']} on "
+        f"{abstention['unanswerable']} unanswerable, false abstention {abstention['false_abstention_rate']}"
+    )
+    lines.append(f"retrieval latency p50 {report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms")
+    return "\n".join(lines)
+
+
 def run_eval(settings: Settings, questions_path: Path, retriever: Retriever | None = None) -> dict:
     retriever = retriever or Retriever(settings)
     started = time.perf_counter()

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.config import load_settings  # noqa: E402
 from rag.embedding import Embedder  # noqa: E402
-from rag.evaluation import run_eval  # noqa: E402
+from rag.evaluation import format_report, run_eval  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
 from rag.keyword import KeywordIndex  # noqa: E402
 from rag.retrieval import MODES, Retriever  # noqa: E402
@@ -102,16 +102,7 @@ def main() -> int:
         settings = load_settings(data_dir=Path(data_dir))
         ingest([args.corpus], settings, embedder=embedder)
         report = run_eval(settings, args.questions, Retriever(settings, embedder=embedder))
-    keys = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
-    print(f"\nquality on {args.questions} ({report['answerable']} answerable of {report['questions']})")
-    print(f"{'mode':8} " + " ".join(f"{k:>8}" for k in keys))
-    for mode, metrics in report["modes"].items():
-        print(f"{mode:8} " + " ".join(f"{metrics[k]:8.3f}" for k in keys))
-    abstention = report["abstention"]
-    print(
-        f"abstention accuracy {abstention['accuracy_on_unanswerable']} on {abstention['unanswerable']} unanswerable "
-        f"(threshold {abstention['threshold']}), false abstention {abstention['false_abstention_rate']}"
-    )
+    print(f"\nquality on {args.questions}: " + format_report(report))
     return 0
 
 

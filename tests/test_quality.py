@@ -15,7 +15,7 @@ import pytest
 from conftest import make_settings
 
 from rag.answering import Answerer, CitationEvent, Final
-from rag.evaluation import Question, evaluate, is_hit, load_questions
+from rag.evaluation import Question, evaluate, format_report, is_hit, load_questions
 from rag.extractive import ExtractiveProvider
 from rag.ingest import ingest
 from rag.personas import load_persona
@@ -74,16 +74,7 @@ def report(shipped_store, questions) -> dict:
 
 
 def print_report(report: dict) -> None:
-    print(f"\n\nquality on {report['questions']} questions ({report['answerable']} answerable)")
-    print(f"{'mode':8} " + " ".join(f"{key:>8}" for key in METRICS))
-    for mode, metrics in report["modes"].items():
-        print(f"{mode:8} " + " ".join(f"{metrics[key]:8.3f}" for key in METRICS))
-    abstention = report["abstention"]
-    print(
-        f"abstention at threshold {abstention['threshold']}: {abstention['accuracy_on_unanswerable']} of "
-        f"{abstention['unanswerable']} unanswerable recognised, false abstention {abstention['false_abstention_rate']}"
-    )
-    print(f"retrieval latency p50 {report['latency_ms']['p50']} ms, p95 {report['latency_ms']['p95']} ms")
+    print("\n\nquality on the shipped question set: " + format_report(report))
     print("MEASURED = " + json.dumps({mode: report["modes"][mode] for mode in report["modes"]}))
 
 
