@@ -104,6 +104,9 @@ class Embedder:
             self._cache.popitem(last=False)
         return result
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True

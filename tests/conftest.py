@@ -15,6 +15,7 @@ Everything is real: no mocks. Fixtures that other test files are expected to reu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,6 +24,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -400,36 +402,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory) -> tuple[str, int]:
-    """A real ``chroma run`` on a free port for the session: ``(host, port)``; stopped at the end."""
-    binary = Path(sys.executable).parent / "chroma"
-    if not binary.exists():
-        pytest.fail(f"the chroma server binary is missing at {binary} (install chromadb in the venv)")
-    path = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    log = (path / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(binary), "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=clean_env(),
-    )
-    deadline = time.monotonic() + 60
+@contextlib.contextmanager
+def serving(command: list[str], health_url: str, log_path: Path, timeout: float, **popen) -> Iterator[None]:
+    """Runs a server process until ``health_url`` answers 200, yields, then stops it (kills if it hangs)."""
+    name = Path(command[0]).name if command[0] != sys.executable else command[2]
+    with log_path.open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
     try:
+        deadline = time.monotonic() + timeout
         while True:
             if server.poll() is not None:
-                pytest.fail(f"chroma run exited with {server.returncode}: {(path / 'server.log').read_text()}")
+                pytest.fail(f"{name} exited with {server.returncode}:\n{log_path.read_text()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2) as answer:
+                with urllib.request.urlopen(health_url, timeout=2) as answer:
                     if answer.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"chroma run did not answer in 60 s: {(path / 'server.log').read_text()}")
+                pytest.fail(f"{name} did not answer in {timeout:g} s:\n{log_path.read_text()}")
             time.sleep(0.2)
-        yield "127.0.0.1", port
+        yield
     finally:
         server.terminate()
         try:
@@ -437,4 +430,17 @@ def chroma_server(tmp_path_factory) -> tuple[str, int]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        log.close()
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """A real ``chroma run`` on a free port for the session: ``(host, port)``; stopped at the end."""
+    binary = Path(sys.executable).parent / "chroma"
+    if not binary.exists():
+        pytest.fail(f"the chroma server binary is missing at {binary} (install chromadb in the venv)")
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    command = [str(binary), "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)]
+    health = f"http://127.0.0.1:{port}/api/v2/heartbeat"
+    with serving(command, health, path / "server.log", 60, env=clean_env()):
+        yield "127.0.0.1", port

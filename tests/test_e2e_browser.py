@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, serving
 from ui_support import (
     ON_TOPIC_QUESTION,
     UPLOAD_DOC,
@@ -50,12 +48,6 @@ CHROMIUM_ARGS = [
 ANSWER_TIMEOUT_MS = 60_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chromium_path() -> Path:
     if not CHROMIUM.is_file():
@@ -82,50 +74,23 @@ def site(tmp_path_factory, embedder) -> Path:
 def app_url(site, chromium_path):
     """``streamlit run ui/app.py`` over the site's store, as scripts/run.sh starts it; stopped afterwards."""
     port = free_port()
-    log_path = site / "streamlit.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(REPO / "ui" / "app.py"),
-                "--server.headless",
-                "true",
-                "--server.port",
-                str(port),
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            cwd=site,
-            env=app_env(site / "data", REPO / "agents"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer in 90 s:\n{log_path.read_text()}")
-            time.sleep(0.3)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "ui" / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    env = app_env(site / "data", REPO / "agents")
+    with serving(command, f"{url}/_stcore/health", site / "streamlit.log", 90, cwd=site, env=env):
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture(scope="module")
