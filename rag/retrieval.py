@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from rag.config import Settings
@@ -82,6 +83,12 @@ class Retriever:
         self.store = store or Store(settings)
         self.embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
         self._keyword: KeywordIndex | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-search")
+
+    @staticmethod
+    def _timed(function, *args):
+        started = time.perf_counter()
+        return function(*args), time.perf_counter() - started
 
     @property
     def keyword(self) -> KeywordIndex:
@@ -106,22 +113,27 @@ class Retriever:
         timings: dict[str, float] = {}
         dense: list[Passage] = []
         keyword: list[tuple[str, float]] = []
+        # keyword search runs in a thread while the query is embedded (torch releases the GIL meanwhile)
+        keyword_future = None
+        if mode in ("hybrid", "keyword"):
+            index = self.keyword
+            keyword_future = self._pool.submit(self._timed, index.search, query, CANDIDATES, doc_type, source)
         # dense search runs in every mode: its similarity is the confidence signal
         t = time.perf_counter()
         dense = self._dense(query, CANDIDATES, doc_type, source)
         timings["dense"] = time.perf_counter() - t
-        if mode in ("hybrid", "keyword"):
-            t = time.perf_counter()
-            keyword = self.keyword.search(query, CANDIDATES, doc_type, source)
-            timings["keyword"] = time.perf_counter() - t
+        if keyword_future is not None:
+            keyword, timings["keyword"] = keyword_future.result()
         confidence = max((p.dense_score or 0.0 for p in dense), default=0.0)
+        limit = 2 * k + 5  # room for the near-duplicates that collapsing drops
         if mode == "dense":
             ranked = dense
         elif mode == "keyword":
-            ranked = self._fuse([], keyword)
+            ranked = self._fuse([], keyword, limit=limit)
         else:
-            rare = self.keyword.rare_identifier_ids(query) if keyword else set()
-            ranked = self._fuse(dense, keyword, [chunk_id for chunk_id, _ in keyword if chunk_id in rare])
+            rare = index.rare_identifier_ids(query) if keyword else set()
+            exact = [chunk_id for chunk_id, _ in keyword if chunk_id in rare]
+            ranked = self._fuse(dense, keyword, exact, limit=limit)
         passages = collapse_near_duplicates(ranked)[:k]
         if widen:
             passages = self.widen(passages)
@@ -142,30 +154,36 @@ class Retriever:
         return passages
 
     def _fuse(
-        self, dense: list[Passage], keyword: list[tuple[str, float]], exact: list[str] | None = None
+        self,
+        dense: list[Passage],
+        keyword: list[tuple[str, float]],
+        exact: list[str] | None = None,
+        limit: int = CANDIDATES,
     ) -> list[Passage]:
         """Reciprocal rank fusion of the dense and keyword rankings, plus a third ranking, ``exact``: the
         keyword hits that hold a rare identifier of the query. Keywords weigh less than dense vectors, which
         would otherwise bury a hit that only keywords can find (an error code is noise to an embedding)."""
-        by_id = {p.id: p for p in dense}
         scores: dict[str, float] = {}
         for rank, passage in enumerate(dense):
             scores[passage.id] = scores.get(passage.id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        missing = [chunk_id for chunk_id, _ in keyword if chunk_id not in by_id]
-        if missing:
+        weight = KEYWORD_WEIGHT if dense else 1.0
+        for rank, (chunk_id, _) in enumerate(keyword):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (RRF_K + rank + 1)
+        for rank, chunk_id in enumerate(exact or []):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        ranked = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)[:limit]
+        by_id = {p.id: p for p in dense}
+        missing = [chunk_id for chunk_id in ranked if chunk_id not in by_id]
+        if missing:  # only the keyword hits that made the cut are read from the store
             got = self.store.get(ids=missing)
             for chunk_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                 by_id[chunk_id] = Passage.from_chunk(chunk_id, text, meta or {})
-        for rank, (chunk_id, bm25) in enumerate(keyword):
-            if chunk_id in by_id:
-                by_id[chunk_id].keyword_score = bm25
-                weight = KEYWORD_WEIGHT if dense else 1.0
-                scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (RRF_K + rank + 1)
-        for rank, chunk_id in enumerate(exact or []):
-            if chunk_id in by_id:
-                scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        ranked = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)
-        return [replace(by_id[chunk_id], score=scores[chunk_id]) for chunk_id in ranked]
+        bm25 = dict(keyword)
+        return [
+            replace(by_id[chunk_id], score=scores[chunk_id], keyword_score=bm25.get(chunk_id))
+            for chunk_id in ranked
+            if chunk_id in by_id
+        ]
 
     def widen(self, passages: list[Passage], radius: int = 1) -> list[Passage]:
         """Each passage gets ``context``: its text with the neighbouring chunks of the same section."""
