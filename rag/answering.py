@@ -117,8 +117,10 @@ class Provider(Protocol):
     def rewrite(self, question: str, history: list[str]) -> str: ...
 
     def generate(
-        self, question: str, history: list[dict], persona: Persona, passages: list[Passage]
-    ) -> Iterator[TextDelta | CitationEvent | ErrorEvent]: ...
+        self, question: str, query: str, history: list[dict], persona: Persona, passages: list[Passage]
+    ) -> Iterator[TextDelta | CitationEvent | ErrorEvent]:
+        """``query`` is the standalone query that was searched (the question itself unless a follow-up)."""
+        ...
 
 
 def choose_provider(settings: Settings, retriever: Retriever, name: str | None = None) -> Provider:
@@ -190,7 +192,7 @@ class Answerer:
         parts: list[str] = []
         cited: dict[int, Citation] = {}
         markers = MarkerFilter(len(passages))
-        for event in self.provider.generate(question, history, persona, passages):
+        for event in self.provider.generate(question, standalone, history, persona, passages):
             if isinstance(event, TextDelta):
                 text = markers.feed(event.text)
                 if not text:

@@ -84,8 +84,9 @@ class ClaudeProvider:
         }
 
     def generate(
-        self, question: str, history: list[dict], persona: Persona, passages: list[Passage]
+        self, question: str, query: str, history: list[dict], persona: Persona, passages: list[Passage]
     ) -> Iterator[TextDelta | CitationEvent | ErrorEvent]:
+        """Claude reads the conversation itself, so the standalone ``query`` is not needed here."""
         import anthropic
 
         block_citations: list[int] = []

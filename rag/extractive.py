@@ -93,9 +93,8 @@ class ExtractiveProvider:
         return rewrite_follow_up(question, history)
 
     def generate(
-        self, question: str, history: list[dict], persona: Persona, passages: list[Passage]
+        self, question: str, query: str, history: list[dict], persona: Persona, passages: list[Passage]
     ) -> Iterator[TextDelta | CitationEvent]:
-        query = rewrite_follow_up(question, [t["content"] for t in history if t.get("role") == "user"])
         chosen = self.select(query, passages)
         yield TextDelta(LABEL + "\n\n")
         by_passage: dict[int, list[Candidate]] = {}

@@ -380,7 +380,7 @@ def test_unsupported_claims_reach_the_final_record(answer_store, embedder, perso
         def rewrite(self, question, history):
             return question
 
-        def generate(self, question, history, persona, passages):
+        def generate(self, question, query, history, persona, passages):
             right = next(i for i, p in enumerate(passages, 1) if "cores of the database host" in p.full_text)
             wrong = next(i for i, p in enumerate(passages, 1) if "cores of the database host" not in p.full_text)
             yield TextDelta(f"Start with twice the cores of the database host plus the disks [{right}]. ")

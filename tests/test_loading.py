@@ -5,11 +5,10 @@ from __future__ import annotations
 import codecs
 import ctypes
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import assert_store_consistent, make_settings, parse_json_output, run_rag
+from conftest import assert_store_consistent, make_settings, parse_json_output, run_rag, write_tree
 
 from rag.loading import Document, LoadError, SourceFile, discover, infer_doc_type, load
 
@@ -22,12 +21,7 @@ def load_file(path: Path, root: Path | None = None, doc_type: str | None = None)
 
 
 def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
-    return path
+    return write_tree(path.parent, {path.name: content}) / path.name
 
 
 # -- formats ----------------------------------------------------------------------------------------
