@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterator
 from functools import lru_cache
 
-from rag.answering import Citation, CitationEvent, ErrorEvent, TextDelta
 from rag.config import Settings
+from rag.events import Citation, CitationEvent, ErrorEvent, TextDelta
 from rag.personas import Persona
 from rag.retrieval import Passage, rewrite_follow_up
 

@@ -119,7 +119,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.answering import Answerer, CitationEvent, ErrorEvent, Final, TextDelta, choose_provider
+    from rag.answering import Answerer, choose_provider
+    from rag.events import CitationEvent, ErrorEvent, Final, TextDelta
     from rag.personas import PersonaError, load_persona
     from rag.retrieval import Retriever
 

@@ -140,7 +140,7 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
     Support: the best cut between the support score of each evidence passage against a chunk of
     its own source (supported) and against the best chunk of another source (a plausible wrong citation).
     """
-    from rag.answering import support_scores
+    from rag.citations import support_scores
 
     confidence = {q.id: retriever.search(q.query, k=CUTOFF).confidence for q in questions}
     positives = [confidence[q.id] for q in questions if q.answerable]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answering import Citation, CitationEvent, TextDelta
 from rag.embedding import Embedder
+from rag.events import Citation, CitationEvent, TextDelta
 from rag.personas import Persona
 from rag.retrieval import Passage, content_words, rewrite_follow_up
 

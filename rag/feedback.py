@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rag.answering import Final
     from rag.config import Settings
+    from rag.events import Final
 
 FILE_NAME = "feedback.sqlite3"
 RATINGS = (-1, 1)

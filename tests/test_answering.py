@@ -11,17 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import make_settings, write_tree
 
-from rag.answering import (
-    MARKER,
-    Answerer,
-    CitationEvent,
-    Final,
-    MarkerFilter,
-    TextDelta,
-    cited_claims,
-    strip_invalid_markers,
-    verify,
-)
+from rag.answering import Answerer
+from rag.citations import MARKER, MarkerFilter, cited_claims, strip_invalid_markers, verify
+from rag.events import CitationEvent, Final, TextDelta
 from rag.extractive import LABEL, ExtractiveProvider, sentences_of
 from rag.ingest import ingest
 from rag.personas import load_persona

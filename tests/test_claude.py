@@ -24,8 +24,9 @@ from anthropic_server import (
     text_reply,
 )
 
-from rag.answering import Answerer, CitationEvent, ErrorEvent, Final, TextDelta, choose_provider
+from rag.answering import Answerer, choose_provider
 from rag.claude import ClaudeProvider, content_blocks
+from rag.events import CitationEvent, ErrorEvent, Final, TextDelta
 from rag.extractive import ExtractiveProvider
 from rag.personas import load_persona
 from rag.retrieval import Retriever, rewrite_follow_up

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.answering import Answerer, Final
+from rag.answering import Answerer
 from rag.evaluation import evaluate, load_questions
+from rag.events import Final
 from rag.feedback import FILE_NAME, FeedbackEntry, FeedbackStore
 from rag.personas import load_persona
 from rag.retrieval import Retriever

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 
-from rag.answering import Answerer, CitationEvent, Final
+from rag.answering import Answerer
 from rag.evaluation import Question, evaluate, format_report, is_hit, load_questions
+from rag.events import CitationEvent, Final
 from rag.extractive import ExtractiveProvider
 from rag.ingest import ingest
 from rag.personas import load_persona

@@ -13,7 +13,7 @@ import uuid
 
 import streamlit as st
 
-from rag.answering import CitationEvent, ErrorEvent, Final, TextDelta
+from rag.events import CitationEvent, ErrorEvent, Final, TextDelta
 from rag.feedback import FeedbackEntry, FeedbackStore
 from rag.personas import Persona
 from rag.store import StoreError
