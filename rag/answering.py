@@ -28,9 +28,17 @@ class Provider(Protocol):
     def rewrite(self, question: str, history: list[str]) -> str: ...
 
     def generate(
-        self, question: str, query: str, history: list[dict], persona: Persona, passages: list[Passage]
+        self,
+        question: str,
+        query: str,
+        history: list[dict],
+        persona: Persona,
+        passages: list[Passage],
+        missing: list[str] | None = None,
     ) -> Iterator[TextDelta | CitationEvent | StatusEvent | ErrorEvent]:
-        """``query`` is the standalone query that was searched (the question itself unless a follow-up)."""
+        """``query`` is the standalone query that was searched (the question itself unless a follow-up).
+        ``missing`` names the specific things the question asks about that no passage mentions: the answer
+        must say plainly that the knowledge base says nothing about them (the Answerer checks it did)."""
         ...
 
 

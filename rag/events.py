@@ -16,6 +16,11 @@ class Citation:
     n: int  # the [n] in the answer: 1-based index into the retrieved passages
     passage: Passage
     quote: str  # the cited words (Claude's cited_text, or the extracted sentence)
+    quotes: list[str] = field(default_factory=list)  # every quote this passage is cited for in the answer
+
+    @property
+    def all_quotes(self) -> list[str]:
+        return list(dict.fromkeys([self.quote, *self.quotes]))
 
     def to_dict(self) -> dict:
         p = self.passage
@@ -26,6 +31,7 @@ class Citation:
             "section": p.section,
             "doc_type": p.doc_type,
             "quote": self.quote,
+            "quotes": self.all_quotes,
         }
 
 
