@@ -3,7 +3,10 @@
 A question file is JSONL: ``id``, ``question``, ``sources`` (files that answer it, relative to the
 ingested root), ``evidence`` (verbatim passages) and optionally ``history``. A retrieved chunk is a
 hit when it comes from an expected source or contains an evidence passage. Questions with neither
-sources nor evidence are the unanswerable ones: the assistant should abstain on them.
+sources nor evidence are the unanswerable ones: the assistant should abstain on them, except
+near-misses (``"kind": "near-miss"``), which name something the corpus lacks but sit close to what it
+has, so retrieval rightly finds passages and the answer must say what is missing. ``history`` is a list
+of earlier questions or of ``{"role", "content"}`` turns; the search uses the user turns.
 """
 
 from __future__ import annotations
@@ -31,11 +34,17 @@ class Question:
     sources: list[str]
     evidence: list[str] = field(default_factory=list)
     history: list[str] = field(default_factory=list)
+    kind: str = ""
 
     @property
     def answerable(self) -> bool:
         """A question with an expected source or an evidence passage; with neither, the right answer is to abstain."""
         return bool(self.sources or self.evidence)
+
+    @property
+    def unanswerable(self) -> bool:
+        """Nothing in the corpus is near it: retrieval should abstain (a near-miss is answered with what is missing)."""
+        return not self.answerable and self.kind != "near-miss"
 
     @property
     def query(self) -> str:
@@ -55,12 +64,19 @@ def load_questions(path: Path) -> list[Question]:
                     question=str(row["question"]),
                     sources=list(row.get("sources") or []),
                     evidence=list(row.get("evidence") or []),
-                    history=list(row.get("history") or []),
+                    history=_earlier_questions(row.get("history") or []),
+                    kind=str(row.get("kind") or ""),
                 )
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}:{number}: not a question line ({error})") from None
     return questions
+
+
+def _earlier_questions(history: list) -> list[str]:
+    """The user turns of a history given as questions (strings) or as ``{"role", "content"}`` turns."""
+    return [turn if isinstance(turn, str) else str(turn["content"]) for turn in history
+            if isinstance(turn, str) or turn.get("role") == "user"]
 
 
 def _normal(text: str) -> str:
@@ -89,7 +105,7 @@ def rank_metrics(hits: list[bool], relevant_total: int) -> dict[str, float]:
 
 def evaluate(questions: list[Question], retriever: Retriever, threshold: float) -> dict:
     answerable = [q for q in questions if q.answerable]
-    unanswerable = [q for q in questions if not q.answerable]
+    unanswerable = [q for q in questions if q.unanswerable]
     relevant_counts = _relevant_counts(retriever, answerable)
     report: dict = {"questions": len(questions), "answerable": len(answerable), "modes": {}}
     latencies: list[float] = []
@@ -144,7 +160,7 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
 
     confidence = {q.id: retriever.search(q.query, k=CUTOFF).confidence for q in questions}
     positives = [confidence[q.id] for q in questions if q.answerable]
-    negatives = [confidence[q.id] for q in questions if not q.answerable]
+    negatives = [confidence[q.id] for q in questions if q.unanswerable]
     abstain = _best_cut(positives, negatives)
 
     rng = random.Random(7)

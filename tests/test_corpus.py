@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import frontmatter
@@ -20,6 +21,17 @@ def body_words(path: Path) -> int:
 
 def load_questions() -> list[dict]:
     return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plain(text: str) -> str:
+    """Text as a reader sees it: no backticks, no `*`/`_` emphasis around words, whitespace collapsed, lower case."""
+    text = text.replace("`", "").replace("*", "")
+    text = re.sub(r"(?<!\w)_+|_+(?!\w)", "", text)
+    return " ".join(text.split()).lower()
+
+
+def source_texts(question: dict) -> list[str]:
+    return [(CORPUS / source).read_text(encoding="utf-8") for source in question["sources"]]
 
 
 def test_counts():
@@ -64,3 +76,42 @@ def test_questions_are_well_formed_and_evidence_is_verbatim():
         for evidence in question["evidence"]:
             assert 8 <= len(evidence.split()) <= 20, f"{question['id']}: evidence length"
             assert any(evidence in text for text in texts.values()), f"{question['id']}: not verbatim: {evidence}"
+
+
+def test_every_fact_of_an_answerable_question_is_in_one_of_its_sources():
+    answerable = [q for q in load_questions() if q["sources"]]
+    assert answerable
+    for question in answerable:
+        facts = question.get("facts")
+        assert isinstance(facts, list) and 2 <= len(facts) <= 4, f"{question['id']}: needs 2 to 4 facts"
+        texts = [plain(text) for text in source_texts(question)]
+        for fact in facts:
+            alternatives = [plain(a) for a in fact.split(" | ")]
+            assert all(1 <= len(a.split()) <= 6 for a in alternatives), f"{question['id']}: fact length: {fact}"
+            assert any(a in text for a in alternatives for text in texts), f"{question['id']}: not in a source: {fact}"
+
+
+def test_near_miss_names_appear_nowhere_in_the_corpus():
+    near_misses = [q for q in load_questions() if q.get("kind") == "near-miss"]
+    assert len(near_misses) >= 20
+    corpus = [plain(path.read_text(encoding="utf-8")) for path in REFERENCES + TEAM]
+    for question in near_misses:
+        assert not question["sources"] and not question["evidence"], question["id"]
+        assert question["missing"], f"{question['id']}: names nothing missing"
+        for name in question["missing"]:
+            assert name in question["question"], f"{question['id']}: {name!r} is not worded as in the question"
+            assert not any(plain(name) in text for text in corpus), f"{question['id']}: {name!r} is in the corpus"
+
+
+def test_follow_ups_with_answers_in_their_history():
+    with_answers = [
+        q
+        for q in load_questions()
+        if any(isinstance(turn, dict) and turn.get("role") == "assistant" for turn in q.get("history", []))
+    ]
+    assert len(with_answers) >= 10
+    for question in with_answers:
+        roles = [turn["role"] for turn in question["history"]]
+        assert roles[0] == "user" and roles[-1] == "assistant", question["id"]
+        assert all(a != b for a, b in zip(roles, roles[1:])), f"{question['id']}: turns do not alternate"
+        assert all(turn["content"].strip() for turn in question["history"]), question["id"]
