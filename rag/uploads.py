@@ -214,3 +214,33 @@ def _undo(result: UploadResult) -> None:
     elif result._created:
         with contextlib.suppress(FileNotFoundError):
             result.path.unlink()
+
+
+def remove_upload(name: str, settings: Settings, store=None) -> bool:
+    """Takes an uploaded team doc out of the knowledge base (its chunks and manifest entry) and deletes its file
+    from the uploads folder; False when there was no such upload. Files under an ingested folder are not
+    uploads: they leave the knowledge base when the file is deleted and the folder is ingested again."""
+    from rag.keyword import KeywordIndex
+    from rag.store import Store
+
+    if not name or name != Path(name).name or name.startswith("."):
+        raise UploadRejected(f"'{name}' is not the name of an uploaded file")
+    store = store or Store(settings)
+    folder = uploads_dir(settings).resolve()
+    with store.writing():
+        records = [
+            record
+            for record in store.file_records().values()
+            if record.relpath == name and Path(record.root).resolve() == folder
+        ]
+        for record in records:
+            store.delete_chunks(store.chunk_ids_of(record.key))
+            store.delete_file_records([record.key])
+        if records:
+            store.bump_revision()
+        path = folder / name
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+    if records:
+        KeywordIndex.rebuild(store, settings.data_dir)
+    return bool(records) or existed

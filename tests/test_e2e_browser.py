@@ -3,7 +3,9 @@
 The store is ingested by a fixture from a small generated corpus. The test asks a question, waits for
 the streamed answer and its source cards (which must name real files of that corpus), uploads a
 Markdown file with a fact found nowhere else on the Knowledge base page, then asks about it and finds
-the fact in the answer. A screenshot goes to ``test-artifacts/``. No browser is ever downloaded:
+the fact in the answer. On the way it follows ``[1]`` to its source card, opens the reader (the cited
+passage highlighted and scrolled into view) and reloads the page (the conversation stays). A screenshot
+per view goes to ``test-artifacts/``. No browser is ever downloaded:
 without ``/usr/bin/chromium`` the test is skipped, except under CI (``CI`` set), where it fails.
 """
 
@@ -148,6 +150,36 @@ def test_ask_upload_and_ask_again(app_url, browser, site, tmp_path):
             assert paths and all((site / path).is_file() for path in paths), card
         assert "corpus/references/caching.md" in cards.first.inner_text()
         expect(cards.first.locator("mark").first).to_be_visible()  # the cited words are highlighted
+        page.screenshot(path=str(ARTIFACTS / "e2e-answer.png"), full_page=True)
+
+        # a click on [1] in the answer brings its source card into view
+        page.mouse.wheel(0, -5000)
+        link = reply.get_by_test_id("stMarkdownContainer").first.get_by_role("link", name="[1]").first
+        link.click()
+        page.wait_for_function("() => location.hash.startsWith('#cite-')")
+        target = page.locator(page.evaluate("() => location.hash"))
+        expect(target).to_be_in_viewport()
+        assert "[1]" in cards.first.inner_text()
+
+        # the card opens the whole document in the reader, the cited passage highlighted and scrolled to
+        cards.first.get_by_role("button", name="Read the whole document").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible(timeout=30_000)
+        expect(dialog.get_by_text("Cache stampede").first).to_be_visible()
+        cited = dialog.locator(".st-key-reader-cited mark").first
+        expect(cited).to_be_in_viewport(timeout=10_000)
+        page.screenshot(path=str(ARTIFACTS / "e2e-reader.png"))
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+
+        # a reload keeps the conversation (its id is in the URL)
+        assert "?c=" in page.url
+        page.reload()
+        expect(page.get_by_test_id("stChatMessage")).to_have_count(2, timeout=60_000)
+        reply = page.get_by_test_id("stChatMessage").nth(1)
+        assert reply.get_by_test_id("stMarkdownContainer").first.inner_text() == answer
+        expect(reply.locator("[class*='st-key-source-']").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "e2e-reloaded.png"), full_page=True)
 
         # 2. upload a team doc with a fact found nowhere else
         page.get_by_role("link", name="Knowledge base").click()
@@ -158,6 +190,7 @@ def test_ask_upload_and_ask_again(app_url, browser, site, tmp_path):
         page.get_by_role("button", name="Add to knowledge base").click()
         expect(page.get_by_text("Upload finished: 1 added")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
         assert (site / "data" / "uploads" / UPLOAD_NAME).is_file()
+        page.screenshot(path=str(ARTIFACTS / "e2e-knowledge-base.png"), full_page=True)
 
         # raw search shows it, and a Mermaid diagram in a passage renders as a diagram (bundled mermaid JS)
         search = page.get_by_label("Search the knowledge base")

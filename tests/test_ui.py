@@ -28,6 +28,7 @@ from ui_support import (
 )
 
 from rag.config import Settings
+from rag.conversations import ConversationStore
 from rag.feedback import FeedbackStore
 from rag.ingest import ingest
 from rag.store import Store, StoreBusyError
@@ -109,24 +110,28 @@ def texts(elements) -> list[str]:
 def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     at = start()
     assert OFFLINE_NOTICE in texts(at.sidebar.info)
-    assert at.sidebar.selectbox(key="persona").value == "backend-architecture-expert"
+    assert at.sidebar.radio(key="persona").value == "backend-architecture-expert"
 
     ask(at, ON_TOPIC_QUESTION)
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
     reply = assistant_replies(at)[0]
-    answer = reply.markdown[0].value
-    assert "Offline extract" in answer and "[1]" in answer
-    assert "stampede" in answer.lower()
-    assert not at.warning and not at.error
-
     message = at.session_state["messages"][1]
-    final = message["final"]
+    answer = reply.markdown[0].value
+    assert "Offline extract" in answer and "stampede" in answer.lower()
+    # each [n] links to its source card
+    assert f"[\\[1\\]](#cite-{message.id}-1)" in answer
+    assert not at.warning and not at.error
+    # what the answer was made with is written on it
+    assert "backend-architecture-expert" in plain(reply.caption[0].value)
+    assert "extractive" in plain(reply.caption[0].value) and "searched all documents" in plain(reply.caption[0].value)
+
+    final = message.final
     assert not final.abstained and final.citations
     cards = source_cards(at)
     assert len(cards) == len(final.citations)
     for card, citation in zip(cards, final.citations):
         heading = card.markdown[0].value
-        assert heading.startswith(f"**[{citation.n}] ") and f"[{citation.n}]" in answer
+        assert f'<span id="cite-{message.id}-{citation.n}"></span>**[{citation.n}] ' in heading
         caption = plain(card.caption[0].value)
         assert citation.passage.path in caption and citation.passage.doc_type in caption
         assert (ui_store.data_dir.parent / "corpus").joinpath(citation.passage.source).is_file()
@@ -137,19 +142,31 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     labels = [e.label for e in at.expander]
     assert "How this answer was produced" in labels and "Open the whole section" in labels
 
-    # "Open the whole section" loads the section (Retriever.neighbourhood) only when opened
+    # "Open the whole section" loads the section (Retriever.neighbourhood) only when opened, highlighted
     section = next(e for e in at.expander if e.label == "Open the whole section")
     assert not section.markdown
-    at.session_state[f"section-{message['id']}-1"] = True
+    at.session_state[f"section-{message.id}-1"] = True
     at.run()
     section = next(e for e in at.expander if e.label == "Open the whole section")
     whole = "\n".join(texts(section.markdown))
-    assert final.citations[0].passage.text.strip() in whole
+    assert "<mark>" in whole and "Cache stampede" not in whole  # the section's text, not the whole document
     details = "\n".join(texts(reply.markdown))
     assert "**Searched for:** the question as asked." in details
+    assert "**Filter** all documents" in details
     assert "Citation checks" in details and "verified" in details
     assert "retrieval" in details and "generation" in details
+    # the passages table is Markdown: full file names and all three scores
+    assert "| n | passage | file | doc type | fused | dense | keyword |" in details
+    assert "`corpus/references/caching.md`" in details
     assert len(at.feedback) == 1
+
+    # the reader shows the whole document with the cited passage highlighted
+    next(b for b in at.button if b.key == f"read-{message.id}-1").click().run()
+    assert not at.exception
+    reader = next(c for c in at.container if c.key == "reader-cited")
+    assert "<mark>" in reader.markdown[0].value
+    page = "\n".join(texts(at.markdown))
+    assert "## Caching patterns" in page and "### Cache-aside" in page and "### Cache stampede" in page
 
     # a rerun (any widget interaction) shows the same conversation from session state
     at.run()
@@ -160,17 +177,17 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     # a follow-up is rewritten into a standalone query, and the page says what was searched
     ask(at, FOLLOW_UP_QUESTION)
     assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2
-    follow_up = at.session_state["messages"][3]["final"]
+    follow_up = at.session_state["messages"][3].final
     assert not follow_up.abstained
     assert follow_up.standalone_query != FOLLOW_UP_QUESTION and "stampede" in follow_up.standalone_query
     second = "\n".join(texts(assistant_replies(at)[1].markdown))
     assert "rewritten as a standalone query" in second and follow_up.standalone_query in second
     assert "jitter" in assistant_replies(at)[1].markdown[0].value.lower()
-    assert at.session_state["messages"][3]["history"] == [ON_TOPIC_QUESTION]
 
-    # "New conversation" empties it
-    at.sidebar.button[0].click().run()
+    # "New conversation" starts an empty one; the first one stays in the list
+    at.sidebar.button(key="new_conversation").click().run()
     assert not at.chat_message and at.session_state["messages"] == []
+    assert [b.label for b in at.sidebar.button if (b.key or "").startswith("open-")] == [ON_TOPIC_QUESTION]
 
 
 def test_doc_type_filter_and_number_of_passages_reach_the_answerer(ui_store):
@@ -179,10 +196,89 @@ def test_doc_type_filter_and_number_of_passages_reach_the_answerer(ui_store):
     at.sidebar.slider(key="top_k").set_value(2)
     at.run()
     ask(at, "Why do orders stay in PostgreSQL instead of MongoDB?")
-    final = at.session_state["messages"][1]["final"]
+    final = at.session_state["messages"][1].final
     assert 1 <= len(final.passages) <= 2
     assert {p.doc_type for p in final.passages} == {"team"}
     assert all(p.path.startswith("corpus/team/") for p in final.passages)
+    reply = assistant_replies(at)[0]
+    assert "searched team docs only" in plain(reply.caption[0].value)  # the filter is written on the answer
+    assert "**Filter** team docs only" in "\n".join(texts(reply.markdown))
+
+
+def test_a_new_session_reopens_the_saved_conversation(ui_store):
+    at = start()
+    ask(at, ON_TOPIC_QUESTION)
+    ask(at, FOLLOW_UP_QUESTION)
+    conversation_id = at.session_state["conversation_id"]
+    assert at.query_params["c"] == conversation_id  # the URL names the conversation
+    answers = [m.markdown[0].value for m in assistant_replies(at)]
+    cards = len(source_cards(at))
+
+    # a reload of that URL (a new session, the same data directory) shows it again, sources and all
+    reloaded = AppTest.from_file(APP, default_timeout=30)
+    reloaded.query_params["c"] = conversation_id
+    reloaded.run()
+    assert not reloaded.exception
+    assert [m.name for m in reloaded.chat_message] == ["user", "assistant"] * 2
+    assert [m.markdown[0].value for m in assistant_replies(reloaded)] == answers
+    assert len(source_cards(reloaded)) == cards
+    assert reloaded.title[0].value == ON_TOPIC_QUESTION  # titled from the first question
+    # and it goes on with its history: a follow-up is rewritten with the earlier questions
+    ask(reloaded, "and what does request coalescing do?")
+    assert "stampede" in reloaded.session_state["messages"][5].final.standalone_query
+
+    # a new session without the link lists it (newest first) and opens it with a click
+    fresh = start()
+    assert not fresh.chat_message
+    listed = [b for b in fresh.sidebar.button if (b.key or "").startswith("open-")]
+    assert [b.label for b in listed] == [ON_TOPIC_QUESTION]
+    listed[0].click().run()
+    assert [m.name for m in fresh.chat_message] == ["user", "assistant"] * 3
+    assert fresh.query_params["c"] == conversation_id
+
+    # renamed, then deleted after a confirmation
+    fresh.text_input(key=f"rename-{conversation_id}").input("Stampedes").run()
+    fresh.button(key="rename_save").click().run()
+    assert fresh.title[0].value == "Stampedes"
+    assert [b.label for b in fresh.sidebar.button if (b.key or "").startswith("open-")] == ["Stampedes"]
+    fresh.button(key="delete").click().run()
+    assert any("cannot be undone" in w for w in texts(fresh.warning))
+    fresh.button(key="delete_cancelled").click().run()
+    assert len(fresh.chat_message) == 6  # kept
+    fresh.button(key="delete").click().run()
+    fresh.button(key="delete_confirmed").click().run()
+    assert not fresh.chat_message and "c" not in fresh.query_params
+    assert not [b for b in fresh.sidebar.button if (b.key or "").startswith("open-")]
+    assert ConversationStore.for_settings(ui_store).list() == []
+
+
+def test_export_is_markdown_with_citations_and_linked_sources(ui_store, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    monkeypatch.setenv("RAG_SOURCE_URL_TEMPLATE", "https://git.example.com/docs/blob/main/{path}")
+    downloads: list = []
+    original = MediaFileManager.add
+
+    def keep(self, data, *args, **kwargs):  # what the download button would hand to the browser
+        downloads.append(data)
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", keep)
+    at = start()
+    ask(at, ON_TOPIC_QUESTION)
+    at.run()  # the toolbar appears once the conversation exists
+    export = next(b for b in at.get("download_button") if b.label == "Export")
+    assert export.proto.url
+    text = (downloads[-1].decode() if isinstance(downloads[-1], bytes) else downloads[-1])
+    final = at.session_state["messages"][1].final
+    assert text.startswith(f"# {ON_TOPIC_QUESTION}") and f"## {ON_TOPIC_QUESTION}" in text
+    assert final.answer.strip() in text
+    citation = final.citations[0]
+    url = f"https://git.example.com/docs/blob/main/{citation.passage.source}"
+    assert f"[1] {citation.passage.heading}, [{citation.passage.path}]({url})" in text
+    assert "    > " in text  # the cited words under each source
+    # the source card links to the Git web UI too
+    assert url in plain(source_cards(at)[0].caption[0].value)
 
 
 def test_off_topic_question_shows_that_the_knowledge_base_does_not_cover_it(ui_store):
@@ -191,7 +287,7 @@ def test_off_topic_question_shows_that_the_knowledge_base_does_not_cover_it(ui_s
     assert len(at.warning) == 1
     assert "does not cover this question" in at.warning[0].value
     assert not source_cards(at)
-    assert at.session_state["messages"][1]["final"].abstained
+    assert at.session_state["messages"][1].final.abstained
     details = "\n".join(texts(assistant_replies(at)[0].markdown))
     assert "below the threshold: abstained" in details
 
@@ -203,21 +299,21 @@ def test_persona_switch_and_a_broken_agent_file(ui_store):
     at = start()
     errors = texts(at.sidebar.error)
     assert any("broken.md" in e and "description" in e for e in errors)  # named, but the others still work
-    picker = at.sidebar.selectbox(key="persona")
+    picker = at.sidebar.radio(key="persona")
     assert set(picker.options) == {"backend-architecture-expert", "database-reliability-reviewer"}
 
-    picker.select("database-reliability-reviewer").run()
-    assert "Reviews designs for data safety" in "\n".join(texts(at.sidebar.caption))
+    picker.set_value("database-reliability-reviewer").run()
+    assert any("Reviews designs for data safety" in c for c in picker.proto.captions)  # each shows its description
     ask(at, ON_TOPIC_QUESTION)
-    assert at.session_state["messages"][1]["final"].persona == "database-reliability-reviewer"
+    assert at.session_state["messages"][1].final.persona == "database-reliability-reviewer"
     assert "**Persona** database-reliability-reviewer" in "\n".join(texts(assistant_replies(at)[0].markdown))
 
     at.switch_page(KB_PAGE).run()  # the choice survives a visit to the other page
     at.switch_page(CHAT_PAGE).run()
-    assert at.sidebar.selectbox(key="persona").value == "database-reliability-reviewer"
-    at.sidebar.selectbox(key="persona").select("backend-architecture-expert").run()
+    assert at.sidebar.radio(key="persona").value == "database-reliability-reviewer"
+    at.sidebar.radio(key="persona").set_value("backend-architecture-expert").run()
     ask(at, "What happens when a circuit breaker is half-open?")
-    personas = [m["final"].persona for m in at.session_state["messages"] if m["role"] == "assistant"]
+    personas = [m.final.persona for m in at.session_state["messages"] if m.role == "assistant"]
     assert personas == ["database-reliability-reviewer", "backend-architecture-expert"]
 
 
@@ -229,14 +325,14 @@ def test_feedback_is_stored_with_the_answer(ui_store):
 
     at.feedback[0].set_value(0).run()  # thumbs down
     [entry] = store.all()
-    final = at.session_state["messages"][1]["final"]
+    final = at.session_state["messages"][1].final
     assert entry.rating == -1 and entry.question == ON_TOPIC_QUESTION
     assert entry.answer == final.answer and entry.persona == "backend-architecture-expert"
     assert entry.provider == "extractive"
     assert entry.sources == list(dict.fromkeys(c.passage.path for c in final.citations))
     assert "feedback saved" in "\n".join(texts(at.caption))
 
-    at.text_input(key=f"comment-{at.session_state['messages'][1]['id']}").input("It missed the TTL advice").run()
+    at.text_input(key=f"comment-{at.session_state['messages'][1].id}").input("It missed the TTL advice").run()
     assert store.get(entry.id).comment == "It missed the TTL advice"
     at.feedback[0].set_value(1).run()  # changed its mind: the same row, now thumbs up
     [entry] = store.all()
@@ -270,7 +366,7 @@ def test_claude_errors_are_shown_and_the_conversation_is_kept(ui_store, monkeypa
         assert any(expected in e for e in texts(at.error)), texts(at.error)
         ask(at, "What happens when a circuit breaker is half-open?")
         assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2
-        assert [m["content"] for m in at.session_state["messages"] if m["role"] == "user"] == [
+        assert [m.content for m in at.session_state["messages"] if m.role == "user"] == [
             ON_TOPIC_QUESTION,
             "What happens when a circuit breaker is half-open?",
         ]
@@ -290,7 +386,7 @@ def test_a_store_error_is_shown_and_the_conversation_is_kept(ui_store, monkeypat
     errors = texts(at.error)
     assert len(errors) == 2 and all("The knowledge base is not available" in e and "reindex" in e for e in errors)
     assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2
-    assert [m["content"] for m in at.session_state["messages"] if m["role"] == "user"] == [
+    assert [m.content for m in at.session_state["messages"] if m.role == "user"] == [
         ON_TOPIC_QUESTION,
         FOLLOW_UP_QUESTION,
     ]
@@ -306,8 +402,8 @@ def test_claude_answer_streams_with_its_citations(ui_store, monkeypatch):
         at = start()
         ask(at, ON_TOPIC_QUESTION)
         answer = assistant_replies(at)[0].markdown[0].value
-        assert answer.startswith("Cache-aside loads the row on a miss and fills the cache") and "[1]" in answer
-        final = at.session_state["messages"][1]["final"]
+        assert answer.startswith("Cache-aside loads the row on a miss and fills the cache") and "[1]" in plain(answer)
+        final = at.session_state["messages"][1].final
         assert final.provider == "claude" and final.citations[0].n == 1
         card = "\n".join(texts(source_cards(at)[0].markdown))
         assert "**[1] " in card and "<mark>" in card  # Claude's cited text is highlighted in the passage
@@ -341,7 +437,7 @@ def test_knowledge_base_page_lists_documents_and_searches(ui_store):
 def test_upload_makes_a_team_doc_searchable_and_answerable(ui_store):
     at = start()
     ask(at, UPLOAD_QUESTION)
-    assert at.session_state["messages"][1]["final"].abstained  # not in the knowledge base yet
+    assert at.session_state["messages"][1].final.abstained  # not in the knowledge base yet
 
     at.switch_page(KB_PAGE).run()
     upload = at.file_uploader[0]
@@ -372,7 +468,7 @@ def test_upload_makes_a_team_doc_searchable_and_answerable(ui_store):
     at.switch_page(CHAT_PAGE).run()
     assert [m.name for m in at.chat_message] == ["user", "assistant"]  # the conversation survived the visit
     ask(at, UPLOAD_QUESTION)
-    final = at.session_state["messages"][3]["final"]
+    final = at.session_state["messages"][3].final
     assert not final.abstained
     assert UPLOAD_FACT in assistant_replies(at)[1].markdown[0].value
     assert final.citations[0].passage.path.endswith("uploads/zephyr_gateway_design.md")

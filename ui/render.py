@@ -162,3 +162,70 @@ def format_ms(seconds: float | None) -> str:
 
 def format_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+
+
+MARKER = re.compile(r"\[(\d{1,3})\]")
+FILTER_LABELS = {None: "all documents", "reference": "references only", "team": "team docs only"}
+STOP_REASONS = {
+    "max_tokens": "it reached the answer length limit",
+    "refusal": "the model declined to continue",
+    "pause_turn": "the model paused before finishing",
+    "stopped": "you stopped it",
+}
+
+
+def anchor(message_id: str, n: int) -> str:
+    """The HTML id of a source card, the target of the answer's ``[n]`` links."""
+    return f"cite-{message_id}-{n}"
+
+
+def link_markers(answer: str, message_id: str, cited: set[int]) -> str:
+    """The answer with each ``[n]`` of a cited passage made a link to its source card (never inside code)."""
+
+    def link(match: re.Match) -> str:
+        n = int(match.group(1))
+        return f"[\\[{n}\\]](#{anchor(message_id, n)})" if n in cited else match.group(0)
+
+    out, cursor = [], 0
+    for start, end, _ in code_segments(answer):
+        out.append(_link_outside_spans(answer[cursor:start], link))
+        out.append(answer[start:end])
+        cursor = end
+    out.append(_link_outside_spans(answer[cursor:], link))
+    return "".join(out)
+
+
+def _link_outside_spans(text: str, link) -> str:
+    out, cursor = [], 0
+    for span in CODE_SPAN.finditer(text):
+        out.append(MARKER.sub(link, text[cursor : span.start()]))
+        out.append(span.group(0))
+        cursor = span.end()
+    out.append(MARKER.sub(link, text[cursor:]))
+    return "".join(out)
+
+
+def filter_label(doc_type: str | None) -> str:
+    return FILTER_LABELS.get(doc_type, f"{doc_type} docs only")
+
+
+def incomplete_reason(stop_reason: str | None, error: str | None) -> str:
+    if error:
+        return error
+    return STOP_REASONS.get(stop_reason or "", f"the answer stopped early ({stop_reason or 'no reason given'})")
+
+
+def usage_line(usage: dict) -> str:
+    """Tokens, cache reads and writes and the estimated cost, for the parts the provider reported."""
+    names = {
+        "input_tokens": "input tokens",
+        "output_tokens": "output tokens",
+        "cache_read_input_tokens": "cache reads",
+        "cache_creation_input_tokens": "cache writes",
+    }
+    parts = [f"{usage[key]:,} {label}" for key, label in names.items() if isinstance(usage.get(key), int)]
+    cost = usage.get("cost_usd")
+    if isinstance(cost, int | float):
+        parts.append(f"about ${cost:.4f}")
+    parts += [f"{key} {value}" for key, value in usage.items() if key not in names and key != "cost_usd"]
+    return " · ".join(parts)

@@ -71,12 +71,18 @@ def get_answerer(settings: Settings, retriever: Retriever) -> Answerer:
     return _answerer(_fingerprint(), settings, retriever)
 
 
+PROVIDER_NAMES = {"claude": "Claude"}
+
+
 def answerer_label(answerer: Answerer) -> tuple[bool, str]:
-    """``(is_claude, text)`` for the sidebar."""
+    """``(writes answers, text)`` for the sidebar: any model provider by its name and model, or the offline
+    extractive answerer's notice."""
     provider = answerer.provider
-    if provider.name == "claude":
-        return True, f"Claude · {provider.model}"
-    return False, OFFLINE_NOTICE
+    if provider.name == "extractive":
+        return False, OFFLINE_NOTICE
+    name = PROVIDER_NAMES.get(provider.name, provider.name)
+    model = getattr(provider, "model", "")
+    return True, f"{name} · {model}" if model else name
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""Saved conversations in the UI: which one is open (``?c=<id>`` in the URL), the sidebar list, and the
+toolbar of the open one (rename, export as Markdown, delete after a confirmation).
+
+Storage is ``rag.conversations.ConversationStore``; this module only keeps ``st.session_state``
+(``conversation_id``, ``messages``) and the URL in step with it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from rag.conversations import Conversation, ConversationStore, conversation_markdown, title_from
+
+PARAM = "c"
+
+
+def open_conversation(store: ConversationStore, conversation_id: str | None) -> None:
+    """Shows ``conversation_id`` (None: a new, empty conversation) and puts it in the URL."""
+    conversation = store.get(conversation_id) if conversation_id else None
+    st.session_state["conversation_id"] = conversation.id if conversation else None
+    st.session_state["messages"] = conversation.messages if conversation else []
+    st.session_state.pop("confirm_delete", None)
+    st.session_state.pop("editing", None)
+    if conversation:
+        st.query_params[PARAM] = conversation.id
+    elif PARAM in st.query_params:
+        del st.query_params[PARAM]
+
+
+def sync_with_url(store: ConversationStore) -> None:
+    """Loads the conversation the URL names (a reload, a shared link); keeps the open one when the URL lost it
+    (coming back from another page)."""
+    wanted = st.query_params.get(PARAM)
+    current = st.session_state.get("conversation_id")
+    if "messages" in st.session_state and (wanted == current or (not wanted and current)):
+        if current and not wanted:
+            st.query_params[PARAM] = current
+        return
+    if wanted and store.get(wanted) is None:
+        st.session_state["missing_conversation"] = wanted
+    open_conversation(store, wanted)
+
+
+def start_conversation(store: ConversationStore, question: str) -> str:
+    """The open conversation's id; a first question creates it (titled from the question) and names it in the URL."""
+    current = st.session_state.get("conversation_id")
+    if current:
+        return current
+    conversation = store.create(title_from(question))
+    st.session_state["conversation_id"] = conversation.id
+    st.query_params[PARAM] = conversation.id
+    return conversation.id
+
+
+def sidebar_list(store: ConversationStore, conversations: list[Conversation]) -> None:
+    current = st.session_state.get("conversation_id")
+    st.button("New conversation", icon=":material/add_comment:", on_click=open_conversation, args=(store, None),
+              width="stretch", key="new_conversation")
+    if not conversations:
+        st.caption("Your conversations will be listed here.")
+        return
+    st.caption("Conversations")
+    with st.container(height=min(44 * len(conversations) + 16, 360), border=False, key="conversation_list"):
+        for conversation in conversations:
+            st.button(
+                conversation.title,
+                key=f"open-{conversation.id}",
+                type="secondary" if conversation.id == current else "tertiary",
+                icon=":material/chat:" if conversation.id == current else ":material/chat_bubble_outline:",
+                on_click=open_conversation,
+                args=(store, conversation.id),
+                width="stretch",
+            )
+
+
+def toolbar(store: ConversationStore, conversation: Conversation, source_template: str | None) -> None:
+    """Rename, export and delete for the open conversation."""
+    columns = st.columns([1, 1, 1, 3], gap="small")
+    with columns[0].popover("Rename", icon=":material/edit:"):
+        st.text_input("Title", value=conversation.title, key=f"rename-{conversation.id}")
+        st.button("Save title", key="rename_save", on_click=rename, args=(store, conversation.id))
+    columns[1].download_button(
+        "Export",
+        data=conversation_markdown(conversation, source_template),
+        file_name=export_name(conversation.title),
+        mime="text/markdown",
+        icon=":material/download:",
+        key="export",
+        help="The conversation as Markdown, with its citations and sources",
+    )
+    columns[2].button("Delete", icon=":material/delete:", key="delete", on_click=ask_delete)
+    if st.session_state.get("confirm_delete"):
+        with st.container(border=True, key="confirm_delete_box"):
+            st.warning(f"Delete the conversation “{conversation.title}” for good? This cannot be undone.",
+                       icon=":material/delete_forever:")
+            yes, no = st.columns(2)
+            yes.button("Delete for good", type="primary", key="delete_confirmed", on_click=delete,
+                       args=(store, conversation.id))
+            no.button("Keep it", key="delete_cancelled", on_click=st.session_state.pop, args=("confirm_delete", None))
+
+
+def ask_delete() -> None:
+    st.session_state["confirm_delete"] = True
+
+
+def rename(store: ConversationStore, conversation_id: str) -> None:
+    title = str(st.session_state.get(f"rename-{conversation_id}") or "")
+    try:
+        store.rename(conversation_id, title)
+        st.session_state.pop("rename_error", None)
+    except ValueError as error:
+        st.session_state["rename_error"] = str(error)
+
+
+def delete(store: ConversationStore, conversation_id: str) -> None:
+    store.delete(conversation_id)
+    open_conversation(store, None)
+    st.session_state["deleted_notice"] = True
+
+
+def export_name(title: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:60] or "conversation"
+    return f"{stem}.md"
