@@ -32,7 +32,7 @@ from rag.conversations import ConversationStore
 from rag.feedback import FeedbackStore
 from rag.ingest import ingest
 from rag.store import Store, StoreBusyError
-from rag.uploads import UploadRejected, add_uploads, safe_filename, save_upload, uploads_dir
+from rag.uploads import UploadRejected, add_uploads, remove_upload, safe_filename, save_upload, uploads_dir
 from ui.render import cited_words_note, highlight, passage_view
 from ui.resources import OFFLINE_NOTICE
 
@@ -281,6 +281,38 @@ def test_export_is_markdown_with_citations_and_linked_sources(ui_store, monkeypa
     assert url in plain(source_cards(at)[0].caption[0].value)
 
 
+def test_suggestions_regenerate_and_edit_the_last_question(ui_store):
+    at = start()
+    suggestions = [b.label for b in at.button if (b.key or "").startswith("suggestion-")]
+    titles = {"Caching patterns", "Circuit breakers", "ADR 0007: Orders stay in PostgreSQL",
+              "Runbook: Kafka consumer lag on tracking events"}
+    assert len(suggestions) == 4 and all(any(t in q for t in titles) for q in suggestions)
+    at.button(key="suggestion-0").click().run()
+    assert not at.exception
+    assert [m.content for m in at.session_state["messages"] if m.role == "user"] == [suggestions[0]]
+    assert not [b for b in at.button if (b.key or "").startswith("suggestion-")]  # gone once a question is asked
+
+    ask(at, ON_TOPIC_QUESTION)
+    store = ConversationStore.for_settings(ui_store)
+    conversation_id = at.session_state["conversation_id"]
+    first_reply = at.session_state["messages"][3].id
+    at.button(key=f"regenerate-{first_reply}").click().run()
+    messages = at.session_state["messages"]
+    assert [m.content for m in messages if m.role == "user"] == [suggestions[0], ON_TOPIC_QUESTION]
+    assert len(messages) == 4 and messages[3].id != first_reply and messages[3].final is not None
+    assert [m.id for m in store.get(conversation_id).messages] == [m.id for m in messages]
+
+    edit = at.button(key=f"edit-{messages[2].id}")
+    edit.click().run()
+    at.text_area(key=f"edited-{messages[2].id}").input("How do circuit breakers fail fast?").run()
+    at.button(key=f"resend-{messages[2].id}").click().run()
+    messages = at.session_state["messages"]
+    assert [m.content for m in messages if m.role == "user"] == [suggestions[0], "How do circuit breakers fail fast?"]
+    assert "circuit" in messages[3].content.lower()
+    assert [m.content for m in store.get(conversation_id).messages][2] == "How do circuit breakers fail fast?"
+    assert len(store.get(conversation_id).messages) == 4
+
+
 def test_off_topic_question_shows_that_the_knowledge_base_does_not_cover_it(ui_store):
     at = start()
     ask(at, OFF_TOPIC_QUESTION)
@@ -450,8 +482,9 @@ def test_upload_makes_a_team_doc_searchable_and_answerable(ui_store):
     ).run()
     next(b for b in at.button if b.label == "Add to knowledge base").click().run()
     assert not at.exception
-    [status] = at.status
-    assert status.label == "Upload finished: 1 added, 1 failed" and status.state == "error"
+    assert "Upload finished: 1 added, 1 failed" in texts(at.error)
+    assert at.file_uploader[0].value in (None, [])  # the picker is emptied after the upload
+    assert next(b for b in at.button if b.label == "Add to knowledge base").disabled
     results = "\n".join(texts(at.markdown) + texts(at.error))
     assert "→ zephyr_gateway_design.md: added" in results
     assert "broken.pdf" in results and "failed" in results
@@ -473,6 +506,28 @@ def test_upload_makes_a_team_doc_searchable_and_answerable(ui_store):
     assert UPLOAD_FACT in assistant_replies(at)[1].markdown[0].value
     assert final.citations[0].passage.path.endswith("uploads/zephyr_gateway_design.md")
     assert final.citations[0].passage.doc_type == "team"
+
+    # an uploaded document can be removed (after a confirmation); folder files explain how they are removed
+    at.switch_page(KB_PAGE).run()
+    assert any("delete the file and run" in c for c in texts(at.caption))
+    assert not any(b.key == "remove-caching.md" for b in at.button)  # only uploads have a remove action
+    row = next(c for c in at.container if c.key == "upload-zephyr_gateway_design.md")
+    assert "chunks" in plain(row.markdown[0].value) and "uploaded 2" in plain(row.markdown[0].value)
+    at.button(key="remove-zephyr_gateway_design.md").click().run()
+    at.button(key="remove-cancelled-zephyr_gateway_design.md").click().run()
+    assert (saved / "zephyr_gateway_design.md").is_file()
+    at.button(key="remove-zephyr_gateway_design.md").click().run()
+    at.button(key="remove-confirmed-zephyr_gateway_design.md").click().run()
+    assert not at.exception
+    assert "Removed zephyr_gateway_design.md from the knowledge base." in texts(at.success)
+    assert "**team**: 2 documents" in "\n".join(texts(at.markdown))
+    assert not (saved / "zephyr_gateway_design.md").exists()
+    at.text_input(key="kb_query").input("Zephyr gateway retries").run()
+    hits = [c for c in at.container if (c.key or "").startswith("hit-")]
+    assert not any("zephyr" in plain(h.caption[0].value) for h in hits)
+    at.switch_page(CHAT_PAGE).run()
+    ask(at, UPLOAD_QUESTION)
+    assert at.session_state["messages"][5].final.abstained  # gone from the answers too
 
 
 def test_upload_while_the_store_is_busy_shows_an_error_and_adds_nothing(ui_store, monkeypatch):
@@ -574,6 +629,24 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     )
     assert updated[0].status == "updated"
     assert [p.name for p in uploads_dir(settings).iterdir()] == ["notes.md"]
+
+
+def test_remove_upload_takes_only_uploads_out(ui_store, embedder):
+    store = Store(ui_store)
+    add_uploads([("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n")], ui_store,
+                store=store, embedder=embedder)
+    before = {r.relpath for r in store.file_records().values()}
+    [key] = [k for k, r in store.file_records().items() if r.relpath == "notes.md"]
+    assert store.chunk_ids_of(key)
+    for bad in ("../corpus/references/caching.md", ".hidden.md", ""):
+        with pytest.raises(UploadRejected):
+            remove_upload(bad, ui_store, store=store)
+    assert not remove_upload("caching.md", ui_store, store=store)  # a folder file is not an upload
+    assert remove_upload("notes.md", ui_store, store=store)
+    assert {r.relpath for r in store.file_records().values()} == before - {"notes.md"}
+    assert not store.chunk_ids_of(key)
+    assert not (uploads_dir(ui_store) / "notes.md").exists()
+    assert not remove_upload("notes.md", ui_store, store=store)
 
 
 def test_add_uploads_on_a_busy_store_keeps_nothing(tmp_path, embedder):

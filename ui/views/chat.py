@@ -103,6 +103,7 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
     chat.save(user)
     with st.chat_message("user"):
         st.markdown(question)
+        edit_button(user)
     reply = Message("assistant", complete=False, persona=persona.name, doc_type=doc_type)
     messages.append(reply)
     with st.chat_message("assistant"):
@@ -145,8 +146,7 @@ def show_message(message: Message, chat: views.Chat, last: bool) -> None:
                 return
             st.markdown(message.content)
             if last:
-                st.button("Edit", icon=":material/edit:", key=f"edit-{message.id}", type="tertiary",
-                          on_click=st.session_state.__setitem__, args=("editing", message.id))
+                edit_button(message)
             return
         st.caption(views.provenance(message))
         views.show_notes(message.final)
@@ -163,6 +163,11 @@ def actions(message: Message, chat: views.Chat, last: bool) -> None:
     if last:
         columns[1].button("Regenerate", icon=":material/refresh:", key=f"regenerate-{message.id}",
                           on_click=resend, args=(chat, None))
+
+
+def edit_button(message: Message) -> None:
+    st.button("Edit", icon=":material/edit:", key=f"edit-{message.id}", type="tertiary",
+              on_click=st.session_state.__setitem__, args=("editing", message.id))
 
 
 def edit_box(message: Message, chat: views.Chat) -> None:

@@ -1,19 +1,22 @@
-"""Knowledge base page: what the store holds, raw search with scores, and upload of team docs.
+"""Knowledge base page: raw search with scores first, then upload of team docs, then what the store holds
+(per document its chunks and last-ingested time; an uploaded document can be removed here).
 
 Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search`` and uploads go through
-``rag.uploads.add_uploads`` (which calls ``rag.ingest.ingest``); nothing here retrieves on its own.
+``rag.uploads.add_uploads`` (which calls ``rag.ingest.ingest``), removal ``rag.uploads.remove_upload``;
+nothing here retrieves on its own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import streamlit as st
 
 from rag.stats import collect_stats
 from rag.store import StoreBusyError, StoreError
-from rag.uploads import ALLOWED_SUFFIXES, add_uploads, uploads_dir
+from rag.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remove_upload, uploads_dir
 from ui import render
 from ui.resources import get_retriever, get_settings
 
@@ -29,7 +32,8 @@ STATUS_ICONS = {
 }
 
 
-def show_stats(settings, retriever) -> None:
+def show_documents(settings, retriever) -> None:
+    st.subheader("Documents")
     try:
         stats = collect_stats(settings, store=retriever.store)
     except Exception as error:
@@ -41,8 +45,9 @@ def show_stats(settings, retriever) -> None:
     columns[1].metric("Chunks", stats["chunks"])
     columns[2].metric("Embedding model", stats["embedding_model"])
     if not stats["files"]:
-        st.info("The knowledge base is empty: run `python -m rag ingest corpus` or upload documents below.")
+        st.info("The knowledge base is empty: run `python -m rag ingest corpus` or upload documents above.")
         return
+    uploaded = uploaded_paths(settings, stats["files"])
     for doc_type, row in sorted(stats["by_doc_type"].items()):
         files = [f for f in stats["files"] if (f["doc_type"] or "unknown") == doc_type]
         latest = max((f["ingested_at"] for f in files), default=0)
@@ -50,20 +55,74 @@ def show_stats(settings, retriever) -> None:
             f"**{render.escape_markdown(doc_type)}**: {row['documents']} documents, {row['chunks']} chunks, "
             f"last ingested {render.format_time(latest)}"
         )
-        st.dataframe(
-            [
-                {
-                    "file": f["path"],
-                    "title": f["title"],
-                    "chunks": f["chunks"],
-                    "last ingested": render.format_time(f["ingested_at"]),
-                    "complete": f["complete"],
-                }
-                for f in files
-            ],
-            hide_index=True,
-            key=f"files-{doc_type}",
+        in_folders = [f for f in files if f["path"] not in uploaded]
+        if in_folders:
+            st.dataframe(
+                [
+                    {
+                        "file": f["path"],
+                        "title": f["title"],
+                        "chunks": f["chunks"],
+                        "last ingested": render.format_time(f["ingested_at"]),
+                        "complete": f["complete"],
+                    }
+                    for f in in_folders
+                ],
+                hide_index=True,
+                key=f"files-{doc_type}",
+                column_config={"file": st.column_config.TextColumn(width="large"),
+                               "title": st.column_config.TextColumn(width="large")},
+            )
+            st.caption(
+                ":material/info: These files came from an ingested folder: to remove one, delete the file and run "
+                "`python -m rag ingest` on its folder again."
+            )
+        for f in files:
+            if f["path"] in uploaded:
+                uploaded_row(f, uploaded[f["path"]], settings, retriever)
+
+
+def uploaded_paths(settings, files: list[dict]) -> dict[str, str]:
+    """``{path as listed: file name}`` of the documents that were uploaded (they live in the uploads folder)."""
+    folder = uploads_dir(settings).resolve()
+    found = {}
+    for f in files:
+        path = Path(f["path"])
+        if path.parent.resolve() == folder:
+            found[f["path"]] = path.name
+    return found
+
+
+def uploaded_row(file: dict, name: str, settings, retriever) -> None:
+    with st.container(border=True, key=f"upload-{name}"):
+        info, action = st.columns([5, 1], vertical_alignment="center")
+        info.markdown(
+            f":material/upload_file: **{render.escape_markdown(file['title'] or name)}** · "
+            f"`{file['path']}` · {file['chunks']} chunks · uploaded {render.format_time(file['ingested_at'])}"
         )
+        action.button("Remove", key=f"remove-{name}", icon=":material/delete:",
+                      on_click=st.session_state.__setitem__, args=("confirm_remove", name))
+        if st.session_state.get("confirm_remove") == name:
+            st.warning(f"Remove {name} from the knowledge base and delete the uploaded file?",
+                       icon=":material/delete_forever:")
+            yes, no, _ = st.columns([1, 1, 3])
+            yes.button("Remove for good", type="primary", key=f"remove-confirmed-{name}", on_click=remove,
+                       args=(name, settings, retriever))
+            no.button("Keep it", key=f"remove-cancelled-{name}", on_click=st.session_state.pop,
+                      args=("confirm_remove", None))
+
+
+def remove(name: str, settings, retriever) -> None:
+    st.session_state.pop("confirm_remove", None)
+    try:
+        removed = remove_upload(name, settings, store=retriever.store)
+    except (StoreError, UploadRejected) as error:
+        st.session_state["remove_result"] = ("error", f"{name} was not removed: {error}")
+        return
+    if removed:
+        st.session_state["remove_result"] = ("success", f"Removed {name} from the knowledge base.")
+    else:
+        st.session_state["remove_result"] = ("error", f"{name} was not in the knowledge base any more.")
 
 
 def show_search(settings, retriever) -> None:
@@ -126,9 +185,11 @@ def show_upload(settings, retriever) -> None:
         run_upload([(f.name, f.getvalue()) for f in files], replace, settings, retriever)
     results = st.session_state.get("upload_results")
     if results:
-        st.markdown("**Last upload**")
+        summary, ok = st.session_state.get("upload_summary", ("", True))
+        (st.success if ok else st.error)(summary, icon=":material/task_alt:" if ok else ":material/error:")
         for row in results:
-            st.markdown(upload_line(row["original"], row["name"], row["status"], row["message"]))
+            line = upload_line(row["original"], row["name"], row["status"], row["message"])
+            (st.markdown if row["status"] in ("added", "updated", "unchanged") else st.error)(line)
 
 
 def upload_line(original: str, name: str, status: str, message: str) -> str:
@@ -174,7 +235,9 @@ def run_upload(files: list[tuple[str, bytes]], replace: bool, settings, retrieve
     st.session_state["upload_results"] = [
         {"original": r.original, "name": r.name, "status": r.status, "message": r.message} for r in results
     ]
-    st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # empty the uploader next run
+    st.session_state["upload_summary"] = (f"Upload finished: {summary}", ok)
+    st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1  # a new, empty uploader
+    st.rerun()
 
 
 def main() -> None:
@@ -186,11 +249,12 @@ def main() -> None:
         st.error(f"The knowledge base is not available: {error}")
         st.stop()
     st.title("Knowledge base")
-    stats_area = st.container()  # filled last, so an upload made in this run is already counted
     show_search(settings, retriever)
     show_upload(settings, retriever)
-    with stats_area:
-        show_stats(settings, retriever)
+    result = st.session_state.pop("remove_result", None)
+    if result:
+        (st.success if result[0] == "success" else st.error)(result[1])
+    show_documents(settings, retriever)
 
 
 main()
