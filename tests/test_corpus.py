@@ -1,9 +1,12 @@
-"""The shipped knowledge base: counts, front matter, and a question set whose evidence is real."""
+"""The shipped knowledge base: counts, front matter, a question set whose evidence and facts are real,
+and team docs that agree with themselves (cited ADRs exist, supersession is named both ways, `updated` is
+not older than the dates in the text)."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from pathlib import Path
 
 import frontmatter
@@ -115,3 +118,65 @@ def test_follow_ups_with_answers_in_their_history():
         assert roles[0] == "user" and roles[-1] == "assistant", question["id"]
         assert all(a != b for a, b in zip(roles, roles[1:])), f"{question['id']}: turns do not alternate"
         assert all(turn["content"].strip() for turn in question["history"]), question["id"]
+
+
+# -- mechanical consistency of the team docs (issue 13) ----------------------------------------------
+
+ADR_NAME = re.compile(r"\bADR-(\d{4})\b")
+ISO_DATE = re.compile(r"(?<![\w-])(due\s+)?(\d{4})-(\d{2})-(\d{2})(?![\w-])")
+MONTH_YEAR = re.compile(
+    r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\s+(\d{4})\b"
+)
+MONTHS = "January February March April May June July August September October November December".split()
+
+
+def adr_files() -> dict[str, Path]:
+    return {re.match(r"adr-(\d{4})", p.name).group(1): p for p in TEAM if p.name.startswith("adr-")}
+
+
+def test_every_adr_referenced_exists():
+    known = adr_files()
+    for path in REFERENCES + TEAM:
+        for number in set(ADR_NAME.findall(path.read_text(encoding="utf-8"))):
+            assert number in known, f"{path.name} cites ADR-{number}, which does not exist"
+
+
+def status_line(path: Path) -> str:
+    """The first paragraph of the ADR's Status section."""
+    content = frontmatter.load(path).content
+    section = content.split("## Status", 1)[1]
+    return section.strip().split("\n\n", 1)[0]
+
+
+def test_superseded_adrs_and_their_successors_name_each_other():
+    known = adr_files()
+    superseded = 0
+    for number, path in known.items():
+        status = status_line(path)
+        if not status.lower().startswith("superseded"):
+            continue
+        superseded += 1
+        successors = ADR_NAME.findall(status)
+        assert successors, f"{path.name}: superseded, but its status names no successor"
+        for successor in successors:
+            text = frontmatter.load(known[successor]).content
+            assert f"ADR-{number}" in text, f"ADR-{successor} does not name ADR-{number}, which it supersedes"
+            says_so = re.search(rf"[Ss]upersedes\s+(\S+\s+)?ADR-{number}", text)
+            assert says_so, f"ADR-{successor} never says it supersedes ADR-{number}"
+    assert superseded >= 1
+
+
+def dates_in(text: str) -> list[date]:
+    """Dates the text reports as having happened: ISO dates (not due dates) and 'Month YYYY' (its first day)."""
+    found = [date(int(y), int(m), int(d)) for due, y, m, d in ISO_DATE.findall(text) if not due]
+    found += [date(int(y), MONTHS.index(month) + 1, 1) for month, y in MONTH_YEAR.findall(text)]
+    return found
+
+
+@pytest.mark.parametrize("path", TEAM, ids=lambda p: p.name)
+def test_updated_is_not_older_than_the_dates_in_the_text(path: Path):
+    post = frontmatter.load(path)
+    updated = post.metadata["updated"]
+    updated = updated if isinstance(updated, date) else date.fromisoformat(str(updated))
+    latest = max(dates_in(post.content), default=updated)
+    assert latest <= updated, f"{path.name}: updated {updated} but the text mentions {latest}"
