@@ -118,6 +118,12 @@ def test_follow_ups_with_answers_in_their_history():
         assert roles[0] == "user" and roles[-1] == "assistant", question["id"]
         assert all(a != b for a, b in zip(roles, roles[1:])), f"{question['id']}: turns do not alternate"
         assert all(turn["content"].strip() for turn in question["history"]), question["id"]
+    # "last-turn-only": an earlier turn is on another topic; "new-topic": the follow-up is to be searched as asked
+    follows = [q.get("follows") for q in with_answers]
+    assert follows.count("last-turn-only") >= 3 and follows.count("new-topic") >= 2
+    for question in with_answers:
+        if question.get("follows") == "last-turn-only":
+            assert sum(turn["role"] == "user" for turn in question["history"]) >= 2, question["id"]
 
 
 # -- mechanical consistency of the team docs (issue 13) ----------------------------------------------
