@@ -718,3 +718,51 @@ def test_a_cited_code_block_is_named_instead_of_marked():
     assert not found and "<mark>" not in shown and "```sql\nSELECT 1;\n```" in shown
     assert cited_words_note(["```sql\nSELECT 1;\n```"]) == "Cited: the code example in this passage."
     assert cited_words_note(["a *quote*\n that moved"]) == "Cited words: a \\*quote\\* that moved"
+
+
+# -- what an answer says about itself (incomplete, notes, usage, a transient status) ------------------
+
+
+def test_an_incomplete_answer_its_notes_usage_and_a_status_are_shown(tmp_path):
+    def script():
+        import streamlit as st
+
+        from rag.config import Settings
+        from rag.conversations import ConversationStore, Message
+        from rag.events import Final, StatusEvent, TextDelta
+        from ui import answer as views
+
+        data_dir = st.session_state["data_dir"]
+        final = Final(
+            question="Which retry policy does the returns API use?", standalone_query="returns API retry policy",
+            answer="The gateway retries three times", citations=[], passages=[], abstained=False,
+            provider="claude", model="claude-test", persona="backend-architecture-expert", confidence=0.7,
+            stop_reason="max_tokens", incomplete=True, doc_type="team",
+            usage={"input_tokens": 1200, "output_tokens": 64, "cache_read_input_tokens": 900, "cost_usd": 0.0123},
+            notes=["The knowledge base says nothing about the returns API."],
+        )
+        reply = Message("assistant", persona="backend-architecture-expert", doc_type="team")
+        status = st.empty()
+        with st.container(key="streamed"):
+            st.write_stream(views.stream_texts(iter([StatusEvent("Claude is overloaded, retrying in 8 s"),
+                                               TextDelta("The gateway retries three times"), final]), reply, status))
+        reply.complete = True
+        chat = views.Chat(Settings(_env_file=None, data_dir=data_dir), None, ConversationStore(data_dir / "c.sqlite3"))
+        st.caption(views.provenance(reply))
+        views.show_notes(reply.final)
+        views.show_body(reply, st.empty())
+        views.show_problems(reply)
+        views.show_details(reply, chat.settings)
+
+    at = AppTest.from_function(script, default_timeout=30)
+    at.session_state["data_dir"] = tmp_path
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("overloaded" in i for i in texts(at.info))  # the status went away when text arrived
+    assert "The knowledge base says nothing about the returns API." in texts(at.info)
+    assert "This answer is incomplete: it reached the answer length limit." in texts(at.warning)
+    caption = plain(at.caption[0].value)
+    assert "claude · claude-test" in caption and "searched team docs only" in caption
+    details = "\n".join(texts(at.markdown))
+    assert "**Stop reason** max_tokens" in details
+    assert "1,200 input tokens · 64 output tokens · 900 cache reads · about $0.0123" in details

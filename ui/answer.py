@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from rag.conversations import ConversationStore, Message, answer_markdown, source_url
-from rag.events import Citation, Final
+from rag.events import Citation, CitationEvent, ErrorEvent, Final, StatusEvent, TextDelta
 from rag.feedback import FeedbackEntry, FeedbackStore
 from ui import render
 from ui.reader import open_reader
@@ -46,6 +46,33 @@ def provenance(message: Message) -> str:
                      f"{render.escape_markdown(final.model)}")
     parts.append(f":material/filter_alt: searched {render.filter_label(doc_type)}")
     return " · ".join(parts)
+
+
+def stream_texts(events, reply: Message, status):
+    """The text deltas of the answerer's events; citations, errors and the final record go into ``reply``, a
+    transient status (a retry after an overload) into the ``status`` placeholder until text arrives."""
+    showing_status = False
+    for event in events:
+        if isinstance(event, TextDelta):
+            if showing_status:
+                status.empty()
+                showing_status = False
+            reply.content += event.text
+            yield event.text
+        elif isinstance(event, StatusEvent):
+            status.info(event.message, icon=":material/hourglass_top:")
+            showing_status = True
+        elif isinstance(event, CitationEvent):
+            quotes = reply.quotes.setdefault(event.citation.n, [])
+            for quote in event.citation.all_quotes:
+                if quote and quote not in quotes:
+                    quotes.append(quote)
+        elif isinstance(event, ErrorEvent):
+            reply.error = event.message
+        elif isinstance(event, Final):
+            reply.final = event
+    if showing_status:
+        status.empty()
 
 
 def show_body(message: Message, body) -> None:

@@ -13,7 +13,6 @@ import logging
 import streamlit as st
 
 from rag.conversations import Conversation, ConversationStore, Message, history_for
-from rag.events import CitationEvent, ErrorEvent, Final, StatusEvent, TextDelta
 from rag.personas import Persona
 from rag.store import StoreError
 from ui import answer as views
@@ -67,33 +66,6 @@ def sidebar(settings, answerer, store: ConversationStore, conversations: list[Co
 # -- one answer ----------------------------------------------------------------------------------
 
 
-def stream_texts(events, reply: Message, status):
-    """The text deltas of the answerer's events; citations, errors and the final record go into ``reply``, a
-    transient status (a retry after an overload) into the ``status`` placeholder until text arrives."""
-    showing_status = False
-    for event in events:
-        if isinstance(event, TextDelta):
-            if showing_status:
-                status.empty()
-                showing_status = False
-            reply.content += event.text
-            yield event.text
-        elif isinstance(event, StatusEvent):
-            status.info(event.message, icon=":material/hourglass_top:")
-            showing_status = True
-        elif isinstance(event, CitationEvent):
-            quotes = reply.quotes.setdefault(event.citation.n, [])
-            for quote in event.citation.all_quotes:
-                if quote and quote not in quotes:
-                    quotes.append(quote)
-        elif isinstance(event, ErrorEvent):
-            reply.error = event.message
-        elif isinstance(event, Final):
-            reply.final = event
-    if showing_status:
-        status.empty()
-
-
 def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer, chat: views.Chat) -> None:
     messages: list[Message] = st.session_state["messages"]
     history = history_for(messages)
@@ -115,7 +87,7 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
         try:
             with body.container():
                 st.write_stream(
-                    stream_texts(answerer.answer(question, persona, history=history, k=k, doc_type=doc_type),
+                    views.stream_texts(answerer.answer(question, persona, history=history, k=k, doc_type=doc_type),
                                  reply, status)
                 )
         except Exception as error:  # the store, the model, anything: shown, and the conversation is kept
