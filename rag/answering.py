@@ -3,20 +3,19 @@
 ``Answerer.answer`` rewrites a follow-up into a standalone query, retrieves passages, abstains when
 the confidence is too low, streams the provider's text and citations, then verifies every cited
 claim against the passage it cites and ends with a ``Final`` record (sources, timings, checks).
-Providers: Claude (``rag.claude``) when ``ANTHROPIC_API_KEY`` is set, else the offline extractive
-answerer (``rag.extractive``).
+Providers: an OpenAI-compatible endpoint (``rag.openai_compat``) when ``RAG_LLM_BASE_URL`` is set, Claude
+(``rag.claude``) when ``ANTHROPIC_API_KEY`` is set, else the offline extractive answerer (``rag.extractive``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Protocol
 
 from rag.citations import MarkerFilter, citations_in_order, verify
 from rag.config import Settings
-from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, TextDelta
+from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
 from rag.personas import Persona
 from rag.retrieval import Passage, Retriever
 
@@ -35,7 +34,7 @@ class Provider(Protocol):
         persona: Persona,
         passages: list[Passage],
         missing: list[str] | None = None,
-    ) -> Iterator[TextDelta | CitationEvent | StatusEvent | ErrorEvent]:
+    ) -> Iterator[TextDelta | CitationEvent | StatusEvent | ErrorEvent | StopEvent]:
         """``query`` is the standalone query that was searched (the question itself unless a follow-up).
         ``missing`` names the specific things the question asks about that no passage mentions: the answer
         must say plainly that the knowledge base says nothing about them (the Answerer checks it did)."""
@@ -43,17 +42,31 @@ class Provider(Protocol):
 
 
 def choose_provider(settings: Settings, retriever: Retriever, name: str | None = None) -> Provider:
-    """``claude`` when asked or when ANTHROPIC_API_KEY is set, otherwise the offline extractive answerer."""
-    wanted = name or ("claude" if os.environ.get("ANTHROPIC_API_KEY") else "extractive")
+    """The provider ``name``, or by default: the OpenAI-compatible endpoint when ``RAG_LLM_BASE_URL`` is set (a
+    team that runs its own LLM keeps documents off the cloud), else Claude when ``ANTHROPIC_API_KEY`` is set
+    (environment or ``.env``), else the offline extractive answerer. A provider that cannot work as configured
+    (no key, unknown model) raises ``ProviderError`` with the reason."""
+    from rag.claude import find_api_key
+
+    if name:
+        wanted = name
+    elif settings.llm_base_url:
+        wanted = "openai-compatible"
+    else:
+        wanted = "claude" if find_api_key(settings) else "extractive"
     if wanted == "claude":
         from rag.claude import ClaudeProvider
 
         return ClaudeProvider(settings)
+    if wanted == "openai-compatible":
+        from rag.openai_compat import OpenAICompatibleProvider
+
+        return OpenAICompatibleProvider(settings)
     if wanted == "extractive":
         from rag.extractive import ExtractiveProvider
 
         return ExtractiveProvider(retriever.embedder)
-    raise ValueError(f"unknown provider {wanted!r}: use claude or extractive")
+    raise ValueError(f"unknown provider {wanted!r}: use claude, openai-compatible or extractive")
 
 
 def abstention_text(passages: list[Passage]) -> str:
@@ -125,6 +138,12 @@ class Answerer:
                 cited.setdefault(event.citation.n, event.citation)
             elif isinstance(event, ErrorEvent):
                 final.error = event.message
+            elif isinstance(event, StopEvent):  # how the call ended: folded into Final, not passed on
+                final.stop_reason, final.usage = event.stop_reason, event.usage
+                final.incomplete = final.incomplete or event.incomplete
+                if event.message:
+                    final.notes.append(event.message)
+                continue
             yield event
         rest = markers.flush()
         if rest:

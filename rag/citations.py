@@ -159,3 +159,10 @@ def verify(answer: str, passages: list[Passage], embedder, threshold: float) -> 
         best = max((next(scores) for _ in numbers), default=0.0)
         checks.append(SentenceCheck(claim, numbers, best, best >= threshold))
     return checks
+
+
+def strip_markers(text: str) -> str:
+    """The text without any ``[n]`` marker (code left as it is): an earlier answer's markers point at passages
+    of another search, so a conversation history sent back to a model must not carry them."""
+    spans = _code_spans(text)
+    return MARKERS.sub(lambda match: match.group(0) if _in_code(match.start(), spans) else "", text)

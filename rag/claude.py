@@ -1,33 +1,67 @@
 """Claude provider: streams an answer from the Anthropic Messages API with native citations.
 
 Retrieved passages go in as ``search_result`` content blocks with citations enabled; each citation
-Claude returns (which result, which words) becomes an ``[n]`` marker after the text it supports and
-a ``Citation`` carrying the cited words. The persona prompt is cached with ``cache_control``.
-Errors (bad key, refusal, overload, network) become one readable ``ErrorEvent``.
+Claude returns (which result, which words) becomes an ``[n]`` marker after the text it supports (before
+its closing punctuation or newline, once per passage and sentence) and a ``Citation`` carrying the cited
+words. Thinking, effort and ``max_tokens`` come from the model table (``rag.claude_models``). The call
+ends with a ``StopEvent``: every ``stop_reason`` the API defines is mapped to complete or incomplete with
+a message, and the usage (tokens, cache reads and writes, estimated cost) is recorded. Overloads and rate
+limits are retried here, with a visible countdown (``rag.retrying``); every other failure becomes one
+readable ``ErrorEvent``.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 
+from rag.citations import MARKER, strip_markers
+from rag.claude_models import ModelError, check_model, known_models, request_settings, usage_dict
 from rag.config import Settings
-from rag.events import Citation, CitationEvent, ErrorEvent, TextDelta
+from rag.events import Citation, CitationEvent, ErrorEvent, ProviderError, StatusEvent, StopEvent, TextDelta
 from rag.personas import Persona
 from rag.retrieval import Passage, rewrite_follow_up
+from rag.retrying import countdown, parse_retry_after, retry_delay
 
-MAX_TOKENS = 2048
 INSTRUCTIONS = (
     "Answer the question above using the search results provided, which are numbered in order. "
     "Cite the results that support each claim. If they do not cover the question, say so first, "
     "and mark anything you add from general knowledge as such."
 )
+MISSING = (
+    "The search results say nothing about: {names}. Begin by saying plainly, for each of them, that the "
+    "knowledge base says nothing about it; then give the closest material the results do contain."
+)
 REWRITE_PROMPT = (
     "Rewrite the last question of this conversation as one standalone search query that names its topic "
     "explicitly. Reply with the query only.\n\nEarlier questions:\n{history}\n\nLast question: {question}"
 )
+COMPLETE = {"end_turn", "stop_sequence"}
+STOP_MESSAGES = {
+    "max_tokens": "The answer was cut off: Claude reached its limit of {max_tokens} output tokens (thinking "
+    "included). Ask a narrower question, or raise RAG_ANTHROPIC_MAX_TOKENS.",
+    "refusal": "Claude declined to answer this question{details}. The partial answer is not kept in the "
+    "conversation; rephrase the question if it was misread.",
+    "pause_turn": "Claude paused its turn before finishing; the answer is incomplete. Ask again.",
+    "tool_use": "Claude stopped to call a tool, but this assistant offers none; the answer is incomplete.",
+    "model_context_window_exceeded": "The conversation and the passages filled {model}'s context window, so "
+    "the answer is cut short. Start a new conversation, or lower RAG_TOP_K.",
+}
+EMPTY = "Claude finished without writing any answer text; ask again."
+UNKNOWN_STOP = "Claude stopped for a reason this version does not know ({reason}); the answer may be incomplete."
+HELD = re.compile(r"[.,;:!?]?\s*$")  # what a block's text may end with that belongs after its marker
+SENTENCE_END = re.compile(r"[.!?](?:\s+|$)|\n")
+
+
+def find_api_key(settings: Settings) -> str | None:
+    """The key from the environment (read now) or, failing that, from the settings (``.env``)."""
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return os.environ["ANTHROPIC_API_KEY"]
+    secret = settings.anthropic_api_key
+    return secret.get_secret_value() if secret is not None and secret.get_secret_value() else None
 
 
 class ClaudeProvider:
@@ -36,109 +70,296 @@ class ClaudeProvider:
     def __init__(self, settings: Settings, api_key: str | None = None) -> None:
         import anthropic
 
+        key = api_key or find_api_key(settings)
+        if not key:
+            raise ProviderError(
+                "Claude needs an API key: set ANTHROPIC_API_KEY in the environment or in .env "
+                "(or use --provider extractive for offline answers)"
+            )
         self.model = settings.anthropic_model
+        try:
+            check_model(self.model)
+            self.answer_settings = request_settings(
+                self.model, settings.anthropic_thinking, settings.anthropic_effort, settings.anthropic_max_tokens
+            )
+            self.rewrite_settings = request_settings(self.model, rewrite=True)
+        except ModelError as error:
+            raise ProviderError(str(error)) from None
+        self.max_retries = settings.anthropic_max_retries
+        self.max_wait = settings.anthropic_max_wait
         self.client = anthropic.Anthropic(
-            api_key=api_key or os.environ.get("ANTHROPIC_API_KEY"),
+            api_key=key,
             base_url=settings.anthropic_base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
             timeout=settings.anthropic_timeout,
-            max_retries=settings.anthropic_max_retries,
+            max_retries=0,  # retried here, so that each wait is shown (see generate)
         )
 
+    # -- the follow-up rewrite ------------------------------------------------------------------------
     def rewrite(self, question: str, history: list[str]) -> str:
-        """The LLM rewrites a follow-up; any failure falls back to the deterministic rewrite."""
+        """The LLM rewrites a follow-up; any failure or cut-off reply falls back to the deterministic rewrite."""
         import anthropic
 
+        prompt = REWRITE_PROMPT.format(history="\n".join(f"- {q}" for q in history[-4:]), question=question)
         try:
-            response = self.client.messages.create(
+            response = self.client.with_options(max_retries=1).messages.create(
                 model=self.model,
-                max_tokens=100,
-                messages=[
-                    {
-                        "role": "user",
-                        "content": REWRITE_PROMPT.format(
-                            history="\n".join(f"- {q}" for q in history[-4:]), question=question
-                        ),
-                    }
-                ],
+                messages=[{"role": "user", "content": prompt}],
+                **self.rewrite_settings.fields(),
             )
-            text = "".join(block.text for block in response.content if block.type == "text").strip()
-            return text.splitlines()[0].strip() if text else rewrite_follow_up(question, history)
-        except anthropic.APIError:
+        except (anthropic.APIError, *_transport_errors()):
             return rewrite_follow_up(question, history)
+        text = "".join(block.text for block in response.content if block.type == "text").strip()
+        if response.stop_reason not in COMPLETE or not text:  # a query cut mid-way is not searched
+            return rewrite_follow_up(question, history)
+        return text.splitlines()[0].strip()
 
-    def request(self, question: str, history: list[dict], persona: Persona, passages: list[Passage]) -> dict:
-        messages = [
-            {"role": turn["role"], "content": turn["content"]}
-            for turn in history
-            if turn.get("role") in ("user", "assistant") and turn.get("content")
-        ]
-        results = [search_result_block(n, passage) for n, passage in enumerate(passages, start=1)]
+    # -- the answer -----------------------------------------------------------------------------------
+    def request(
+        self,
+        question: str,
+        history: list[dict],
+        persona: Persona,
+        passages: list[Passage],
+        missing: list[str] | None = None,
+    ) -> dict:
+        messages = history_messages(history)
+        results = [search_result_block(passage) for passage in passages]
+        instructions = INSTRUCTIONS
+        if missing:
+            instructions += "\n\n" + MISSING.format(names="; ".join(missing))
         messages.append(
-            {"role": "user", "content": [*results, {"type": "text", "text": f"{question}\n\n{INSTRUCTIONS}"}]}
+            {"role": "user", "content": [*results, {"type": "text", "text": f"{question.strip()}\n\n{instructions}"}]}
         )
         return {
             "model": self.model,
-            "max_tokens": MAX_TOKENS,
             "system": [{"type": "text", "text": persona.system_prompt, "cache_control": {"type": "ephemeral"}}],
             "messages": messages,
+            **self.answer_settings.fields(),
         }
 
     def generate(
-        self, question: str, query: str, history: list[dict], persona: Persona, passages: list[Passage]
-    ) -> Iterator[TextDelta | CitationEvent | ErrorEvent]:
+        self,
+        question: str,
+        query: str,
+        history: list[dict],
+        persona: Persona,
+        passages: list[Passage],
+        missing: list[str] | None = None,
+    ) -> Iterator[TextDelta | CitationEvent | StatusEvent | ErrorEvent | StopEvent]:
         """Claude reads the conversation itself, so the standalone ``query`` is not needed here."""
         import anthropic
 
-        block_citations: list[int] = []
-        try:
-            with self.client.messages.stream(**self.request(question, history, persona, passages)) as stream:
-                for event in stream:
-                    if event.type == "content_block_start":
-                        block_citations = []
-                    elif event.type == "content_block_delta":
-                        delta = event.delta
-                        if delta.type == "text_delta":
-                            yield TextDelta(delta.text)
-                        elif delta.type == "citations_delta":
-                            citation = _to_citation(delta.citation, passages)
-                            if citation is not None:
-                                if citation.n not in block_citations:
-                                    block_citations.append(citation.n)
-                                yield CitationEvent(citation)
-                    elif event.type == "content_block_stop" and block_citations:
-                        yield TextDelta(" " + "".join(f"[{n}]" for n in block_citations))
-                        block_citations = []
-        except anthropic.AuthenticationError:
-            yield ErrorEvent("Claude rejected the API key (401). Check ANTHROPIC_API_KEY.")
-        except anthropic.PermissionDeniedError as error:
-            yield ErrorEvent(f"Claude refused the request (403): {_message(error)}")
-        except anthropic.RateLimitError:
-            yield ErrorEvent("Claude is rate-limiting this key (429) even after retries; try again in a minute.")
-        except anthropic.InternalServerError as error:
-            status = getattr(error, "status_code", 500)
-            kind = "overloaded" if status == 529 else f"failing ({status})"
-            yield ErrorEvent(f"Claude is {kind} even after retries; try again shortly.")
-        except anthropic.BadRequestError as error:
-            yield ErrorEvent(f"Claude refused the request (400): {_message(error)}")
-        except anthropic.APITimeoutError:
-            yield ErrorEvent("Claude did not answer in time; try again.")
-        except anthropic.APIConnectionError as error:
-            yield ErrorEvent(f"Cannot reach Claude (network failure): {error}")
-        except anthropic.APIError as error:
-            yield ErrorEvent(f"Claude returned an error: {_message(error)}")
-        except _transport_errors() as error:
-            # the SDK wraps transport errors of the request, not those raised while a stream is read
-            if "timeout" in type(error).__name__.lower():
-                yield ErrorEvent("Claude stopped sending in the middle of the answer and did not resume in time; "
-                                 "the answer is incomplete, try again.")
-            else:
-                yield ErrorEvent(f"Lost the connection to Claude in the middle of the answer (network failure: "
-                                 f"{error or type(error).__name__}); the answer is incomplete, try again.")
+        request = self.request(question, history, persona, passages, missing)
+        attempt = 0
+        while True:
+            state = _Stream(passages, self.model)
+            try:
+                with self.client.messages.stream(**request) as stream:
+                    for event in stream:
+                        yield from state.handle(event)
+                yield from state.finish()
+                yield state.stop_event(request["max_tokens"])
+                return
+            except (anthropic.APIError, *_transport_errors()) as error:
+                failure = _Failure.of(error, self.model)
+            if state.started or not failure.retryable or attempt >= self.max_retries:
+                yield from state.finish()
+                yield ErrorEvent(failure.final_message(state.started, attempt))
+                yield StopEvent(state.stop_reason, None, state.usage(), incomplete=state.started)
+                return
+            delay = retry_delay(attempt, failure.retry_after)
+            if delay > self.max_wait:
+                yield ErrorEvent(
+                    f"Claude is {failure.kind} and asks to wait {delay:.0f} s before retrying, longer than "
+                    f"RAG_ANTHROPIC_MAX_WAIT ({self.max_wait:.0f} s); try again later."
+                )
+                yield StopEvent(None, None, state.usage())
+                return
+            yield from countdown(delay, f"Claude is {failure.kind}, retrying in {{seconds}} s")
+            attempt += 1
+
+
+def history_messages(history: list[dict]) -> list[dict]:
+    """The conversation as Messages API turns: empty turns dropped, stale ``[n]`` markers stripped from
+    earlier answers (they point at another search's passages), and starting with a user turn."""
+    messages = []
+    for turn in history:
+        role, content = turn.get("role"), turn.get("content")
+        if role not in ("user", "assistant") or not isinstance(content, str):
+            continue
+        text = (strip_markers(content) if role == "assistant" else content).strip()
+        if text and (messages or role == "user"):
+            messages.append({"role": role, "content": text})
+    return messages
+
+
+class _Stream:
+    """What one streamed call has produced so far, turning the SDK's events into answer events."""
+
+    def __init__(self, passages: list[Passage], model: str) -> None:
+        self.passages = passages
+        self.model = model
+        self.usage_so_far: dict = {}
+        self.stop_reason: str | None = None
+        self.stop_details: dict | None = None
+        self.text = ""  # all text yielded
+        self.held = ""  # the current block's trailing punctuation/whitespace, released after its markers
+        self.block_citations: list[int] = []
+        self.in_text_block = False
+        self.told_thinking = False
+
+    @property
+    def started(self) -> bool:
+        return bool(self.text.strip())
+
+    def handle(self, event) -> Iterator[TextDelta | CitationEvent | StatusEvent]:
+        kind = event.type
+        if kind == "message_start":
+            self._update_usage(event.message.usage)
+        elif kind == "content_block_start":
+            block_type = event.content_block.type
+            self.in_text_block = block_type == "text"
+            self.block_citations, self.held = [], ""
+            if block_type in ("thinking", "redacted_thinking") and not self.told_thinking:
+                self.told_thinking = True
+                yield StatusEvent("Claude is thinking...")
+        elif kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                yield from self._text(delta.text)
+            elif delta.type == "citations_delta":
+                citation = _to_citation(delta.citation, self.passages)
+                if citation is not None:
+                    if citation.n not in self.block_citations:
+                        self.block_citations.append(citation.n)
+                    yield CitationEvent(citation)
+        elif kind == "content_block_stop":
+            yield from self._close_block()
+        elif kind == "message_delta":
+            self.stop_reason = event.delta.stop_reason
+            details = getattr(event.delta, "stop_details", None)
+            self.stop_details = details.model_dump() if details is not None else None
+            self._update_usage(event.usage)
+
+    def finish(self) -> Iterator[TextDelta]:
+        """Releases what a block cut short still holds back."""
+        yield from self._close_block()
+
+    def _text(self, text: str) -> Iterator[TextDelta]:
+        text = self.held + text
+        cut = HELD.search(text).start()
+        body, self.held = text[:cut], text[cut:]
+        if body:
+            self.text += body
+            yield TextDelta(body)
+
+    def _close_block(self) -> Iterator[TextDelta]:
+        if self.block_citations:
+            sentence = SENTENCE_END.split(self.text)[-1]  # markers already in this sentence are not repeated
+            present = {int(n) for n in MARKER.findall(sentence)}
+            new = [n for n in self.block_citations if n not in present]
+            if new:
+                markers = "".join(f"[{n}]" for n in new)
+                last_line = self.text.rsplit("\n", 1)[-1].strip()
+                if last_line.startswith(("```", "~~~")):  # never on a closing fence: on the next line
+                    self.text += self.held
+                    yield TextDelta(self.held)
+                    self.held = ""
+                    markers = markers if self.text.endswith("\n") else "\n" + markers
+                else:
+                    markers = " " + markers
+                self.text += markers
+                yield TextDelta(markers)
+        if self.held:
+            self.text += self.held
+            yield TextDelta(self.held)
+        self.block_citations, self.held = [], ""
+
+    def _update_usage(self, usage) -> None:
+        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+            value = getattr(usage, name, None)
+            if value is not None:
+                self.usage_so_far[name] = value
+
+    def usage(self) -> dict:
+        return usage_dict(self.model, self.usage_so_far) if self.usage_so_far else {}
+
+    def stop_event(self, max_tokens: int) -> StopEvent:
+        reason = self.stop_reason
+        if reason in COMPLETE:
+            message = None if self.started else EMPTY
+        elif reason == "refusal":
+            details = self.stop_details or {}
+            parts = [f"category: {details['category']}"] if details.get("category") else []
+            if details.get("explanation"):
+                parts.append(str(details["explanation"]))
+            message = STOP_MESSAGES["refusal"].format(details=f" ({'; '.join(parts)})" if parts else "")
+        elif reason in STOP_MESSAGES:
+            message = STOP_MESSAGES[reason].format(max_tokens=max_tokens, model=self.model)
+        else:
+            message = UNKNOWN_STOP.format(reason=reason)
+        return StopEvent(reason, self.stop_details, self.usage(), incomplete=message is not None, message=message)
+
+
+class _Failure:
+    """A failed call, classified: whether to retry, after how long, and what to tell the user."""
+
+    def __init__(self, message: str, kind: str = "", retryable: bool = False, retry_after: float | None = None):
+        self.message, self.kind, self.retryable, self.retry_after = message, kind, retryable, retry_after
+
+    def final_message(self, started: bool, attempt: int) -> str:
+        message = self.message
+        if self.retryable and attempt:
+            message += f" (after {attempt} {'retry' if attempt == 1 else 'retries'})"
+        if started:
+            message += "; the answer above is incomplete, ask again"
+        return message
+
+    @classmethod
+    def of(cls, error: Exception, model: str) -> _Failure:
+        import anthropic
+
+        if isinstance(error, anthropic.APITimeoutError) or "timeout" in type(error).__name__.lower():
+            return cls("Claude did not answer in time (timeout)", "not answering", retryable=True)
+        if isinstance(error, anthropic.APIConnectionError) or not isinstance(error, anthropic.APIStatusError):
+            cause = error.__cause__ or error
+            return cls(f"Cannot reach Claude (network failure: {cause or type(cause).__name__})", "unreachable", True)
+        status = error.status_code
+        detail = _message(error)
+        error_type = _error_type(error)
+        headers = error.response.headers if error.response is not None else {}
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        if status == 200 or error_type == "overloaded_error" and status not in (429, 529):
+            # an ``error`` event in the middle of a stream: the HTTP status was already 200
+            kind = "overloaded" if error_type == "overloaded_error" else f"failing ({error_type or 'error'})"
+            return cls(f"Claude became {kind} in the middle of the answer: {detail}", kind, retryable=True)
+        if status == 401:
+            return cls("Claude rejected the API key (401). Check ANTHROPIC_API_KEY.")
+        if status == 403:
+            return cls(f"Claude refused the request (403): {detail}")
+        if status == 404:
+            return cls(
+                f"Claude does not serve the model {model!r} (404: {detail}). "
+                f"Set RAG_ANTHROPIC_MODEL to one of: {', '.join(known_models())}"
+            )
+        if status == 429 and headers.get("x-should-retry") == "false":
+            return cls(
+                f"Claude refused the request (429) and says retrying will not help: {detail}. This is usually "
+                "the organisation's spend limit: raise it in the Claude Console, or wait for the next period."
+            )
+        if status == 429:
+            return cls(f"Claude is rate-limiting this key (429): {detail}", "rate-limited", True, retry_after)
+        if status == 529 or error_type == "overloaded_error":
+            return cls(f"Claude is overloaded (529): {detail}", "overloaded", True, retry_after)
+        if status >= 500:
+            return cls(f"Claude is failing ({status}): {detail}", f"failing ({status})", True, retry_after)
+        return cls(f"Claude refused the request ({status}): {detail}")
 
 
 @lru_cache(maxsize=1)
 def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP library's transport errors (``httpx2`` for the 2.x SDK, ``httpx`` before it)."""
+    """The HTTP library's transport errors (``httpx2`` for the 2.x SDK, ``httpx`` before it): the SDK wraps
+    those of the request, not those raised while a stream is read."""
     found = []
     for name in ("httpx2", "httpx"):
         try:
@@ -148,11 +369,13 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def search_result_block(n: int, passage: Passage) -> dict:
+def search_result_block(passage: Passage) -> dict:
+    """A passage as a citable search result. The title carries no ``[n]``: the number is the result's
+    position, and a number in the title invites Claude to type markers of its own."""
     return {
         "type": "search_result",
         "source": f"{passage.path or passage.source}#{passage.section}" if passage.section else passage.path,
-        "title": f"[{n}] {passage.heading}",
+        "title": passage.heading,
         "content": content_blocks(passage.full_text),
         "citations": {"enabled": True},
     }
@@ -193,10 +416,14 @@ def _to_citation(raw, passages: list[Passage]) -> Citation | None:
     return Citation(index + 1, passages[index], str(raw.cited_text).strip())
 
 
-def _message(error) -> str:
+def _error_body(error) -> dict:
     body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        detail = body.get("error", {})
-        if isinstance(detail, dict) and detail.get("message"):
-            return str(detail["message"])
-    return str(error)
+    return body.get("error", {}) if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+
+
+def _error_type(error) -> str:
+    return str(_error_body(error).get("type") or "")
+
+
+def _message(error) -> str:
+    return str(_error_body(error).get("message") or error)

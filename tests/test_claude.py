@@ -13,10 +13,12 @@ from anthropic_server import (
     AUTH_ERROR,
     OVERLOADED,
     RATE_LIMITED,
+    SPEND_LIMIT,
     AnthropicServer,
     Block,
     Cite,
     Drop,
+    Failure,
     Reply,
     Stall,
     StreamFailure,
@@ -26,7 +28,7 @@ from anthropic_server import (
 
 from rag.answering import Answerer, choose_provider
 from rag.claude import ClaudeProvider, content_blocks
-from rag.events import CitationEvent, ErrorEvent, Final, TextDelta
+from rag.events import CitationEvent, ErrorEvent, Final, ProviderError, StatusEvent, TextDelta
 from rag.extractive import ExtractiveProvider
 from rag.personas import load_persona
 from rag.retrieval import Retriever, rewrite_follow_up
@@ -51,7 +53,9 @@ def fake_anthropic():
 def server(fake_anthropic: AnthropicServer) -> AnthropicServer:
     fake_anthropic.reset()
     yield fake_anthropic
+    rejected = [message for _, _, message in fake_anthropic.rejected]
     fake_anthropic.reset()
+    assert not rejected, f"the API would have refused our requests: {rejected}"
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +173,10 @@ def test_request_sends_cached_persona_and_passages_as_search_results(server, ans
     assert request.api_key == KEY
     assert request.headers.get("anthropic-version")
     assert body["model"] == claude_settings.anthropic_model
-    assert body["max_tokens"] > 0
+    assert body["max_tokens"] >= 4096
     assert "temperature" not in body, "the 2.x API has no temperature parameter"
+    # Sonnet 5.5 thinks by default and refuses "disabled": thinking is turned off with between_tools
+    assert body["thinking"] == {"type": "between_tools"} and body["output_config"] == {"effort": "medium"}
     assert body["system"] == [{"type": "text", "text": persona.system_prompt, "cache_control": {"type": "ephemeral"}}]
     assert "Grounding rules" in body["system"][0]["text"]
 
@@ -178,11 +184,11 @@ def test_request_sends_cached_persona_and_passages_as_search_results(server, ans
     assert message["role"] == "user"
     *results, instruction = message["content"]
     assert len(results) == len(final.passages) == claude_settings.top_k
-    for n, (block, passage) in enumerate(zip(results, final.passages), start=1):
+    for block, passage in zip(results, final.passages):
         assert block["type"] == "search_result"
         assert block["citations"] == {"enabled": True}
         assert passage.path in block["source"]
-        assert passage.title in block["title"] and f"[{n}]" in block["title"]
+        assert block["title"] == passage.heading and "[" not in block["title"], "the number is the position"
         texts = [part["text"] for part in block["content"]]
         assert all(part["type"] == "text" and part["text"].strip() for part in block["content"])
         assert "".join(texts).split() == passage.full_text.split()
@@ -216,12 +222,18 @@ def test_content_blocks_keep_the_text_whole_and_code_fences_intact():
     assert content_blocks("one paragraph") == [{"type": "text", "text": "one paragraph"}]
 
 
-def test_history_is_sent_as_conversation_turns(server, answerer, persona):
+def test_history_is_sent_as_conversation_turns_without_stale_markers(server, answerer, persona):
     server.script(text_reply("How does a token bucket rate limiter handle bursts?"), Reply([Block("Yes.")]))
-    run(answerer, "and what about bursts?", persona, history=HISTORY)
+    history = [*HISTORY, {"role": "user", "content": ""}, {"role": "assistant", "content": "See `items[0]` [2][3]."}]
+    run(answerer, "and what about bursts?", persona, history=history)
     generation = server.messages_requests()[-1]
     turns = [(m["role"], m["content"]) for m in generation.body["messages"][:-1]]
-    assert turns == [(t["role"], t["content"]) for t in HISTORY]
+    # an earlier answer's [n] pointed at another search's passages: gone; code is left alone
+    assert turns == [
+        ("user", HISTORY[0]["content"]),
+        ("assistant", "Use a token bucket per API key."),
+        ("assistant", "See `items[0]`."),
+    ]
     assert generation.body["messages"][-1]["role"] == "user"
 
 
@@ -363,7 +375,8 @@ def test_a_wrong_key_from_the_environment_is_reported(server, claude_settings, r
 def test_without_a_key_the_extractive_provider_is_chosen(claude_settings, retriever, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert isinstance(choose_provider(claude_settings, retriever), ExtractiveProvider)
-    assert isinstance(choose_provider(claude_settings, retriever, "claude"), ClaudeProvider)
+    with pytest.raises(ProviderError, match="ANTHROPIC_API_KEY"):
+        choose_provider(claude_settings, retriever, "claude")
     with pytest.raises(ValueError, match="unknown provider"):
         choose_provider(claude_settings, retriever, "gpt")
 
@@ -373,3 +386,259 @@ def test_an_off_topic_question_abstains_without_calling_claude(server, answerer,
     assert final.abstained and "does not cover" in final.answer
     assert server.requests == []
     assert not final.citations
+
+
+# -- the Messages API contract (issue 9): one test per defect found in review ----------------------------
+
+
+def test_the_fake_server_refuses_what_the_real_api_refuses(fake_anthropic):
+    """The checks the provider's requests pass in every other test: the SDK's own types and the model rules."""
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=KEY, base_url=fake_anthropic.url, max_retries=0)
+    good = {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+    }
+    cases = {
+        "sampling parameter": ({"extra_body": {"temperature": 0.2}}, "temperature: Extra inputs are not permitted"),
+        "disabled thinking on Sonnet 5.5": ({"thinking": {"type": "disabled"}}, "thinking.type.disabled"),
+        "empty text block": (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": " "}]}]},
+            "non-whitespace text",
+        ),
+        "search result without a title": (
+            {"messages": [{"role": "user", "content": [
+                {"type": "search_result", "source": "a.md", "content": [{"type": "text", "text": "x"}]},
+                {"type": "text", "text": "q"},
+            ]}]},
+            "messages.0.content.0.title: Field required",
+        ),
+        "prefill": ({"messages": [*good["messages"], {"role": "assistant", "content": "Sure"}]}, "prefill"),
+    }
+    try:
+        for name, (change, words) in cases.items():
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                client.messages.create(**{**good, **change})
+            body = caught.value.body
+            assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", name
+            assert words in body["error"]["message"], (name, body)
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.create(**{**good, "model": "claude-sonet-5-5"})
+        assert client.messages.create(**good).content[0].type == "thinking", "Sonnet 5.5 thinks by default"
+    finally:
+        fake_anthropic.reset()
+
+
+STOP_CASES = {
+    "end_turn": (False, None),
+    "stop_sequence": (False, None),
+    "max_tokens": (True, "output tokens"),
+    "tool_use": (True, "tool"),
+    "pause_turn": (True, "paused"),
+    "refusal": (True, "declined"),
+    "model_context_window_exceeded": (True, "context window"),
+}
+
+
+def test_every_stop_reason_the_sdk_defines_is_handled():
+    from typing import get_args
+
+    from anthropic.types import StopReason
+
+    assert set(get_args(StopReason)) == set(STOP_CASES), "a new stop_reason in the SDK needs a case here"
+
+
+@pytest.mark.parametrize("reason", STOP_CASES)
+def test_stop_reasons_mark_the_answer_complete_or_incomplete(reason, server, answerer, persona):
+    incomplete, words = STOP_CASES[reason]
+    details = {"type": "refusal", "category": "cyber", "explanation": "flagged"} if reason == "refusal" else None
+    server.script(Reply([Block("A token bucket allows short bursts", [Cite(0)])], stop_reason=reason,
+                        stop_details=details))
+    _, final = run(answerer, QUESTION, persona)
+    assert final.stop_reason == reason
+    assert final.incomplete is incomplete
+    assert final.to_dict()["stop_reason"] == reason and final.to_dict()["incomplete"] is incomplete
+    if incomplete:
+        assert any(words in note for note in final.notes), final.notes
+    else:
+        assert not final.notes and final.error is None
+    if reason == "refusal":
+        assert "cyber" in final.notes[0] and "flagged" in final.notes[0]
+
+
+def test_an_empty_answer_is_incomplete(server, answerer, persona):
+    server.script(Reply([]))
+    _, final = run(answerer, QUESTION, persona)
+    assert final.answer == "" and final.incomplete and "without writing" in final.notes[0]
+
+
+def test_thinking_does_not_eat_the_answer_on_a_model_that_thinks_by_default(server, answerer, persona):
+    """Sonnet 5.5 thinks unless told otherwise, and thinking tokens count toward max_tokens."""
+    long_answer = " ".join(["A token bucket refills at a fixed rate and allows short bursts."] * 40)
+    server.script(Reply([Block(long_answer, [Cite(0)])], thinking_tokens=3000))
+    _, final = run(answerer, QUESTION, persona)
+    assert final.stop_reason == "end_turn" and not final.incomplete
+    assert final.answer == long_answer[:-1] + " [1]."
+
+
+def test_a_follow_up_rewrite_is_not_cut_by_thinking(server, answerer, persona):
+    query = "Rate limiting a public API with a token bucket per key in Redis, with Kafka consumers downstream"
+    server.script(Reply([Block(query)], thinking_tokens=90), Reply([Block("Partition by API key.")]))
+    _, final = run(answerer, FOLLOW_UP, persona, history=HISTORY)
+    rewrite = server.messages_requests()[0].body
+    assert rewrite["thinking"] == {"type": "between_tools"} and rewrite["max_tokens"] >= 256
+    assert final.standalone_query == query
+
+
+def test_a_cut_rewrite_falls_back_to_the_deterministic_one(server, answerer, persona):
+    server.script(Reply([Block("Rate limiting a public")], stop_reason="max_tokens"), Reply([Block("Yes.")]))
+    _, final = run(answerer, FOLLOW_UP, persona, history=HISTORY)
+    assert final.standalone_query == rewrite_follow_up(FOLLOW_UP, [HISTORY[0]["content"]])
+
+
+@pytest.mark.parametrize(
+    "model", ["claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "claude-sonnet-5", "claude-haiku-4-5"]
+)
+def test_each_model_family_gets_thinking_settings_the_api_accepts(model, server, claude_settings, retriever, persona):
+    settings = claude_settings.with_overrides(anthropic_model=model)
+    server.script(Reply([Block("A token bucket allows short bursts", [Cite(0)])], thinking_tokens=2000))
+    _, final = run(Answerer(settings, retriever, ClaudeProvider(settings, api_key=KEY)), QUESTION, persona)
+    assert final.error is None and not final.incomplete and final.answer.endswith("[1]"), final
+    body = server.messages_requests()[-1].body
+    assert body["max_tokens"] > 2000 + 1000, "room for thinking plus the answer"
+
+
+def test_thinking_and_effort_overrides_and_refused_combinations(claude_settings):
+    settings = claude_settings.with_overrides(anthropic_thinking="adaptive", anthropic_effort="high")
+    request = ClaudeProvider(settings, api_key=KEY).answer_settings
+    assert request.thinking == {"type": "adaptive"} and request.output_config == {"effort": "high"}
+    assert request.max_tokens >= 16000
+    with pytest.raises(ProviderError, match="always thinks"):
+        ClaudeProvider(claude_settings.with_overrides(anthropic_model="claude-opus-5-5", anthropic_thinking="off"),
+                       api_key=KEY)
+    with pytest.raises(ProviderError, match="effort max"):
+        ClaudeProvider(claude_settings.with_overrides(anthropic_effort="max", anthropic_thinking="off"), api_key=KEY)
+
+
+def test_an_unknown_model_name_is_refused_listing_the_known_ones(claude_settings):
+    with pytest.raises(ProviderError) as caught:
+        ClaudeProvider(claude_settings.with_overrides(anthropic_model="claude-sonet-5-5"), api_key=KEY)
+    assert "claude-sonet-5-5" in str(caught.value) and "claude-sonnet-5-5" in str(caught.value)
+
+
+def test_ask_with_claude_but_no_key_is_a_clear_error(mini_corpus_store, monkeypatch, capsys, tmp_path):
+    from rag import cli
+
+    settings, _ = mini_corpus_store
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    argv = ["ask", QUESTION, "--provider", "claude", "--data-dir", str(settings.data_dir), "--agents-dir", str(AGENTS)]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 1 and "ANTHROPIC_API_KEY" in err and "Traceback" not in err
+
+
+def test_the_key_is_read_from_dotenv(server, claude_settings, retriever, persona, monkeypatch, tmp_path):
+    from rag.config import Settings
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("ANTHROPIC_API_KEY=sk-from-dotenv\n")
+    settings = Settings(**claude_settings.model_dump(exclude={"anthropic_api_key"}))
+    provider = choose_provider(settings, retriever)
+    assert isinstance(provider, ClaudeProvider)
+    run(Answerer(settings, retriever, provider), QUESTION, persona)
+    assert server.messages_requests()[0].api_key == "sk-from-dotenv"
+
+
+def test_an_overload_mid_stream_says_the_answer_is_incomplete(server, answerer, persona):
+    server.script(StreamFailure(OVERLOADED, after_events=5, reply=Reply([Block("Token buckets")])))
+    _, final = run(answerer, QUESTION, persona)
+    assert final.answer.startswith("Token buckets")
+    assert final.incomplete and "overloaded" in final.error and "incomplete" in final.error
+
+
+def test_an_overload_before_any_text_is_retried(server, answerer, persona):
+    server.script(StreamFailure(OVERLOADED, after_events=2), Reply([Block("Recovered", [Cite(0)])]))
+    events, final = run(answerer, QUESTION, persona)
+    assert final.error is None and final.answer == "Recovered [1]"
+    assert any(isinstance(e, StatusEvent) and "overloaded" in e.message for e in events)
+
+
+def test_a_spend_limit_is_not_reported_as_a_rate_limit(server, answerer, persona):
+    server.script(SPEND_LIMIT, Reply([Block("never sent")]))
+    _, final = run(answerer, QUESTION, persona)
+    assert "spend limit" in final.error and "usage limit" in final.error
+    assert len(server.messages_requests()) == 1, "x-should-retry: false is not retried"
+
+
+def test_retry_waits_follow_retry_after_and_show_a_countdown(server, answerer, persona):
+    import time
+
+    server.script(Failure(529, "overloaded_error", "Overloaded", {"retry-after": "2"}), Reply([Block("Back.")]))
+    started = time.monotonic()
+    events, final = run(answerer, QUESTION, persona)
+    waited = time.monotonic() - started
+    statuses = [e.message for e in events if isinstance(e, StatusEvent)]
+    assert final.error is None and final.answer == "Back."
+    assert statuses[:2] == ["Claude is overloaded, retrying in 2 s", "Claude is overloaded, retrying in 1 s"]
+    assert 1.9 < waited < 3.5, "one wait of retry-after seconds, not two"
+
+
+def test_a_retry_after_beyond_the_limit_gives_up_at_once(server, claude_settings, retriever, persona):
+    settings = claude_settings.with_overrides(anthropic_max_wait=5)
+    answerer = Answerer(settings, retriever, ClaudeProvider(settings, api_key=KEY))
+    server.script(Failure(529, "overloaded_error", "Overloaded", {"retry-after": "600"}))
+    _, final = run(answerer, QUESTION, persona)
+    assert "600 s" in final.error and len(server.messages_requests()) == 1
+
+
+def test_markers_once_per_passage_and_sentence_never_doubled(server, answerer, persona):
+    server.script(
+        Reply([
+            Block("Token buckets allow bursts [1]", [Cite(0)]),  # Claude typed a marker of its own
+            Block(", and they refill steadily", [Cite(0)]),  # the same passage again in the same sentence
+            Block(". Windows smooth edges", [Cite(0), Cite(1)]),
+            Block("."),
+        ])
+    )
+    _, final = run(answerer, QUESTION, persona)
+    assert final.answer == (
+        "Token buckets allow bursts [1], and they refill steadily. Windows smooth edges [1][2]."
+    )
+
+
+def test_a_marker_goes_before_the_newline_of_a_list_item(server, answerer, persona):
+    server.script(
+        Reply([
+            Block("- a token bucket allows bursts\n", [Cite(0)]),
+            Block("- a sliding window smooths edges.\n", [Cite(1)]),
+            Block("\n```yaml\nlimit: 10\n```\n", [Cite(0)]),
+        ])
+    )
+    _, final = run(answerer, QUESTION, persona)
+    assert final.answer.startswith(
+        "- a token bucket allows bursts [1]\n- a sliding window smooths edges [2].\n"
+    ), final.answer
+    assert "```\n[1]" in final.answer, "never on the closing fence"
+
+
+def test_usage_and_cost_are_recorded_and_the_cache_is_read_the_second_time(server, answerer, persona):
+    _, first = run(answerer, QUESTION, persona)
+    _, second = run(answerer, QUESTION, persona)
+    for final in (first, second):
+        assert final.usage["input_tokens"] > 0 and final.usage["output_tokens"] > 0
+        assert final.usage["cost_usd"] > 0
+        assert final.to_dict()["usage"] == final.usage
+    assert first.usage["cache_creation_input_tokens"] > 0 and first.usage["cache_read_input_tokens"] == 0
+    assert second.usage["cache_read_input_tokens"] == first.usage["cache_creation_input_tokens"]
+    assert second.usage["cost_usd"] < first.usage["cost_usd"]
+
+
+def test_names_the_passages_do_not_mention_are_sent_as_an_instruction(server, answerer, retriever, persona):
+    passages = retrieved(retriever, answerer.settings, QUESTION)
+    list(answerer.provider.generate(QUESTION, QUESTION, [], persona, passages, missing=["Envoy", "Istio"]))
+    instruction = server.messages_requests()[-1].body["messages"][-1]["content"][-1]["text"]
+    assert "Envoy; Istio" in instruction and "says nothing" in instruction
