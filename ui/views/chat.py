@@ -249,10 +249,9 @@ def main() -> None:
     question = question or pending
     if question and persona is not None:
         welcome.empty()
-        new = not st.session_state.get("conversation_id")
         ask(question, persona, k, doc_type, answerer, chat)
-        if new:  # the sidebar list and the toolbar were drawn before the conversation existed
-            st.rerun()
+        # the page above was drawn before this turn (the list, the toolbar, which turn is the last): redraw it
+        st.rerun()
 
 
 main()

@@ -70,8 +70,13 @@ def show_documents(settings, retriever) -> None:
                 ],
                 hide_index=True,
                 key=f"files-{doc_type}",
-                column_config={"file": st.column_config.TextColumn(width="large"),
-                               "title": st.column_config.TextColumn(width="large")},
+                column_config={
+                    "file": st.column_config.TextColumn(width="large"),
+                    "title": st.column_config.TextColumn(width="medium"),
+                    "chunks": st.column_config.NumberColumn(width="small"),
+                    "last ingested": st.column_config.TextColumn(width="medium"),
+                    "complete": st.column_config.CheckboxColumn(width="small"),
+                },
             )
             st.caption(
                 ":material/info: These files came from an ingested folder: to remove one, delete the file and run "
@@ -98,7 +103,8 @@ def uploaded_row(file: dict, name: str, settings, retriever) -> None:
         info, action = st.columns([5, 1], vertical_alignment="center")
         info.markdown(
             f":material/upload_file: **{render.escape_markdown(file['title'] or name)}** · "
-            f"`{file['path']}` · {file['chunks']} chunks · uploaded {render.format_time(file['ingested_at'])}"
+            f"`{file['path']}` · {file['chunks']} chunk{'' if file['chunks'] == 1 else 's'} · "
+            f"uploaded {render.format_time(file['ingested_at'])}"
         )
         action.button("Remove", key=f"remove-{name}", icon=":material/delete:",
                       on_click=st.session_state.__setitem__, args=("confirm_remove", name))
