@@ -5,6 +5,11 @@ whitespace as written). Inside a section, paragraphs, tables and code blocks are
 chunks up to the token budget; only a block that alone exceeds the budget is cut, by LangChain's
 recursive splitter with the same token counter. The budget always leaves room for the title and
 section prefix that is embedded with each chunk, so no text is ever past the model's limit.
+
+Hostile input keeps time, memory and chunk length bounded: a chunk is measured as the larger of its
+tokens and its characters / ``MAX_CHARS_PER_TOKEN`` (a 1 MB run without spaces is one unknown token to
+the tokenizer, yet must not become one chunk), and a block longer than ``LONG_BLOCK_CHARS`` is cut by
+windows, a few tokenizer calls per chunk, instead of word by word.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 from rag.loading import Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] for BERT-style encoders
+MAX_CHARS_PER_TOKEN = 8  # English runs about 4.5; only runs without spaces (base64, minified code) reach it
+LONG_BLOCK_CHARS = 20_000
 FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -95,6 +102,7 @@ def chunk_document(
     max_seq_length: int,
 ) -> list[Chunk]:
     ceiling = min(chunk_tokens, max_seq_length - SPECIAL_TOKENS)
+    count_tokens = _bounded_measure(count_tokens)
     chunks: list[Chunk] = []
     for section, blocks in _sections(document):
         prefix = _bounded_prefix(document.title, section, count_tokens, ceiling // 2)
@@ -116,6 +124,44 @@ def chunk_document(
                 )
             )
     return chunks
+
+
+def _bounded_measure(count_tokens: Callable[[str], int]) -> Callable[[str], int]:
+    def measure(text: str) -> int:
+        return max(count_tokens(text), -(-len(text) // MAX_CHARS_PER_TOKEN))
+
+    return measure
+
+
+def _cut_long(text: str, offset: int, budget: int, measure: Callable[[str], int]) -> list[tuple[str, int, int]]:
+    """Cuts a very long block into pieces of at most ``budget``, each ended at the last paragraph, line,
+    sentence or word break in its second half. The window is sized from the characters per token seen so
+    far, so a piece costs one or two tokenizer calls on chunk-sized text. No overlap: this path is for
+    pathological input and stays linear in its length."""
+    pieces: list[tuple[str, int, int]] = []
+    chars_per_token = 4.0
+    start = 0
+    while start < len(text):
+        while start < len(text) and text[start].isspace():
+            start += 1
+        if start >= len(text):
+            break
+        end = min(len(text), start + int(budget * min(chars_per_token * 1.1, MAX_CHARS_PER_TOKEN)))
+        size = measure(text[start:end])
+        while size > budget and end - start > 1:
+            end = start + max(1, int((end - start) * budget / size * 0.95))
+            size = measure(text[start:end])
+        chars_per_token = max(1.0, (end - start) / max(size, 1))
+        if end < len(text):
+            for separator in ("\n\n", "\n", ". ", " "):
+                at = text.rfind(separator, start + (end - start) // 2, end)
+                if at > start:
+                    end = at + len(separator)
+                    break
+        piece = text[start:end].rstrip()
+        pieces.append((piece, offset + start, measure(piece)))
+        start = end
+    return pieces
 
 
 def _sections(document: Document) -> list[tuple[str, list[_Block]]]:
@@ -157,6 +203,8 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str], int]) -> list[tuple[str, int, int]]:
+    if len(block.text) > LONG_BLOCK_CHARS:
+        return _cut_long(block.text, block.offset, budget, count_tokens)
     tokens = count_tokens(block.text)
     if tokens <= budget:
         return [(block.text, block.offset, tokens)]

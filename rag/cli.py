@@ -38,10 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="load, chunk, embed and sync documents into the store")
-    ingest.add_argument("paths", nargs="*", type=Path, help="files or folders (default: corpus/)")
+    ingest.add_argument("paths", nargs="*", help="files or folders (default: corpus/)")
     ingest.add_argument("--doc-type", choices=["reference", "team"], help="force the doc type of these files")
     ingest.add_argument("--no-prune", action="store_true", help="keep chunks of files deleted under these roots")
-    ingest.add_argument("--reindex", action="store_true", help="drop the collection and rebuild it from scratch")
+    ingest.add_argument(
+        "--reindex", action="store_true", help="rebuild the collection from scratch (built aside, then swapped in)"
+    )
+    ingest.add_argument(
+        "--force-prune",
+        action="store_true",
+        help="remove the documents of a root even when more than half of them are gone at once",
+    )
+    ingest.add_argument(
+        "--follow-symlinks", action="store_true", help="also ingest links that lead outside the named folders"
+    )
     ingest.add_argument("--chunk-tokens", type=int, help="chunk size in model tokens (RAG_CHUNK_TOKENS)")
     ingest.add_argument("--chunk-overlap", type=int, help="overlap in tokens when a block is cut (RAG_CHUNK_OVERLAP)")
     ingest.add_argument("--max-file-mb", type=float, help="refuse larger files (RAG_MAX_FILE_MB)")
@@ -85,14 +95,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from rag.ingest import ingest
+    from rag.loading import UnsafePathError, printable, refuse_unsafe_paths
 
-    paths = args.paths or [Path("corpus")]
+    paths = [Path(p) for p in args.paths] if args.paths else [Path("corpus")]
+    try:
+        refuse_unsafe_paths(args.paths)
+    except UnsafePathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    missing = [printable(str(p)) for p in paths if not p.exists() and not p.is_symlink()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
     report = ingest(
         paths,
         settings,
         doc_type=args.doc_type,
         prune=not args.no_prune,
         reindex=args.reindex,
+        force_prune=args.force_prune,
+        follow_symlinks=args.follow_symlinks,
         progress=None if args.json else _progress_bar(),
     )
     if args.json:

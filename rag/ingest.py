@@ -10,6 +10,7 @@ that the next run redoes; files gone from an ingested root are removed the same 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from rag.chunking import Chunk, chunk_document
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.loading import Discovery, Document, Failure, LoadError, SourceFile, discover, file_hash, load
-from rag.store import FileRecord, Store
+from rag.store import FileRecord, Store, StoreDamagedError
+from rag.store_files import move_damaged_aside
 
 EMBED_GROUP_CHUNKS = 512
 
@@ -72,6 +74,8 @@ def ingest(
     doc_type: str | None = None,
     prune: bool = True,
     reindex: bool = False,
+    force_prune: bool = False,
+    follow_symlinks: bool = False,
     store: Store | None = None,
     embedder: Embedder | None = None,
     progress: ProgressCallback | None = None,
@@ -79,18 +83,17 @@ def ingest(
     started = time.perf_counter()
     store = store or Store(settings)
     embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
-    found = discover(paths)
+    found = discover(paths, follow_symlinks)
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
-        if reindex:
-            store.drop()
-        if store.exists():
-            store.chunks()  # refuses a collection built with another model before anything is written
-        records = store.file_records()
+        target = _open_for_writing(store, settings, reindex)
+        records = target.file_records()
         found.files = _under_known_roots(found, records)
-        work = _changed_files(found, records, doc_type, report)
+        work = _changed_files(found, records, doc_type, report, settings.max_file_bytes)
         gone = _vanished(found, records) if prune else []
-        dropped = _drop_half_written(report.files_failed, found, records, store)
+        gone = gone if force_prune else _refuse_mass_prune(gone, records, report)
+        dropped = _drop_half_written(report.files_failed, found, records, target)
+        dropped |= target.pending()  # a run killed after writing chunks, before its revision bump
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
         pending: list[_Pending] = []
@@ -106,30 +109,75 @@ def ingest(
                 )
                 if not chunks:
                     raise LoadError("nothing to index: the file has headings but no text under them")
-            except LoadError as error:
-                report.files_failed.append(Failure(ref.display_path, str(error)))
-                dropped |= _drop_half_written([report.files_failed[-1]], found, records, store)
+            except Exception as error:  # one bad file never costs the others (LoadError is the expected kind)
+                reason = str(error) if isinstance(error, LoadError) else f"cannot be ingested: {error!r}"
+                report.files_failed.append(Failure(ref.display_path, reason))
+                dropped |= _drop_half_written([report.files_failed[-1]], found, records, target)
                 tick(ref.display_path, "failed")
                 continue
             pending.append(_Pending(document, chunks, ref.key not in records))
             if sum(len(p.chunks) for p in pending) >= EMBED_GROUP_CHUNKS:
-                _commit(pending, store, embedder, records, report, tick)
+                _commit(pending, target, embedder, records, report, tick)
                 pending = []
-        _commit(pending, store, embedder, records, report, tick)
+        _commit(pending, target, embedder, records, report, tick)
         for record in gone:
-            store.delete_chunks(store.chunk_ids_of(record.key))
-            store.delete_file_records([record.key])
+            target.delete_chunks(target.chunk_ids_of(record.key))
+            target.delete_file_records([record.key])
             report.files_removed += 1
             tick(f"{record.root}/{record.relpath}", "removed")
-        if report.changed or dropped:
+        if target is not store:
+            target.mark_complete()
+            store.swap_in(target)
+        elif report.changed or dropped:
             store.bump_revision()
         report.chunks_total = store.count()
-    if report.changed or dropped or not _keyword_index_fresh(store, settings):
+    if report.changed or dropped or target is not store or not _keyword_index_fresh(store, settings):
         from rag.keyword import KeywordIndex
 
         KeywordIndex.rebuild(store, settings.data_dir)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _open_for_writing(store: Store, settings: Settings, reindex: bool) -> Store:
+    """The store this run writes to, after finishing what a killed reindex left. A reindex writes to a
+    collection aside (searches keep the old one until the swap); a damaged store is moved aside first."""
+    try:
+        store.recover()
+        store.check_health()
+        if store.exists() and not reindex:
+            store.chunks()  # refuses a collection built with another model before anything is written
+    except StoreDamagedError:
+        if not reindex or settings.server_mode:
+            raise
+        move_damaged_aside(settings)
+        store.forget_client()
+        return store
+    return store.aside() if reindex else store
+
+
+def _refuse_mass_prune(
+    gone: list[FileRecord], records: dict[str, FileRecord], report: IngestReport
+) -> list[FileRecord]:
+    """Keeps the documents of a root that lost more than half of them at once (an unmounted share, a
+    wrong checkout): removing them needs ``force_prune``. The refusal is reported as a failure."""
+    per_root = Counter(record.root for record in records.values())
+    gone_per_root: dict[str, list[FileRecord]] = {}
+    for record in gone:
+        gone_per_root.setdefault(record.root, []).append(record)
+    kept: list[FileRecord] = []
+    for root, removals in gone_per_root.items():
+        if len(removals) > 1 and 2 * len(removals) > per_root[root]:
+            report.files_failed.append(
+                Failure(
+                    root or ".",
+                    f"{len(removals)} of its {per_root[root]} documents are gone (an unmounted share or the wrong "
+                    "folder?), so none was removed; run again with --force-prune to remove them",
+                )
+            )
+        else:
+            kept.extend(removals)
+    return kept
 
 
 def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
@@ -139,15 +187,15 @@ def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
 
 
 def _changed_files(
-    found: Discovery, records: dict[str, FileRecord], doc_type: str | None, report: IngestReport
+    found: Discovery, records: dict[str, FileRecord], doc_type: str | None, report: IngestReport, max_bytes: int
 ) -> list[SourceFile]:
     changed = []
     for ref in found.files:
         record = records.get(ref.key)
         try:
-            digest = file_hash(ref.path)
-        except OSError as error:
-            report.files_failed.append(Failure(ref.display_path, f"cannot read file: {error.strerror or error}"))
+            digest = file_hash(ref.path, max_bytes)
+        except LoadError as error:
+            report.files_failed.append(Failure(ref.display_path, str(error)))
             continue
         same_type = doc_type is None or record is None or record.doc_type == doc_type
         if record and record.complete and record.file_hash == digest and same_type:

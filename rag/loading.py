@@ -12,8 +12,10 @@ import hashlib
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm"}
 BINARY_SUFFIXES = {".pdf", ".docx"}
@@ -26,6 +28,7 @@ UNICODE_BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+MIB = 1024 * 1024
 PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
 
 
@@ -43,8 +46,11 @@ class SourceFile:
 
     @property
     def key(self) -> str:
-        """Unique across roots: two roots that both hold README.md never collide."""
-        return f"{self.root}::{self.relpath}"
+        """Unique across roots: two roots that both hold README.md never collide, and neither do
+        ``x/y::z.md`` and ``x::y/z.md`` (a root with a colon or a percent sign is percent-encoded, so
+        the first ``::`` always ends the root; other keys are as they always were)."""
+        root = quote(self.root, safe="/") if (":" in self.root or "%" in self.root) else self.root
+        return f"{root}::{self.relpath}"
 
     @property
     def display_path(self) -> str:
@@ -87,32 +93,78 @@ def root_label(path: Path) -> str:
         return resolved.as_posix()
 
 
-def discover(paths: list[Path]) -> Discovery:
-    """Walks the given files and folders; loops, missing paths and unreadable folders become failures."""
+class UnsafePathError(ValueError):
+    """A path no ingest should walk (the whole filesystem, a kernel folder, an empty name)."""
+
+
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
+def refuse_unsafe_paths(paths: list[Path | str]) -> None:
+    """An empty path would ingest the working directory, ``/`` the whole machine (with /proc and /dev)."""
+    for given in paths:
+        if str(given).strip() == "":
+            raise UnsafePathError("an empty path would ingest the working directory; name the folder (e.g. '.')")
+        resolved = os.path.realpath(given)
+        if resolved == "/" or any(resolved == f or resolved.startswith(f + "/") for f in SYSTEM_FOLDERS):
+            raise UnsafePathError(f"refusing to ingest '{given}' ({resolved}): name a folder of documents")
+
+
+def printable(text: str) -> str:
+    """A path as text that can always be printed: undecodable bytes of a file name become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+OUTSIDE = "a link to {what} outside the ingested folder; skipped (--follow-symlinks to ingest it)"
+
+
+def discover(paths: list[Path], follow_symlinks: bool = False) -> Discovery:
+    """Walks the given files and folders; loops, missing paths, unreadable folders, undecodable names and
+    links that lead outside the folder (unless ``follow_symlinks``) become failures."""
+    refuse_unsafe_paths(paths)
     files: list[SourceFile] = []
     failures: list[Failure] = []
     roots: list[str] = []
     single: set[str] = set()
-    for given in paths:
+    for given in map(Path, paths):
         if not given.exists() and not given.is_symlink():
-            failures.append(Failure(str(given), "path does not exist"))
+            failures.append(Failure(printable(str(given)), "path does not exist"))
             continue
         if given.is_file():
             label = root_label(given.parent)
             ref = SourceFile(given.resolve(), label, given.name)
-            if given.suffix.lower() in SUPPORTED_SUFFIXES:
+            if given.suffix.lower() not in SUPPORTED_SUFFIXES:
+                failures.append(Failure(printable(str(given)), f"unsupported file type '{given.suffix}'"))
+            elif not _valid_name(given.name):
+                failures.append(Failure(printable(str(given)), BAD_NAME))
+            elif not follow_symlinks and not _inside(os.path.realpath(given), os.path.realpath(given.parent)):
+                failures.append(Failure(printable(str(given)), OUTSIDE.format(what="a file")))
+            else:
                 files.append(ref)
                 single.add(ref.key)
-            else:
-                failures.append(Failure(str(given), f"unsupported file type '{given.suffix}'"))
             continue
         if not given.is_dir():
-            failures.append(Failure(str(given), "not a regular file or folder (broken link?)"))
+            failures.append(Failure(printable(str(given)), "not a regular file or folder (broken link?)"))
             continue
         label = root_label(given)
         roots.append(label)
-        files.extend(_walk(given, label, failures))
+        files.extend(_walk(given, label, failures, follow_symlinks))
     return Discovery(_unique(files), failures, roots, single)
+
+
+BAD_NAME = "the file name is not valid UTF-8; rename the file to ingest it"
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk hands undecodable bytes over as lone surrogates
+        return False
+    return True
 
 
 def _unique(files: list[SourceFile]) -> list[SourceFile]:
@@ -129,36 +181,48 @@ def _unique(files: list[SourceFile]) -> list[SourceFile]:
     return unique
 
 
-def _walk(root: Path, label: str, failures: list[Failure]) -> list[SourceFile]:
+def _walk(root: Path, label: str, failures: list[Failure], follow_symlinks: bool = False) -> list[SourceFile]:
     found: list[SourceFile] = []
     seen_dirs: set[str] = set()
+    real_root = os.path.realpath(root)
 
     def on_error(error: OSError) -> None:
-        failures.append(Failure(str(error.filename), f"cannot read folder: {error.strerror}"))
+        failures.append(Failure(printable(str(error.filename)), f"cannot read folder: {error.strerror}"))
+
+    def shown(path: Path) -> str:
+        return printable(f"{label}/{path.relative_to(root).as_posix()}" if label not in ("", ".") else str(path))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
-            failures.append(Failure(dirpath, f"folder symlink loop (already visited as {real}); skipped"))
+            failures.append(Failure(printable(dirpath), f"folder symlink loop (already visited as {real}); skipped"))
             dirnames[:] = []
             continue
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            folder = Path(dirpath) / name
+            if not follow_symlinks and not _inside(os.path.realpath(folder), real_root):
+                failures.append(Failure(shown(folder), OUTSIDE.format(what="a folder")))
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
-            found.append(SourceFile(path.absolute(), label, rel))
+            if not _valid_name(rel):
+                failures.append(Failure(shown(path), BAD_NAME))
+            elif not follow_symlinks and not _inside(os.path.realpath(path), real_root):
+                failures.append(Failure(shown(path), OUTSIDE.format(what="a file")))
+            else:
+                found.append(SourceFile(path.absolute(), label, rel))
     return found
 
 
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_hash(path: Path, max_bytes: int) -> str:
+    return hashlib.sha256(read_file(path, max_bytes)).hexdigest()
 
 
 def infer_doc_type(ref: SourceFile) -> str:
@@ -168,7 +232,7 @@ def infer_doc_type(ref: SourceFile) -> str:
 
 def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Document:
     """Reads and converts one file. Raises ``LoadError`` with the reason when it cannot."""
-    raw = _read(ref.path, max_bytes)
+    raw = read_file(ref.path, max_bytes)
     if not raw.strip():
         raise LoadError("empty file")
     suffix = ref.path.suffix.lower()
@@ -177,7 +241,7 @@ def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Docume
         text, pdf_title = _pdf_to_text(raw)
         meta["title"] = pdf_title
     elif suffix == ".docx":
-        text = _docx_to_text(raw)
+        text = _docx_to_text(raw, max_bytes)
     else:
         text = decode_text(raw)
         if suffix in (".md", ".markdown"):
@@ -189,28 +253,65 @@ def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Docume
             text = _rst_to_text(text)
     if not text.strip():
         raise LoadError("no text content after conversion")
-    tags = meta.get("tags") or []
-    if isinstance(tags, str):
-        tags = [tag.strip() for tag in tags.split(",") if tag.strip()]
-    chosen_type = doc_type or str(meta.get("doc_type") or "") or infer_doc_type(ref)
     return Document(
         source=ref,
         text=text,
-        title=str(meta.get("title") or _first_heading(text) or _title_from_name(ref.path)),
-        doc_type=chosen_type,
+        title=_scalar(meta, "title") or _first_heading(text) or _title_from_name(ref.path),
+        doc_type=doc_type or _front_matter_doc_type(meta) or infer_doc_type(ref),
         content_hash=hashlib.sha256(raw).hexdigest(),
-        tags=[str(tag) for tag in tags],
-        updated=str(meta.get("updated") or ""),
+        tags=_tags(meta.get("tags")),
+        updated=_scalar(meta, "updated"),
     )
 
 
-def _read(path: Path, max_bytes: int) -> bytes:
+def _tags(value: object) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [tag.strip() for tag in value.split(",") if tag.strip()]
+    if isinstance(value, list) and all(isinstance(tag, (str, int, float)) for tag in value):
+        return [str(tag) for tag in value]
+    raise LoadError(f"front matter 'tags' must be a list or a comma-separated text, not {value!r}")
+
+
+def _scalar(meta: dict, name: str) -> str:
+    value = meta.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise LoadError(f"front matter '{name}' must be a single value, not {value!r}")
+    return str(value).strip()
+
+
+def _front_matter_doc_type(meta: dict) -> str:
+    """Only the doc types searches can filter on; anything else is refused rather than made unfindable."""
+    value = _scalar(meta, "doc_type")
+    if value and value not in DOC_TYPES:
+        raise LoadError(f"front matter doc_type '{value}' is not one of {', '.join(DOC_TYPES)}")
+    return value
+
+
+def megabytes(size: int) -> str:
+    """Sizes as RAG_MAX_FILE_MB counts them (MiB), so a 20 MB setting reads "20.0 MB"."""
+    return f"{size / MIB:.1f} MB"
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, its size checked before reading: a pipe would block for ever, a device
+    (a link to /dev/zero) would never end."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise LoadError(f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit (RAG_MAX_FILE_MB)")
-        with path.open("rb") as handle:
-            return handle.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO without O_NONBLOCK waits for a writer
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise LoadError("not a regular file (a pipe, device or socket)")
+            if info.st_size > max_bytes:
+                size, limit = megabytes(info.st_size), megabytes(max_bytes)
+                raise LoadError(f"file is {size}, over the {limit} limit (RAG_MAX_FILE_MB)")
+            data = handle.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise LoadError(f"file grew past the {megabytes(max_bytes)} limit while being read (RAG_MAX_FILE_MB)")
+            return data
     except PermissionError:
         raise LoadError("permission denied: the file is not readable") from None
     except IsADirectoryError:
@@ -347,12 +448,30 @@ def _pdf_to_text(raw: bytes) -> tuple[str, str]:
     return text, title
 
 
-def _docx_to_text(raw: bytes) -> str:
+def _check_inflated_size(raw: bytes, max_bytes: int) -> None:
+    """A DOCX is a zip: a 1 MB file can hold gigabytes of XML that python-docx would parse whole.
+    The sizes its directory declares bound what unzipping can produce (zipfile stops there)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as package:
+            inflated = sum(item.file_size for item in package.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise LoadError(f"corrupt DOCX: {error}") from None
+    if inflated > max_bytes:
+        raise LoadError(
+            f"DOCX inflates to {megabytes(inflated)} when unzipped, over the {megabytes(max_bytes)} limit "
+            "(RAG_MAX_FILE_MB applies to the unzipped content)"
+        )
+
+
+def _docx_to_text(raw: bytes, max_bytes: int) -> str:
     """DOCX paragraphs and tables in document order; Heading styles become Markdown headings."""
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
+    _check_inflated_size(raw, max_bytes)
     try:
         document = docx.Document(io.BytesIO(raw))
     except Exception as error:  # python-docx surfaces zip, XML and package errors alike

@@ -3,11 +3,20 @@
 The embedded ``PersistentClient`` lives under the data directory; when a server host is configured
 the same code talks to ``chroma run`` through ``HttpClient``. Writes to an embedded store happen
 under a file lock, because two writing processes can corrupt its index.
+
+Readers never create anything: a missing store reads as empty (and the command line says so). The
+collection's ``revision`` changes after every ingest that changed it; a long-lived reader (the UI)
+reloads its client when it sees a new revision, because Chroma keeps the vector index it loaded in
+memory and would not see chunks another process added. ``ingest_pending`` is set before the first
+chunk write of an ingest and cleared by the revision bump at its end, so a run killed in between is
+detected by the next one. ``--reindex`` builds a second collection aside and swaps it in by renames
+(see ``swap_in``), so searches keep working during the rebuild.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
+from rag.store_files import StoreDamagedError, StoreError, check_files, chroma_dir, damaged_message, open_client
+
+__all__ = ["FileRecord", "ModelMismatchError", "Store", "StoreBusyError", "StoreDamagedError", "StoreError"]
 
 PAGE = 2000
-
-
-class StoreError(Exception):
-    """A store problem the user must act on (the message says how)."""
+ASIDE = "-reindex"  # the collection a reindex builds
+REPLACED = "-replaced"  # the old collection for the moment of the swap
+SWAP_WAIT = 2.0  # seconds a reader waits for a swap in progress
 
 
 class StoreBusyError(StoreError):
@@ -72,81 +83,146 @@ class FileRecord:
         )
 
 
-def make_client(settings: Settings):
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
+def _not_found(error: Exception) -> bool:
+    from chromadb.errors import NotFoundError
 
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.server_mode:
-        try:
-            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
-        except Exception as error:  # connection refused, DNS, version mismatch
-            raise StoreError(
-                f"cannot reach the Chroma server at {settings.chroma_host}:{settings.chroma_port}: {error}"
-            ) from None
-    path = Path(settings.data_dir) / "chroma"
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    return isinstance(error, NotFoundError) or "does not exist" in str(error)
 
 
 class Store:
-    def __init__(self, settings: Settings, client=None) -> None:
+    def __init__(self, settings: Settings, client=None, name: str | None = None) -> None:
         self.settings = settings
-        self.client = client or make_client(settings)
+        self.name = name or settings.collection
+        self._client = client
         self._chunks = None
         self._files = None
+        self._seen: tuple[str, str] | None = None  # (collection id, revision) the client has loaded
+        self._pending_marked = False
 
     # -- location and identity -------------------------------------------------------------
     @property
     def location(self) -> str:
         if self.settings.server_mode:
             return f"chroma server http://{self.settings.chroma_host}:{self.settings.chroma_port}"
-        return str((Path(self.settings.data_dir) / "chroma").resolve())
+        return str(chroma_dir(self.settings).resolve())
 
     @property
     def files_collection_name(self) -> str:
-        return f"{self.settings.collection}-files"
+        return f"{self.name}-files"
+
+    def present(self) -> bool:
+        """Whether there is a store to read at all (a server always counts as present)."""
+        return self.settings.server_mode or (chroma_dir(self.settings) / "chroma.sqlite3").is_file()
+
+    @property
+    def client(self):
+        if self._client is None:
+            check_files(self.settings)
+            self._client = open_client(self.settings)
+        return self._client
+
+    def forget_client(self) -> None:
+        """A fresh client (see ``open_client``): the vector index Chroma loaded never sees another process's writes."""
+        self._client = None
+        self._chunks = self._files = None
+
+    def _names(self) -> set[str]:
+        return {getattr(c, "name", c) for c in self.client.list_collections()}
 
     def exists(self) -> bool:
-        names = {getattr(c, "name", c) for c in self.client.list_collections()}
-        return self.settings.collection in names
+        if not self.present():
+            return False
+        return self.name in self._names()
+
+    def _get(self, name: str):
+        """A collection by name; waits out a reindex swap in progress (between its two renames)."""
+        deadline = time.monotonic() + SWAP_WAIT
+        while True:
+            try:
+                return self.client.get_collection(name, embedding_function=None)
+            except Exception as error:
+                swapping = f"{self.name}{ASIDE}" in self._names() or f"{self.name}{REPLACED}" in self._names()
+                if not _not_found(error) or not swapping or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def chunks(self, dimension: int | None = None):
         """The chunk collection; created (with model and dimension recorded) when ``dimension`` is given."""
         if self._chunks is not None:
             return self._chunks
         if self.exists():
-            collection = self.client.get_collection(self.settings.collection, embedding_function=None)
-            self._check_model(collection.metadata or {})
+            collection = self._get(self.name)
+            self._check_model(collection.metadata or {}, dimension)
         elif dimension is None:
             raise StoreError(
-                f"the collection '{self.settings.collection}' does not exist at {self.location}: "
-                "run `python -m rag ingest` first"
+                f"the collection '{self.name}' does not exist at {self.location}: run `python -m rag ingest` first"
             )
         else:
             collection = self.client.create_collection(
-                self.settings.collection,
-                metadata={"embedding_model": self.settings.embedding_model, "dimension": dimension},
+                self.name,
+                metadata={
+                    "embedding_model": self.settings.embedding_model,
+                    "dimension": dimension,
+                    "revision": uuid.uuid4().hex,
+                    "ingest_pending": True,
+                },
                 configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
+            self._pending_marked = True
         self._chunks = collection
+        self._seen = (str(collection.id), str((collection.metadata or {}).get("revision", "")))
         return collection
 
-    def _check_model(self, metadata: dict[str, Any]) -> None:
+    def _check_model(self, metadata: dict[str, Any], dimension: int | None = None) -> None:
         recorded = metadata.get("embedding_model")
         if recorded and recorded != self.settings.embedding_model:
             raise ModelMismatchError(
-                f"the collection '{self.settings.collection}' at {self.location} was built with the embedding model "
+                f"the collection '{self.name}' at {self.location} was built with the embedding model "
                 f"'{recorded}' ({metadata.get('dimension')} dimensions), but '{self.settings.embedding_model}' is "
                 "configured. Mixing models gives meaningless results. Re-index with "
                 "`python -m rag ingest --reindex`, or use another --collection."
             )
+        expected = metadata.get("dimension")
+        if dimension is not None and expected and int(expected) != dimension:
+            raise ModelMismatchError(
+                f"the embedding model '{self.settings.embedding_model}' now gives {dimension}-dimension vectors, but "
+                f"the collection '{self.name}' at {self.location} was built with {expected}: the model files changed "
+                "behind the same name. Re-index with `python -m rag ingest --reindex`, or restore the earlier model."
+            )
 
-    @property
-    def files(self):
+    def check_health(self) -> None:
+        """Raises ``StoreDamagedError`` when the vector index no longer answers for the chunks the store
+        holds (a deleted or truncated segment): a stored vector must find itself among full results."""
+        if not self.exists():
+            return
+        try:
+            collection = self.chunks()
+            total = collection.count()
+            if not total:
+                return
+            probe = collection.get(limit=1, include=["embeddings"])
+            want = min(total, 10)
+            found = collection.query(query_embeddings=[probe["embeddings"][0]], n_results=want, include=["distances"])
+        except StoreError:
+            raise
+        except Exception as error:
+            raise StoreDamagedError(self._damaged(f"its vector index cannot be read ({error})")) from None
+        distances = found["distances"][0]
+        if len(distances) < want or distances[0] > 1e-3:
+            raise StoreDamagedError(
+                self._damaged(f"its vector index answers with {len(distances)} of {want} nearest chunks")
+            )
+
+    def _damaged(self, reason: str) -> str:
+        return damaged_message(self.settings, reason) if not self.settings.server_mode else f"{self.location}: {reason}"
+
+    def _files_collection(self, create: bool):
         if self._files is None:
-            self._files = self.client.get_or_create_collection(self.files_collection_name, embedding_function=None)
+            if create:
+                self._files = self.client.get_or_create_collection(self.files_collection_name, embedding_function=None)
+            elif self.present() and self.files_collection_name in self._names():
+                self._files = self._get(self.files_collection_name)
         return self._files
 
     # -- writing ---------------------------------------------------------------------------
@@ -170,18 +246,41 @@ class Store:
                 "Chroma server (RAG_CHROMA_HOST)."
             ) from None
         try:
+            self.forget_client()  # another writer may have changed the store while this process held an old view
             yield
         finally:
             lock.release()
 
     def drop(self) -> None:
-        for name in (self.settings.collection, self.files_collection_name):
+        for name in (self.name, self.files_collection_name):
             with contextlib.suppress(Exception):
                 self.client.delete_collection(name)
         self._chunks = self._files = None
 
+    def _mark_pending(self) -> None:
+        """Before the first chunk write: a run killed from here on is redone by the next one."""
+        if self._pending_marked or not self.exists():
+            return
+        collection = self.chunks()
+        metadata = dict(collection.metadata or {})
+        metadata.pop("hnsw:space", None)
+        metadata["ingest_pending"] = True
+        collection.modify(metadata=metadata)
+        self._pending_marked = True
+
+    def pending(self) -> bool:
+        """True when an ingest started writing chunks and never finished (killed)."""
+        if not self.exists():
+            return False
+        return bool((self._get(self.name).metadata or {}).get("ingest_pending"))
+
     def upsert_chunks(self, ids: list[str], embeddings, documents: list[str], metadatas: list[dict]) -> None:
-        collection = self.chunks(dimension=len(embeddings[0]) if len(embeddings) else None)
+        if not len(ids):
+            return
+        dimension = len(embeddings[0])
+        self._mark_pending()
+        collection = self.chunks(dimension=dimension)
+        self._check_model(collection.metadata or {}, dimension)
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             end = start + step
@@ -198,13 +297,16 @@ class Store:
         return self.chunks().get(where={"source_key": source_key}, include=[])["ids"]
 
     def delete_chunks(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        self._mark_pending()
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             self.chunks().delete(ids=ids[start : start + step])
 
     def save_file_records(self, records: list[FileRecord]) -> None:
         if records:
-            self.files.upsert(
+            self._files_collection(create=True).upsert(
                 ids=[r.key for r in records],
                 embeddings=[[1.0]] * len(records),  # the manifest is never searched; Chroma wants a vector
                 metadatas=[r.metadata() for r in records],
@@ -212,10 +314,10 @@ class Store:
 
     def delete_file_records(self, keys: list[str]) -> None:
         if keys:
-            self.files.delete(ids=keys)
+            self._files_collection(create=True).delete(ids=keys)
 
     def bump_revision(self) -> str:
-        """Marks the chunk set as changed, so derived indexes (BM25) know to rebuild."""
+        """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload."""
         if not self.exists():
             return ""  # no chunk was ever written (only removals, or an ingest killed before its first upsert)
         revision = uuid.uuid4().hex
@@ -223,19 +325,101 @@ class Store:
         metadata = dict(collection.metadata or {})
         metadata.pop("hnsw:space", None)
         metadata["revision"] = revision
+        metadata["ingest_pending"] = False
         collection.modify(metadata=metadata)
+        self._pending_marked = False
+        self._seen = (str(collection.id), revision)
         return revision
 
+    # -- reindex: build aside, swap in -----------------------------------------------------
+    def aside(self) -> Store:
+        """An empty collection (and manifest) beside this one, for a reindex to fill."""
+        aside = Store(self.settings, self._client, f"{self.name}{ASIDE}")
+        aside.drop()
+        return aside
+
+    def swap_in(self, aside: Store) -> None:
+        """Puts a finished reindex in place: rename the old collections away, the new ones in, drop the
+        old. ``recover`` finishes the job when a process dies half-way."""
+        aside.bump_revision()
+        names = self._names()
+        for own, replaced in self._pairs(REPLACED):
+            if own in names:
+                self.client.get_collection(own, embedding_function=None).modify(name=replaced)
+        for own, built in self._pairs(ASIDE):
+            if built in self._names():
+                self.client.get_collection(built, embedding_function=None).modify(name=own)
+        for _, replaced in self._pairs(REPLACED):
+            with contextlib.suppress(Exception):
+                self.client.delete_collection(replaced)
+        self._chunks = self._files = None
+        self._seen = None
+
+    def recover(self) -> None:
+        """Finishes or undoes what a killed reindex left (under the write lock): a finished build is swapped
+        in, an unfinished one dropped; the collections it replaced are removed."""
+        if not self.present():
+            return
+        names = self._names()
+        built = f"{self.name}{ASIDE}"
+        if built in names:
+            metadata = self.client.get_collection(built, embedding_function=None).metadata or {}
+            if metadata.get("reindex_complete"):
+                self.swap_in(Store(self.settings, self._client, built))
+            else:
+                Store(self.settings, self._client, built).drop()
+        elif self.name in names:
+            for _, replaced in self._pairs(REPLACED):
+                if replaced in names:
+                    self.client.delete_collection(replaced)
+
+    def mark_complete(self) -> None:
+        """The last step of a reindex build before the swap: ``recover`` may now swap it in."""
+        collection = self.chunks() if self.exists() else None
+        if collection is None:
+            self.chunks(dimension=1)  # an empty reindex: a collection to swap in all the same
+            collection = self.chunks()
+        metadata = dict(collection.metadata or {})
+        metadata.pop("hnsw:space", None)
+        metadata["reindex_complete"] = True
+        collection.modify(metadata=metadata)
+        self._files_collection(create=True)
+
+    def _pairs(self, suffix: str) -> list[tuple[str, str]]:
+        own = [self.name, self.files_collection_name]
+        return [(name, f"{self.name}{suffix}" + name[len(self.name) :]) for name in own]
+
     # -- reading ---------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Reloads when the collection changed since this process loaded it (another process ingested,
+        or a reindex swapped a new collection in)."""
+        if self._seen is None or not self.present():
+            return
+        try:
+            current = self._get(self.name)
+        except Exception as error:
+            if _not_found(error):
+                self.forget_client()
+                self._seen = None
+                return
+            raise
+        seen = (str(current.id), str((current.metadata or {}).get("revision", "")))
+        if seen != self._seen:
+            self.forget_client()
+            self._seen = None
+
     def file_records(self) -> dict[str, FileRecord]:
-        result = self.files.get(include=["metadatas"])
+        files = self._files_collection(create=False)
+        if files is None:
+            return {}
+        result = files.get(include=["metadatas"])
         return {key: FileRecord.from_metadata(key, meta or {}) for key, meta in zip(result["ids"], result["metadatas"])}
 
     def revision(self) -> str:
         if not self.exists():
             return ""
-        fresh = self.client.get_collection(self.settings.collection, embedding_function=None)
-        return str((fresh.metadata or {}).get("revision", ""))
+        self.sync()
+        return str((self._get(self.name).metadata or {}).get("revision", ""))
 
     def count(self) -> int:
         return self.chunks().count() if self.exists() else 0
@@ -249,7 +433,10 @@ class Store:
             yield page["ids"], page["documents"], page["metadatas"]
 
     def query(self, embedding: list[float], k: int, where: dict | None = None) -> dict:
-        return self.chunks().query(
+        self.sync()
+        collection = self.chunks()
+        self._check_model(collection.metadata or {}, len(embedding))
+        return collection.query(
             query_embeddings=[embedding],
             n_results=k,
             where=where or None,

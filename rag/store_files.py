@@ -1,0 +1,80 @@
+"""Store files: where the embedded Chroma store lives on disk, opening a client on it, and what to do
+when those files are damaged (a zero-byte or garbage ``chroma.sqlite3``): a clear error, and for
+``ingest --reindex`` moving the damaged copy aside so a new store can be built in its place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rag.config import Settings
+
+SQLITE = "chroma.sqlite3"
+_OPENING = threading.Lock()
+
+
+class StoreError(Exception):
+    """A store problem the user must act on (the message says how)."""
+
+
+class StoreDamagedError(StoreError):
+    pass
+
+
+def chroma_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "chroma"
+
+
+def damaged_message(settings: Settings, reason: str) -> str:
+    return (
+        f"the store at {chroma_dir(settings).resolve()} is damaged: {reason}. Rebuild it with "
+        "`python -m rag ingest --reindex PATH ...` (the damaged copy is kept aside) or restore a backup "
+        "(README: Operating it)."
+    )
+
+
+def check_files(settings: Settings) -> None:
+    """Refuses store files Chroma would silently take for a new, empty store."""
+    if settings.server_mode:
+        return
+    sqlite = chroma_dir(settings) / SQLITE
+    if sqlite.is_file() and sqlite.stat().st_size == 0:
+        raise StoreDamagedError(damaged_message(settings, f"{SQLITE} is empty (0 bytes)"))
+
+
+def open_client(settings: Settings):
+    """A Chroma client: over HTTP in server mode, otherwise on the data directory, with a view of its
+    files as they are now (Chroma otherwise shares one cached, never refreshed, system per path)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.server_mode:
+        try:
+            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+        except Exception as error:  # connection refused, DNS, version mismatch
+            raise StoreError(
+                f"cannot reach the Chroma server at {settings.chroma_host}:{settings.chroma_port}: {error}"
+            ) from None
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    path = chroma_dir(settings)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with _OPENING:  # Chroma looks its system up again after creating it: no other thread may pop it meanwhile
+            SharedSystemClient._identifier_to_system.pop(str(path), None)
+            client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+        client.list_collections()
+    except Exception as error:  # chromadb raises InternalError for a truncated or garbage database
+        raise StoreDamagedError(damaged_message(settings, f"{SQLITE} cannot be read ({error})")) from None
+    return client
+
+
+def move_damaged_aside(settings: Settings) -> Path:
+    """Renames the damaged store folder (kept for inspection) so a new one can be built."""
+    path = chroma_dir(settings)
+    target = path.with_name(f"chroma.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(target)
+    return target
