@@ -1,0 +1,206 @@
+"""Fault drill: kills ingests (plain and --reindex) at random points, edits the corpus between kills,
+then lets one ingest finish and compares the store with a clean ingest of the same files: chunks,
+manifest, keyword (BM25) and dense search results must all be the same.
+
+    .venv/bin/python scripts/fault_drill.py [--runs 10] [--seed 7] [--files 12] [--keep DIR]
+
+Exit code 0 when every comparison matched, 1 otherwise (the differences are printed). CI runs it with
+a small ``--runs`` through tests/test_ingest_kill.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CHUNK_TOKENS = 48
+WORDS = (
+    "cache shard replica leader follower quorum partition offset consumer producer broker queue latency "
+    "throughput backpressure idempotency retry timeout circuit breaker bulkhead outbox saga snapshot "
+    "compaction index tenant region failover lease heartbeat gossip checkpoint"
+).split()
+QUERIES = ("replica failover lease", "outbox saga compaction", "retry timeout circuit breaker", "tenant region shard")
+
+CHILD = """
+import sys
+from pathlib import Path
+from rag.config import Settings
+from rag.ingest import ingest
+
+def progress(event):
+    print(f"{event.done}/{event.total} {event.status}", flush=True)
+
+settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), chunk_tokens=int(sys.argv[3]))
+ingest([Path(sys.argv[2])], settings, reindex=sys.argv[4] == "reindex", progress=progress)
+print("finished", flush=True)
+"""
+
+
+@dataclass
+class Kill:
+    run: int
+    reindex: bool
+    after_events: int
+    delay: float
+    killed: bool
+
+
+def write_doc(path: Path, rng: random.Random, sections: int) -> None:
+    parts = [
+        f"## Part {n} {rng.choice(WORDS)}\n\n" + " ".join(rng.choice(WORDS) for _ in range(30)) + "."
+        for n in range(sections)
+    ]
+    path.write_text(f"# Note {path.stem}\n\n" + "\n\n".join(parts) + "\n")
+
+
+def edit_corpus(corpus: Path, rng: random.Random) -> None:
+    """Between two kills the world moves on: a file changes, one may go, one may come."""
+    files = sorted(corpus.glob("*.md"))
+    write_doc(rng.choice(files), rng, rng.randint(2, 8))
+    if len(files) > 4 and rng.random() < 0.5:
+        rng.choice(files).unlink()
+    if rng.random() < 0.5:
+        write_doc(corpus / f"new-{rng.randrange(10**6)}.md", rng, rng.randint(2, 8))
+
+
+def child_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAG_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def kill_an_ingest(work: Path, data: Path, rng: random.Random, run: int) -> Kill:
+    """Starts an ingest in a child process and SIGKILLs it after a random number of progress events
+    plus a random delay (so kills land between writes as well as on them)."""
+    reindex = rng.random() < 0.3
+    after, delay = rng.randint(0, 6), rng.uniform(0.0, 0.4)
+    command = [sys.executable, "-c", CHILD, str(data), "corpus", str(CHUNK_TOKENS), "reindex" if reindex else "-"]
+    child = subprocess.Popen(
+        command, cwd=work, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        seen = 0
+        while seen < after:
+            line = child.stdout.readline()
+            if not line or line.startswith("finished"):
+                break
+            seen += 1
+        time.sleep(delay)
+        killed = child.poll() is None
+        if killed:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return Kill(run, reindex, after, round(delay, 3), killed)
+
+
+def snapshot(settings, embedder) -> dict:
+    """What a user can observe of a store: its chunks, its manifest, keyword and dense results."""
+    from rag.keyword import KeywordIndex
+    from rag.retrieval import Retriever
+    from rag.store import Store
+
+    store = Store(settings)
+    chunks: dict[str, tuple[str, str]] = {}
+    if store.exists():
+        for ids, texts, metadatas in store.iter_all():
+            chunks.update({i: (m["source_key"], t) for i, t, m in zip(ids, texts, metadatas)})
+    manifest = {
+        key: (record.file_hash, record.chunk_count, record.complete, record.doc_type)
+        for key, record in store.file_records().items()
+    }
+    index = KeywordIndex.open(store, settings.data_dir)
+    retriever = Retriever(settings, store=store, embedder=embedder)
+    return {
+        "chunks": chunks,
+        "manifest": manifest,
+        "bm25 ids": sorted(index.ids),
+        "bm25 results": {q: [i for i, _ in index.search(q, 5)] for q in QUERIES},
+        "dense results": {q: [p.id for p in retriever.search(q, k=5, mode="dense").passages] for q in QUERIES},
+    }
+
+
+def differences(got: dict, want: dict) -> list[str]:
+    found = []
+    for name in want:
+        if got[name] != want[name]:
+            if isinstance(want[name], dict):
+                keys = sorted(set(got[name]) ^ set(want[name]))[:3] or [
+                    k for k in want[name] if got[name].get(k) != want[name][k]
+                ][:3]
+                found.append(f"{name} differ (e.g. {keys})")
+            else:
+                found.append(f"{name} differ")
+    return found
+
+
+def drill(runs: int, seed: int, files: int, work: Path, embedder=None, say=print) -> list[str]:
+    """Returns the differences found (empty when the killed-and-resumed store matches a clean one)."""
+    from rag.config import Settings
+    from rag.embedding import Embedder
+    from rag.ingest import ingest
+
+    embedder = embedder or Embedder()
+    rng = random.Random(seed)
+    corpus = work / "corpus"
+    corpus.mkdir(parents=True)
+    for number in range(files):
+        write_doc(corpus / f"note-{number:02}.md", rng, rng.randint(2, 8))
+    data = work / "drilled"
+    problems: list[str] = []
+    previous = os.getcwd()
+    os.chdir(work)  # root labels ("corpus") are the same for the children and for this process
+    try:
+        for run in range(1, runs + 1):
+            kill = kill_an_ingest(work, data, rng, run)
+            say(f"run {run}: {'reindex' if kill.reindex else 'ingest'} killed after {kill.after_events} events "
+                f"+ {kill.delay:.3f} s" + ("" if kill.killed else " (it had finished)"))
+            edit_corpus(corpus, rng)
+        settings = Settings(_env_file=None, data_dir=data, chunk_tokens=CHUNK_TOKENS)
+        ingest([Path("corpus")], settings, embedder=embedder)
+        clean = Settings(_env_file=None, data_dir=work / "clean", chunk_tokens=CHUNK_TOKENS)
+        ingest([Path("corpus")], clean, embedder=embedder)
+        problems = differences(snapshot(settings, embedder), snapshot(clean, embedder))
+    finally:
+        os.chdir(previous)
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="ingests to kill before the one that finishes")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--files", type=int, default=12)
+    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
+    args = parser.parse_args(argv)
+    if args.keep:
+        args.keep.mkdir(parents=True)
+        problems = drill(args.runs, args.seed, args.files, args.keep.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="fault-drill-") as work:
+            problems = drill(args.runs, args.seed, args.files, Path(work))
+    for problem in problems:
+        print(f"MISMATCH: {problem}")
+    print("the store matches a clean ingest" if not problems else f"{len(problems)} mismatches")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
