@@ -16,8 +16,9 @@ from typing import Protocol
 from rag.citations import MarkerFilter, citations_in_order, verify
 from rag.config import Settings
 from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
+from rag.intent import missing_names, read_intent
 from rag.personas import Persona
-from rag.retrieval import Passage, Retriever
+from rag.retrieval import Passage, Retriever, last_turn_context
 
 
 class Provider(Protocol):
@@ -80,6 +81,17 @@ def abstention_text(passages: list[Passage]) -> str:
     return text + " Rephrase the question, or add the relevant design doc to the knowledge base."
 
 
+FOLLOW_UP_MARGIN = 0.12
+
+
+def unsaid_near_misses(answer: str, missing: list[str]) -> list[str]:
+    """A notice for each thing the question names that no passage mentions and the answer did not own up to."""
+    text = " ".join(answer.lower().split())
+    unsaid = [name for name in missing if name.lower() not in text]
+    return [f"The knowledge base says nothing about {name}: the answer draws on the closest material."
+            for name in unsaid]
+
+
 class Answerer:
     def __init__(self, settings: Settings, retriever: Retriever | None = None, provider: Provider | None = None):
         self.settings = settings
@@ -96,8 +108,8 @@ class Answerer:
     ) -> Iterator[Event]:
         history = history or []
         started = time.perf_counter()
-        earlier_questions = [turn["content"] for turn in history if turn.get("role") == "user"]
-        standalone = self.provider.rewrite(question, earlier_questions) if earlier_questions else question
+        context = last_turn_context(history)
+        standalone = self.provider.rewrite(question, context) if context else question
         result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
         timings = {"retrieval": time.perf_counter() - started}
         passages = result.passages
@@ -114,7 +126,10 @@ class Answerer:
             confidence=result.confidence,
             doc_type=doc_type,
         )
-        if not passages or result.confidence < self.settings.abstain_threshold:
+        # a follow-up stays on a topic the last answer found in the knowledge base: only a far lower confidence
+        # (its rewrite is a short query, whose best similarity runs lower) means there is nothing to say
+        threshold = self.settings.abstain_threshold - (FOLLOW_UP_MARGIN if standalone != question else 0.0)
+        if not passages or result.confidence < threshold:
             final.abstained = True
             final.answer = abstention_text(passages)
             yield TextDelta(final.answer)
@@ -122,10 +137,11 @@ class Answerer:
             yield final
             return
         generation_started = time.perf_counter()
+        missing = self._missing(question, passages)
         parts: list[str] = []
         cited: dict[int, Citation] = {}
         markers = MarkerFilter(len(passages))
-        for event in self.provider.generate(question, standalone, history, persona, passages):
+        for event in self.provider.generate(question, standalone, history, persona, passages, missing=missing):
             if isinstance(event, TextDelta):
                 text = markers.feed(event.text)
                 if not text:
@@ -135,7 +151,9 @@ class Answerer:
             elif isinstance(event, CitationEvent):
                 if not 1 <= event.citation.n <= len(passages):
                     continue
-                cited.setdefault(event.citation.n, event.citation)
+                first = cited.setdefault(event.citation.n, event.citation)
+                if first is not event.citation and event.citation.quote not in first.all_quotes:
+                    first.quotes.append(event.citation.quote)
             elif isinstance(event, ErrorEvent):
                 final.error = event.message
             elif isinstance(event, StopEvent):  # how the call ended: folded into Final, not passed on
@@ -151,6 +169,7 @@ class Answerer:
             yield TextDelta(rest)
         timings["generation"] = time.perf_counter() - generation_started
         final.answer = "".join(parts)
+        final.notes += unsaid_near_misses(final.answer, missing)
         final.citations = citations_in_order(final.answer, cited, passages)
         verify_started = time.perf_counter()
         final.checks = verify(final.answer, passages, self.retriever.embedder, self.settings.support_threshold)
@@ -158,3 +177,9 @@ class Answerer:
         timings["total"] = time.perf_counter() - started
         final.timings = timings
         yield final
+
+    def _missing(self, question: str, passages: list[Passage]) -> list[str]:
+        """What the question names that neither the passages nor (by keyword search) the rest of the knowledge
+        base mention: the answer must say the knowledge base says nothing about it."""
+        unseen = missing_names(read_intent(question).names, [p.heading + "\n" + p.full_text for p in passages])
+        return [name.text for name in unseen if missing_names([name], self.retriever.keyword_texts(name.text))]

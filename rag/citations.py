@@ -106,6 +106,7 @@ def _last_sentences(text: str) -> str:
         return fenced.group(1).strip()
     text = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
     text = re.split(r"\n\s*\n", text.strip())[-1]
+    text = re.sub(r"^(\s*[-*]\s+)\*\*[^*\n]+\*\*:\s*", r"\1", text, flags=re.MULTILINE)  # "- **Aspect**: " labels
     lines = [re.sub(r"^\s*(?:[-*>]|\d+\.|#+)\s*", "", line) for line in text.strip().splitlines()]
     cleaned = " ".join(line for line in lines if line.strip())
     cleaned = re.sub(r"[*`]+|(?<!\w)_+|_+(?!\w)", "", cleaned).strip(" .;:-")  # emphasis, not snake_case

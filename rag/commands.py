@@ -24,7 +24,10 @@ def add_commands(commands, store_options) -> None:
     store_options(search)
 
     ask = commands.add_parser("ask", help="answer a question with cited sources")
-    ask.add_argument("question")
+    ask.add_argument("question", nargs="?", help="the question (or --batch FILE)")
+    ask.add_argument(
+        "--batch", type=Path, help='JSONL file of {"id", "question", "history"?}; writes one JSON answer per line'
+    )
     ask.add_argument("--persona", help="persona name or agent file (default backend-architecture-expert)")
     ask.add_argument("--agents-dir", type=Path, help="folder of persona files (default agents/)")
     ask.add_argument(
@@ -41,6 +44,13 @@ def add_commands(commands, store_options) -> None:
 
     evaluate = commands.add_parser("eval", help="retrieval quality, abstention and latency on a question file")
     evaluate.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
+    evaluate.add_argument(
+        "--answers",
+        action="store_true",
+        help="answer every question and report answer metrics (facts, lead, length, near-miss, refusals)",
+    )
+    evaluate.add_argument("--provider", choices=["claude", "extractive"], help="answerer for --answers")
+    evaluate.add_argument("--details", type=Path, help="with --answers: write every scored answer as JSONL here")
     evaluate.add_argument("--json", action="store_true")
     store_options(evaluate)
 
@@ -123,17 +133,64 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from rag.answering import Answerer, choose_provider
-    from rag.events import CitationEvent, ErrorEvent, Final, TextDelta
     from rag.personas import PersonaError, load_persona
     from rag.retrieval import Retriever
 
+    if bool(args.question and args.question.strip()) == bool(args.batch):
+        print("error: give a question or --batch FILE (not both, and not an empty question)", file=sys.stderr)
+        return 2
     try:
         persona = load_persona(args.persona or settings.persona, settings.agents_dir)
     except PersonaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.batch:
+        try:
+            lines = _batch_lines(args.batch)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     retriever = Retriever(settings)
     answerer = Answerer(settings, retriever, choose_provider(settings, retriever, args.provider))
+    if args.batch:
+        return _ask_batch(answerer, persona, lines, args.doc_type)
+    return _ask_one(answerer, persona, args)
+
+
+def _batch_lines(path: Path) -> list[dict]:
+    """The lines of an ``ask --batch`` file, checked before any model is loaded."""
+    from rag.evaluation import as_turns
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            history = as_turns(row.get("history") or [])
+            rows.append({"id": row["id"], "question": str(row["question"]), "history": history})
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f'{path}:{number}: expected {{"id", "question", "history"?}} ({error})') from None
+    return rows
+
+
+def _ask_batch(answerer, persona, rows: list[dict], doc_type: str | None) -> int:
+    from rag.events import Final
+
+    failed = 0
+    for row in rows:
+        final = next(e for e in answerer.answer(row["question"], persona, row["history"], doc_type=doc_type)
+                     if isinstance(e, Final))
+        failed += bool(final.error or final.incomplete)
+        print(json.dumps({"id": row["id"], **final.to_dict()}), flush=True)
+    return 1 if failed else 0
+
+
+def _ask_one(answerer, persona, args: argparse.Namespace) -> int:
+    from rag.events import ErrorEvent, Final, TextDelta
+
     final = None
     for event in answerer.answer(args.question, persona, doc_type=args.doc_type):
         if isinstance(event, TextDelta) and not args.json:
@@ -142,30 +199,57 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\nerror: {event.message}", file=sys.stderr)
         elif isinstance(event, Final):
             final = event
-        elif isinstance(event, CitationEvent):
-            pass
     if final is None:
         return 1
+    failed = bool(final.error or final.incomplete)
     if args.json:
         print(json.dumps(final.to_dict()))
-        return 1 if final.error else 0
+        return 1 if failed else 0
     print("\n")
+    for note in final.notes:
+        print(f"note: {note}")
     for citation in final.citations:
         print(f"[{citation.n}] {citation.passage.heading} ({citation.passage.path})")
     for check in final.unsupported:
         print(f"unsupported: {check.sentence[:100]}", file=sys.stderr)
-    return 1 if final.error else 0
+    if final.incomplete and not final.error:
+        print("error: the answer is incomplete" + (f" ({final.stop_reason})" if final.stop_reason else ""),
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from rag.evaluation import format_report, run_eval
 
+    if args.answers:
+        return _eval_answers(args, settings)
     report = run_eval(settings, args.questions)
     if args.json:
         print(json.dumps(report))
         return 0
     print(format_report(report))
     print(f"({report['seconds']} s)")
+    return 0
+
+
+def _eval_answers(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.answer_eval import answer_all, format_summary, summarise
+    from rag.answering import Answerer, choose_provider
+    from rag.evaluation import load_questions
+    from rag.personas import load_persona
+    from rag.retrieval import Retriever
+
+    questions = load_questions(args.questions)
+    retriever = Retriever(settings)
+    answerer = Answerer(settings, retriever, choose_provider(settings, retriever, args.provider))
+    scored = answer_all(answerer, load_persona(settings.persona, settings.agents_dir), questions)
+    summary = summarise(scored)
+    if args.details:
+        args.details.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in scored), encoding="utf-8")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_summary({answerer.provider.name: summary}))
     return 0
 
 

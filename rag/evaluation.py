@@ -1,12 +1,12 @@
 """Evaluation: retrieval quality, abstention and latency on a question file, and threshold calibration.
 
 A question file is JSONL: ``id``, ``question``, ``sources`` (files that answer it, relative to the
-ingested root), ``evidence`` (verbatim passages) and optionally ``history``. A retrieved chunk is a
+ingested root), ``evidence`` (verbatim passages) and optionally ``history`` (earlier questions, or
+``{"role", "content"}`` turns), ``facts`` (key phrases of a correct answer, see ``rag.answer_eval``),
+``kind`` and, for near-miss questions, ``missing`` (what the question names that the docs lack). A retrieved chunk is a
 hit when it comes from an expected source or contains an evidence passage. Questions with neither
-sources nor evidence are the unanswerable ones: the assistant should abstain on them, except
-near-misses (``"kind": "near-miss"``), which name something the corpus lacks but sit close to what it
-has, so retrieval rightly finds passages and the answer must say what is missing. ``history`` is a list
-of earlier questions or of ``{"role", "content"}`` turns; the search uses the user turns.
+sources nor evidence are the unanswerable ones: the assistant should abstain on them (near-miss questions
+are left to the answer-level evaluation: their retrieval confidence is high by design).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
-from rag.retrieval import MODES, Passage, Retriever, rewrite_follow_up
+from rag.retrieval import MODES, Passage, Retriever, last_turn_context, rewrite_follow_up
 
 CUTOFF = 10
 
@@ -33,8 +33,10 @@ class Question:
     question: str
     sources: list[str]
     evidence: list[str] = field(default_factory=list)
-    history: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # turns {"role", "content"} before the question
+    facts: list[str] = field(default_factory=list)  # key phrases a correct answer contains ("a | b": either)
     kind: str = ""
+    missing: list[str] = field(default_factory=list)  # near-miss: what the question names that the docs lack
 
     @property
     def answerable(self) -> bool:
@@ -44,11 +46,28 @@ class Question:
     @property
     def unanswerable(self) -> bool:
         """Nothing in the corpus is near it: retrieval should abstain (a near-miss is answered with what is missing)."""
-        return not self.answerable and self.kind != "near-miss"
+        return not self.answerable and not self.near_miss
+
+    @property
+    def near_miss(self) -> bool:
+        return not self.answerable and (self.kind == "near-miss" or bool(self.missing))
 
     @property
     def query(self) -> str:
-        return rewrite_follow_up(self.question, self.history)
+        return rewrite_follow_up(self.question, last_turn_context(self.history))
+
+
+def as_turns(history: list) -> list[dict]:
+    """History as chat turns: a plain string is an earlier question (the older question-file form)."""
+    turns = []
+    for item in history:
+        if isinstance(item, str):
+            turns.append({"role": "user", "content": item})
+        elif isinstance(item, dict) and item.get("role") in ("user", "assistant"):
+            turns.append({"role": item["role"], "content": str(item.get("content") or "")})
+        else:
+            raise TypeError(f"a history turn must be a string or a {{role, content}} object, not {item!r}")
+    return turns
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -64,19 +83,15 @@ def load_questions(path: Path) -> list[Question]:
                     question=str(row["question"]),
                     sources=list(row.get("sources") or []),
                     evidence=list(row.get("evidence") or []),
-                    history=_earlier_questions(row.get("history") or []),
+                    history=as_turns(list(row.get("history") or [])),
+                    facts=[str(f) for f in row.get("facts") or []],
                     kind=str(row.get("kind") or ""),
+                    missing=[str(m) for m in row.get("missing") or []],
                 )
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}:{number}: not a question line ({error})") from None
     return questions
-
-
-def _earlier_questions(history: list) -> list[str]:
-    """The user turns of a history given as questions (strings) or as ``{"role", "content"}`` turns."""
-    return [turn if isinstance(turn, str) else str(turn["content"]) for turn in history
-            if isinstance(turn, str) or turn.get("role") == "user"]
 
 
 def _normal(text: str) -> str:
@@ -105,6 +120,7 @@ def rank_metrics(hits: list[bool], relevant_total: int) -> dict[str, float]:
 
 def evaluate(questions: list[Question], retriever: Retriever, threshold: float) -> dict:
     answerable = [q for q in questions if q.answerable]
+    # near-miss questions are in-domain by design: the retrieval confidence cannot tell them apart, the answer must
     unanswerable = [q for q in questions if q.unanswerable]
     relevant_counts = _relevant_counts(retriever, answerable)
     report: dict = {"questions": len(questions), "answerable": len(answerable), "modes": {}}

@@ -1,85 +1,48 @@
-"""Extractive answerer: the offline, deterministic provider used when no Claude key is set.
+"""Extractive answerer: the offline, deterministic provider used when no language model is configured.
 
-It quotes the sentences of the retrieved passages most relevant to the question (maximal marginal
-relevance: relevance to the question plus diversity), groups them by passage in reading order, and
-cites each one. A code or config block from a top passage is added when the question asks for one.
+It answers in the shape a reader expects: a lead of one or two quoted sentences that answer the question
+directly, then the supporting points as a short list grouped by aspect (the section each comes from),
+then a code or config example when one is asked for, then "See also" with the sections used. Every quote
+is a unit of ``rag.quotes`` (it reads correctly out of context) and carries its ``[n]``.
+
+Selection reads the question's intent (``rag.intent``): a comparison covers each side from passages about
+that side, a "why" prefers reasons, a number question the sentence carrying the number, a "how" the
+steps. Anything the question names that no passage mentions is said plainly first.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from rag.embedding import Embedder
 from rag.events import Citation, CitationEvent, TextDelta
+from rag.intent import Intent, read_intent
 from rag.personas import Persona
+from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words, rewrite_follow_up
 
-LABEL = (
-    "*Offline extract: quoted from the knowledge base, no language model. Set ANTHROPIC_API_KEY for a written answer.*"
+LABEL = "*Offline answer: quoted from the knowledge base, no language model.*"
+BODY_BUDGET = 560  # characters of quoted text (lead and points), so the answer stays short
+MAX_POINTS = 4
+MMR_LAMBDA = 0.75
+FENCED = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
+REASON = re.compile(
+    r"\b(because|so that|since|reason|avoid|prevents?|otherwise|means|without|cannot|must|lets|allows?|"
+    r"trade-?offs?|instead of|rather than|risk|cost|safer|simpler|guarantee\w*)\b",
+    re.IGNORECASE,
 )
-MAX_SENTENCES = 5
-MMR_LAMBDA = 0.7
-CODE_WORDS = re.compile(
-    r"\b(config|configure|configuration|example|code|snippet|yaml|sql|script|command|show me|set up)\b", re.I
+REASON_SECTION = re.compile(r"\b(reasons?|why|decision|rationale|consequences?|motivation|trade-?offs?)\b", re.I)
+QUANTITY = re.compile(
+    r"\d[\d,.]*\s*(%|percent|ms|milliseconds?|s\b|seconds?|minutes?|hours?|days?|weeks?|months?|years?|"
+    r"[kmgt]i?b\b|bytes?|requests?|rps|per\b|times|x\b|nines|connections?|pods?|replicas?|keys?|calls?|attempts?)",
+    re.IGNORECASE,
 )
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-FENCE = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
-LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
-
-
-@dataclass
-class Candidate:
-    text: str
-    passage_index: int  # 0-based into the passages
-    order: int  # position inside the passage, for reading order
-
-
-def prose_of(text: str) -> str:
-    """The text with its code lines blanked out, including a code block the chunker cut in two.
-
-    A chunk can start inside a code block (only its closing fence is there) or end inside one (only the
-    opening fence). An opening fence carries a language tag, so a passage whose first fence is bare and
-    that leaves a block open (an odd number of fences, or a tagged last one) began inside code.
-    """
-    lines = text.splitlines()
-    fences = [line.strip() for line in lines if line.strip().startswith(("```", "~~~"))]
-    bare = ("```", "~~~")
-    in_code = bool(fences) and fences[0] in bare and (len(fences) % 2 == 1 or fences[-1] not in bare)
-    kept = []
-    for line in lines:
-        if line.strip().startswith(("```", "~~~")):
-            in_code = not in_code
-            kept.append("")
-        else:
-            kept.append("" if in_code else line)
-    return "\n".join(kept)
-
-
-def sentences_of(text: str) -> list[str]:
-    """Prose sentences of a passage: code, tables and headings are left out, and each list item is a unit of
-    its own (joined with the next item, its words would be quoted as one sentence the passage never wrote)."""
-    prose = prose_of(text)
-    found = []
-    for block in re.split(r"\n\s*\n", prose):
-        units: list[list[str]] = [[]]
-        for line in block.splitlines():
-            if line.lstrip().startswith(("|", "#")):
-                continue
-            if LIST_ITEM.match(line):
-                units.append([LIST_ITEM.sub("", line)])
-            else:
-                units[-1].append(line)  # a paragraph line, or the continuation of a list item
-        for unit in units:
-            joined = " ".join(line.strip() for line in unit if line.strip())
-            for sentence in SENTENCE_END.split(joined):
-                sentence = sentence.strip()
-                if 5 <= len(sentence.split()) <= 70 and not sentence.endswith(":"):
-                    found.append(sentence)
-    return found
+STEP = re.compile(r"^(use|set|add|run|configure|enable|disable|create|make|keep|put|give|call|check|move|split|"
+                  r"limit|cap|retry|send|return|store|prefer|avoid|do not|don't|never|always)\b", re.IGNORECASE)
 
 
 class ExtractiveProvider:
@@ -93,69 +56,178 @@ class ExtractiveProvider:
         return rewrite_follow_up(question, history)
 
     def generate(
-        self, question: str, query: str, history: list[dict], persona: Persona, passages: list[Passage]
+        self,
+        question: str,
+        query: str,
+        history: list[dict],
+        persona: Persona,
+        passages: list[Passage],
+        missing: list[str] | None = None,
     ) -> Iterator[TextDelta | CitationEvent]:
-        chosen = self.select(query, passages)
-        yield TextDelta(LABEL + "\n\n")
-        by_passage: dict[int, list[Candidate]] = {}
-        for candidate in chosen:
-            by_passage.setdefault(candidate.passage_index, []).append(candidate)
-        first = True
-        for index in sorted(by_passage):
-            passage = passages[index]
-            n = index + 1
-            group = sorted(by_passage[index], key=lambda c: c.order)
-            if not first:
-                yield TextDelta("\n\n")
-            first = False
-            for position, candidate in enumerate(group):
-                yield CitationEvent(Citation(n, passage, candidate.text))
-                yield TextDelta(("" if position == 0 else " ") + f"{candidate.text} [{n}]")
-        code = self._code_block(query, passages)
+        intent = read_intent(question)
+        lead, points = self.select(query, intent, passages)
+        shown: set[str] = set()
+        if missing:
+            closest = "; the closest the knowledge base has is below" if lead else ""
+            yield TextDelta(f"The knowledge base says nothing about {_join(missing)}{closest}.\n\n")
+        if lead:
+            yield from _quoted(lead, passages, " ", shown)
+            yield TextDelta("\n\n")
+        for aspect, group in _by_aspect([u for u in points if u.kind != "row"], passages):
+            for unit in group:
+                yield TextDelta(f"- **{aspect}**: " if aspect else "- ")
+                yield from _quoted([unit], passages, "", shown)
+                yield TextDelta("\n")
+        rows = [u for u in points if u.kind == "row"]
+        if rows:
+            yield TextDelta("\n")
+            yield from _quoted(rows, passages, "", shown)
+        code = self._code_block(intent, [u.passage_index for u in lead + points], passages)
         if code:
             index, block = code
             yield CitationEvent(Citation(index + 1, passages[index], block))
-            yield TextDelta(f"\n\nExample from {passages[index].heading}:\n\n{block}\n[{index + 1}]")
+            yield TextDelta(f"\nExample ({passages[index].heading}):\n\n{block}\n[{index + 1}]\n")
+        used = list(dict.fromkeys(u.passage_index for u in lead + points))
+        if used:
+            yield TextDelta(f"\nSee also: {_see_also([passages[i] for i in used])}.\n\n")
+        yield TextDelta(LABEL)
 
-    def select(self, query: str, passages: list[Passage]) -> list[Candidate]:
-        candidates: list[Candidate] = []
-        seen: set[str] = set()
-        for index, passage in enumerate(passages):
-            for order, sentence in enumerate(sentences_of(passage.full_text)):
-                key = " ".join(sentence.split())
-                if key in seen:  # widened passages of neighbouring chunks overlap: quote a sentence once
-                    continue
-                seen.add(key)
-                candidates.append(Candidate(sentence, index, order))
-        if not candidates:
-            return []
-        vectors = np.array(self.embedder.embed([query] + [c.text for c in candidates]))
-        query_vector, sentence_vectors = vectors[0], vectors[1:]
-        query_words = set(content_words(query))
-        relevance = []
-        for candidate, vector in zip(candidates, sentence_vectors):
-            overlap = len(query_words & set(content_words(candidate.text))) / max(1, len(query_words))
-            rank_prior = 0.02 * (len(passages) - candidate.passage_index) / len(passages)
-            relevance.append(float(np.dot(query_vector, vector)) + 0.25 * overlap + rank_prior)
+    def select(self, query: str, intent: Intent, passages: list[Passage]) -> tuple[list[Unit], list[Unit]]:
+        """The lead (one or two units) and the supporting points, best first."""
+        units = self._units(passages)
+        if not units:
+            return [], []
+        vectors = np.array(self.embedder.embed([query] + [u.matched for u in units]))
+        query_vector, unit_vectors = vectors[0], vectors[1:]
+        relevance = self._relevance(query, intent, units, unit_vectors @ query_vector, passages)
+        lead = self._lead(intent, units, relevance)
+        chosen = [units.index(u) for u in lead]
+        budget = BODY_BUDGET - sum(len(u.text) for u in lead)
         best = max(relevance)
-        chosen: list[int] = []
-        while len(chosen) < MAX_SENTENCES:
+        while len(chosen) < len(lead) + MAX_POINTS:
             scores = []
             for i, rel in enumerate(relevance):
-                if i in chosen or rel < best - 0.25:
+                if i in chosen or rel < best - 0.22 or len(units[i].text) > budget:
                     continue
-                redundancy = max((float(np.dot(sentence_vectors[i], sentence_vectors[j])) for j in chosen), default=0)
+                redundancy = max(float(unit_vectors[i] @ unit_vectors[j]) for j in chosen) if chosen else 0.0
                 scores.append((MMR_LAMBDA * rel - (1 - MMR_LAMBDA) * redundancy, i))
             if not scores:
                 break
-            chosen.append(max(scores)[1])
-        return [candidates[i] for i in chosen]
+            pick = max(scores)[1]
+            chosen.append(pick)
+            budget -= len(units[pick].text)
+        points = [units[i] for i in chosen[len(lead):]]
+        return lead, points
 
-    def _code_block(self, query: str, passages: list[Passage]) -> tuple[int, str] | None:
-        if not CODE_WORDS.search(query):
-            return None
+    def _units(self, passages: list[Passage]) -> list[Unit]:
+        units: list[Unit] = []
+        seen: set[str] = set()
         for index, passage in enumerate(passages):
-            for block in FENCE.findall(passage.full_text):
+            for unit in units_of(passage.full_text):
+                key = " ".join(unit.text.split()).lower()
+                if key in seen:  # widened passages of neighbouring chunks overlap: quote a unit once
+                    continue
+                seen.add(key)
+                unit.passage_index = index
+                units.append(unit)
+        return units
+
+    def _relevance(
+        self, query: str, intent: Intent, units: list[Unit], similarity: np.ndarray, passages: list[Passage]
+    ) -> list[float]:
+        query_words = set(content_words(query))
+        unit_words = [set(content_words(u.matched)) for u in units]
+        # rarer words weigh more: "static membership" says more than "consumers"
+        weight = {w: math.log(1 + len(units) / (1 + sum(w in words for words in unit_words))) for w in query_words}
+        total = sum(weight.values()) or 1.0
+        scores = []
+        for unit, words, sim in zip(units, unit_words, similarity):
+            overlap = sum(weight[w] for w in query_words & words) / total
+            prior = 0.04 * (1 - unit.passage_index / max(1, len(passages)))
+            scores.append(float(sim) + 0.3 * overlap + prior + _form_bonus(intent, unit, passages))
+        return scores
+
+    def _lead(self, intent: Intent, units: list[Unit], relevance: list[float]) -> list[Unit]:
+        """The best unit; for a comparison, the best unit about each side (one about both when there is one)."""
+        order = sorted(range(len(units)), key=lambda i: relevance[i], reverse=True)
+        if intent.form == "compare" and len(intent.sides) == 2:
+            mentions = [[i for i in order if _mentions(units[i].matched, side)] for side in intent.sides]
+            both = [i for i in mentions[0] if i in mentions[1]]
+            if both and relevance[both[0]] >= relevance[order[0]] - 0.1:
+                return [units[both[0]]]
+            picked = [side[0] for side in mentions if side]
+            if picked:
+                return [units[i] for i in dict.fromkeys(picked)]
+        return [units[order[0]]]
+
+    def _code_block(self, intent: Intent, used: list[int], passages: list[Passage]) -> tuple[int, str] | None:
+        if not intent.wants_code:
+            return None
+        for index in list(dict.fromkeys(used)) + list(range(len(passages))):
+            for block in FENCED.findall(passages[index].full_text):
                 if block.count("\n") <= 30:
                     return index, block
         return None
+
+
+def _form_bonus(intent: Intent, unit: Unit, passages: list[Passage]) -> float:
+    text = unit.matched
+    section = passages[unit.passage_index].section
+    if intent.form == "why":
+        return 0.06 * bool(REASON.search(text)) + 0.06 * bool(REASON_SECTION.search(section))
+    if intent.form == "number":
+        return 0.1 if QUANTITY.search(text) else (-0.05 if not re.search(r"\d", text) else 0.0)
+    if intent.form == "how":
+        return 0.05 * (unit.kind == "item" or bool(STEP.match(text)))
+    if intent.form == "compare" and intent.sides:
+        return 0.05 * sum(_mentions(text, side) for side in intent.sides)
+    return 0.0
+
+
+def _mentions(text: str, side: str) -> bool:
+    words = content_words(side)
+    text_words = set(content_words(text))
+    return bool(words) and all(w in text_words or w.rstrip("s") in text_words for w in words)
+
+
+def _quoted(
+    units: list[Unit], passages: list[Passage], separator: str, shown: set[str]
+) -> Iterator[TextDelta | CitationEvent]:
+    """The units with their markers; a lead-in or header row already shown in this answer is not repeated."""
+    for position, unit in enumerate(units):
+        n = unit.passage_index + 1
+        quotes = [q for q in unit.quotes[:-1] if q not in shown] + unit.quotes[-1:]
+        shown.update(quotes)
+        for quote in quotes:
+            yield CitationEvent(Citation(n, passages[unit.passage_index], quote))
+        if unit.kind == "row":  # a table row is shown under its header row, as a table of its own
+            text = unit.text if len(quotes) == len(unit.quotes) else unit.quotes[-1]
+            yield TextDelta(f"{text}\n\n[{n}]\n\n")
+        else:
+            text = unit.text if len(quotes) == len(unit.quotes) else " ".join(quotes)
+            yield TextDelta(("" if position == 0 else separator) + f"{text} [{n}]")
+
+
+def _by_aspect(points: list[Unit], passages: list[Passage]) -> list[tuple[str, list[Unit]]]:
+    """Points grouped under the section they come from, groups in the order of their best point."""
+    groups: dict[str, list[Unit]] = {}
+    for unit in points:
+        section = passages[unit.passage_index].section or passages[unit.passage_index].title
+        aspect = section.split(" > ")[-1].strip()
+        groups.setdefault(aspect, []).append(unit)
+    return list(groups.items())
+
+
+def _see_also(passages: list[Passage]) -> str:
+    """Each document once, with the sections used: "Title (Section, Section)"."""
+    sections: dict[str, list[str]] = {}
+    for passage in passages:
+        names = sections.setdefault(passage.title, [])
+        last = passage.section.split(" > ")[-1].strip()
+        if last and last not in names:
+            names.append(last)
+    return "; ".join(f"{title} ({', '.join(names)})" if names else title for title, names in sections.items())
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

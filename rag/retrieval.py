@@ -140,6 +140,19 @@ class Retriever:
         timings["total"] = time.perf_counter() - started
         return SearchResult(query, passages, confidence, timings["total"], mode, timings)
 
+    def keyword_texts(self, query: str, k: int = 10) -> list[str]:
+        """The texts (with title and section) of the best keyword hits for ``query`` across the whole store."""
+        if not self.store.exists():
+            return []
+        hits = self.keyword.search(query, k, None, None)
+        if not hits:
+            return []
+        got = self.store.get(ids=[chunk_id for chunk_id, _ in hits])
+        return [
+            f"{(meta or {}).get('title', '')}\n{(meta or {}).get('section', '')}\n{text or ''}"
+            for text, meta in zip(got["documents"], got["metadatas"])
+        ]
+
     def _dense(self, query: str, k: int, doc_type: str | None, source: str | None) -> list[Passage]:
         if not self.store.exists():
             return []
@@ -312,16 +325,32 @@ def looks_like_follow_up(question: str) -> bool:
     return len(content_words(question)) <= 6 and bool(FOLLOW_UP.search(question.strip()))
 
 
-def rewrite_follow_up(question: str, history: list[str]) -> str:
-    """Deterministic rewrite: a follow-up borrows the topic words of the previous questions it lacks."""
-    if not history or not looks_like_follow_up(question):
+def last_turn_context(history: list[dict]) -> list[str]:
+    """What a follow-up may lean on: the last question asked and the sources its answer cited (the headings
+    an assistant turn lists under ``sources``), never the questions before it."""
+    questions = [turn for turn in history if turn.get("role") == "user" and turn.get("content")]
+    if not questions:
+        return []
+    last = questions[-1]
+    context = [str(last["content"])]
+    after = history[history.index(last) + 1 :]
+    for turn in after:
+        if turn.get("role") == "assistant":
+            context.extend(str(source) for source in turn.get("sources") or [])
+    return context
+
+
+def rewrite_follow_up(question: str, context: list[str]) -> str:
+    """Deterministic rewrite: a follow-up borrows the topic words it lacks from the last turn (``context``: the
+    last question first, then the headings its answer cited). A question that stands alone is kept as asked."""
+    if not context or not looks_like_follow_up(question):
         return question
     own = set(content_words(question))
     borrowed: list[str] = []
-    for earlier in reversed(history[-2:]):
+    for earlier in context:
         for word in content_words(earlier):
             if word not in own and word not in borrowed:
                 borrowed.append(word)
     if not borrowed:
         return question
-    return f"{question.strip()} ({' '.join(borrowed[:10])})"
+    return f"{question.strip()} ({' '.join(borrowed[:8])})"

@@ -102,8 +102,9 @@ def test_load_questions(tmp_path: Path):
     assert [q.id for q in questions] == [row["id"] for row in MINI_QUESTIONS]
     assert [q.answerable for q in questions] == [True, True, True, True, True, False, False]
     follow_up = questions[4]
-    assert follow_up.history == ["how do database indexes work?"]
-    assert follow_up.query == rewrite_follow_up(follow_up.question, follow_up.history) != follow_up.question
+    assert follow_up.history == [{"role": "user", "content": "how do database indexes work?"}]
+    assert follow_up.query == rewrite_follow_up(follow_up.question, ["how do database indexes work?"])
+    assert follow_up.query != follow_up.question
     assert questions[0].query == questions[0].question
 
 

@@ -44,6 +44,20 @@ EVAL_QUESTIONS = [
 ]
 
 
+ASKS = [
+    {"id": "a1", "question": QUESTION},
+    {
+        "id": "a2",
+        "question": "and what happens to them in RabbitMQ?",
+        "history": [
+            {"role": "user", "content": "How are order events published to Kafka reliably?"},
+            {"role": "assistant", "content": "Through a transactional outbox [1]."},
+        ],
+    },
+    {"id": "a3", "question": "What is the best recipe for banana bread?"},
+]
+
+
 @pytest.fixture(scope="module")
 def runs(mini_corpus_store, tmp_path_factory):
     """Starts every command concurrently; returns ``{name: CompletedProcess}``."""
@@ -53,6 +67,8 @@ def runs(mini_corpus_store, tmp_path_factory):
     batch.write_text("\n".join(json.dumps(row) for row in BATCH) + "\n", encoding="utf-8")
     questions = work / "questions.jsonl"
     questions.write_text("\n".join(json.dumps(row) for row in EVAL_QUESTIONS) + "\n", encoding="utf-8")
+    asks = work / "asks.jsonl"
+    asks.write_text("\n".join(json.dumps(row) for row in ASKS) + "\n", encoding="utf-8")
     store = ["--data-dir", str(settings.data_dir)]
     agents = ["--agents-dir", str(REPO / "agents")]
     commands = {
@@ -60,6 +76,7 @@ def runs(mini_corpus_store, tmp_path_factory):
         "ask": ["ask", QUESTION, "--json", "--provider", "extractive", *agents, *store],
         "ask-claude": ["ask", QUESTION, "--json", "--provider", "claude", *agents, *store],
         "eval": ["eval", "--questions", str(questions), "--json", *store],
+        "ask-batch": ["ask", "--batch", str(asks), "--provider", "extractive", *agents, *store],
     }
     with AnthropicServer() as server:
         server.script(Reply([Block("A token bucket allows short bursts", [Cite(0)]), Block(".")]))
@@ -144,13 +161,27 @@ def test_ask_json_with_the_extractive_provider(runs):
     data = output(runs["ask"])
     assert {"answer", "citations", "abstained", "provider", "timings"} <= set(data)
     assert data["provider"] == "extractive" and data["abstained"] is False
-    assert data["answer"].startswith("*Offline extract")
+    assert data["answer"].endswith("*Offline answer: quoted from the knowledge base, no language model.*")
     assert data["citations"] and all(CITATION_KEYS <= set(c) for c in data["citations"])
     first = data["citations"][0]
     assert first["n"] == 1 and first["source"].endswith("references/rate-limiting.md")
     assert first["quote"] in data["answer"] and f"[{first['n']}]" in data["answer"]
     assert {"retrieval", "generation", "total"} <= set(data["timings"])
     assert data["unsupported"] == [] and data["error"] is None
+
+
+def test_ask_batch_answers_every_line_with_its_id(runs):
+    run = runs["ask-batch"]
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.strip().splitlines()]
+    assert [line["id"] for line in lines] == ["a1", "a2", "a3"]
+    assert all({"answer", "citations", "abstained", "standalone_query", "notes"} <= set(line) for line in lines)
+    first, follow_up, off_topic = lines
+    assert first["citations"] and not first["abstained"]
+    # the follow-up is searched with the words of the last turn, not as asked
+    assert follow_up["standalone_query"] != "and what happens to them in RabbitMQ?"
+    assert "order" in follow_up["standalone_query"].lower()
+    assert off_topic["abstained"] and not off_topic["citations"]
 
 
 def test_ask_json_with_claude_against_the_local_api(runs):

@@ -1,0 +1,129 @@
+"""Quotable units: the pieces of a passage an offline answer may quote, each one readable out of context.
+
+A unit is a sentence, a list item with its lead-in, or a table row with its header row. A sentence that
+leans on the one before it ("It ...", "This means ...", "However, ...") carries that sentence with it, or
+is left out when there is none. Code is never a unit (code examples are added whole, elsewhere).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(`])")
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+LEANS_BACK = re.compile(
+    r"^(it|its|this|that|these|those|they|them|their|such|however|but|so|thus|hence|therefore|also|instead|"
+    r"otherwise|then|both|here|either|neither|in that case|as a result|for example|for instance|the same|"
+    r"similarly|likewise|conversely|again|still|yet|meanwhile|even so|in other words|which)\b",
+    re.IGNORECASE,
+)
+FENCE = ("```", "~~~")
+MIN_WORDS, MAX_WORDS = 4, 70
+
+
+@dataclass
+class Unit:
+    text: str  # what the answer shows
+    quotes: list[str]  # the verbatim pieces of the passage it is made of (lead-in, item; header, row)
+    kind: str  # sentence | item | row
+    order: int  # position in the passage
+    passage_index: int = 0
+    search_text: str = ""  # what is compared with the question (the text unless a table row)
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def matched(self) -> str:
+        return self.search_text or self.text
+
+
+def units_of(text: str) -> list[Unit]:
+    """The quotable units of a passage, in reading order."""
+    units: list[Unit] = []
+    previous_sentence = ""
+    for block in _blocks(text):
+        lines = block.splitlines()
+        if all(line.lstrip().startswith("|") for line in lines):
+            units += _table_units(lines, len(units))
+            continue
+        paragraph: list[str] = []
+        lead_in = ""
+        item: list[str] | None = None
+        items: list[str] = []
+        for line in lines:
+            if line.lstrip().startswith("#"):
+                continue
+            if LIST_ITEM.match(line):
+                if item is not None:
+                    items.append(" ".join(item))
+                item = [LIST_ITEM.sub("", line).strip()]
+            elif item is not None:
+                item.append(line.strip())
+            else:
+                paragraph.append(line.strip())
+        if item is not None:
+            items.append(" ".join(item))
+        prose = " ".join(part for part in paragraph if part)
+        sentences = [s.strip() for s in SENTENCE_END.split(prose) if s.strip()] if prose else []
+        if items:
+            # the paragraph before a list ends with its lead-in ("Check these signals:")
+            lead_in = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
+        for sentence in sentences:
+            unit = _sentence_unit(sentence, previous_sentence, len(units))
+            if unit:
+                units.append(unit)
+            previous_sentence = sentence
+        if items and not lead_in and previous_sentence.endswith(":"):
+            lead_in = previous_sentence
+        for entry in items:
+            if MIN_WORDS <= len(entry.split()) <= MAX_WORDS:
+                quotes = [lead_in, entry] if lead_in else [entry]
+                shown = f"{lead_in} {entry}" if lead_in else entry
+                units.append(Unit(shown, quotes, "item", len(units)))
+        if items:
+            previous_sentence = ""
+    return units
+
+
+def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
+    if sentence.endswith(":") or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
+        return None
+    if LEANS_BACK.match(sentence):
+        if not previous or previous.endswith(":") or len(previous.split()) > MAX_WORDS:
+            return None  # it leans on something this passage does not hold
+        joined = f"{previous} {sentence}"
+        return Unit(joined, [joined], "sentence", order)
+    return Unit(sentence, [sentence], "sentence", order)
+
+
+def _table_units(lines: list[str], order: int) -> list[Unit]:
+    rows = [line.strip() for line in lines if line.strip()]
+    if len(rows) < 3 or not re.fullmatch(r"\|?[\s:|-]+\|?", rows[1]):
+        return []
+    header, separator, body = rows[0], rows[1], rows[2:]
+    names = _cells(header)
+    units = []
+    for offset, row in enumerate(body):
+        cells = _cells(row)
+        described = "; ".join(f"{name}: {cell}" for name, cell in zip(names, cells) if cell)
+        units.append(Unit(f"{header}\n{separator}\n{row}", [header, row], "row", order + offset, search_text=described))
+    return units
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def _blocks(text: str) -> list[str]:
+    """Blank-line separated blocks, code fences removed (a chunk may begin or end inside code)."""
+    lines = text.splitlines()
+    fences = [line.strip() for line in lines if line.strip().startswith(FENCE)]
+    in_code = bool(fences) and fences[0] in FENCE and (len(fences) % 2 == 1 or fences[-1] not in FENCE)
+    kept = []
+    for line in lines:
+        if line.strip().startswith(FENCE):
+            in_code = not in_code
+            kept.append("")
+        else:
+            kept.append("" if in_code else line)
+    return [block for block in re.split(r"\n\s*\n", "\n".join(kept)) if block.strip()]

@@ -1,0 +1,58 @@
+"""Question intent: the form, the sides of a comparison, and the named things checked against the docs."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.intent import missing_names, read_intent
+
+
+@pytest.mark.parametrize(
+    ("question", "form"),
+    [
+        ("What's the difference between a saga and two-phase commit?", "compare"),
+        ("Why did we pick Postgres for orders?", "why"),
+        ("What is our rate limit on the public API?", "number"),
+        ("How do we stop one tenant reading another tenant's rows?", "how"),
+        ("What is a consumer group?", "what"),
+    ],
+)
+def test_the_form_of_a_question(question, form):
+    assert read_intent(question).form == form
+
+
+def test_a_comparison_names_both_sides():
+    assert read_intent("What's the difference between a saga and two-phase commit?").sides == [
+        "saga",
+        "two-phase commit",
+    ]
+    assert read_intent("Kafka vs RabbitMQ for order events?").sides == ["Kafka", "RabbitMQ"]
+
+
+def test_specific_names_are_found_and_generic_ones_left_out():
+    names = [n.text for n in read_intent("What is our SLO for the returns API?").names]
+    assert names == ["returns API"]
+    assert read_intent("How should we rate-limit our API?").names == []
+    question = "Why did ADR-0012 change max_poll_records and the DiskFullAlertHigh alert?"
+    found = [n.text for n in read_intent(question).names]
+    assert set(found) == {"ADR-0012", "max_poll_records", "DiskFullAlertHigh alert"}
+
+
+PASSAGES = [
+    "The public API availability SLO is 99.95% of requests per calendar month.",
+    "ADR-0007: Orders stay in PostgreSQL. The checkout flow calls the payments service synchronously.",
+]
+
+
+def test_a_name_no_passage_mentions_is_missing():
+    def missing(question: str) -> list[str]:
+        return [n.text for n in missing_names(read_intent(question).names, PASSAGES)]
+
+    assert missing("What is our SLO for the returns API?") == ["returns API"]
+    assert missing("What is our SLO for the public API?") == []
+    assert missing("What did ADR-7 decide?") == []  # ADR-0007, numbered either way
+    assert missing("What did ADR-0015 decide?") == ["ADR-0015"]
+    # worded differently from the docs, still mentioned: one singling-out word anywhere in a passage
+    assert missing("Does the checkout service retry?") == []
+    # several singling-out words must sit near the head noun
+    assert missing("What is the rate limit for the GraphQL merchant API?") == ["GraphQL merchant API"]

@@ -1,0 +1,62 @@
+"""Quotable units: every unit an offline answer may quote reads correctly out of context."""
+
+from __future__ import annotations
+
+from rag.quotes import units_of
+
+
+def texts(text: str) -> list[str]:
+    return [unit.text for unit in units_of(text)]
+
+
+def test_a_sentence_that_leans_on_the_one_before_carries_it():
+    text = (
+        "We considered Debezium reading the write-ahead log. It would give lower latency, but it needs a "
+        "replication slot on the primary."
+    )
+    assert texts(text) == [
+        "We considered Debezium reading the write-ahead log.",
+        "We considered Debezium reading the write-ahead log. It would give lower latency, but it needs a "
+        "replication slot on the primary.",
+    ]
+
+
+def test_a_leaning_sentence_with_nothing_before_it_is_left_out():
+    assert texts("However, this only works when the cache is warm enough.\n\nA plain sentence stands alone here.") == [
+        "A plain sentence stands alone here."
+    ]
+
+
+def test_a_list_item_keeps_its_lead_in():
+    text = (
+        "Before raising the pool, check these signals:\n\n"
+        "- the time requests wait to borrow a connection;\n"
+        "- the number of active connections on the primary\n  compared with max_connections."
+    )
+    units = units_of(text)
+    assert [u.kind for u in units] == ["item", "item"]
+    lead_in = "Before raising the pool, check these signals:"
+    assert units[0].quotes == [lead_in, "the time requests wait to borrow a connection;"]
+    assert units[1].text == (
+        "Before raising the pool, check these signals: the number of active connections on the primary compared "
+        "with max_connections."
+    )
+
+
+def test_a_table_row_is_quoted_whole_with_its_header_row():
+    text = "| Plan | Limit per minute |\n|---|---|\n| Standard | 600 requests |\n| Enterprise | 6,000 requests |"
+    units = units_of(text)
+    assert [u.kind for u in units] == ["row", "row"]
+    assert units[1].text == "| Plan | Limit per minute |\n|---|---|\n| Enterprise | 6,000 requests |"
+    assert units[1].quotes == ["| Plan | Limit per minute |", "| Enterprise | 6,000 requests |"]
+    assert units[1].matched == "Plan: Enterprise; Limit per minute: 6,000 requests"
+
+
+def test_code_headings_and_fragments_are_not_units_even_when_a_chunk_cuts_a_block():
+    head = "The script below runs atomically in Redis.\n\n```lua\nlocal capacity = tonumber(ARGV[1])\nlocal rate = 1"
+    tail = "local tokens = tonumber(state[1]) or capacity\nreturn tokens\n```\n\nNo two requests can spend one token."
+    assert texts(head) == ["The script below runs atomically in Redis."]
+    assert texts(tail) == ["No two requests can spend one token."]
+    assert texts("# A heading line\n\nToo short.\n\nA sentence of enough words stays.") == [
+        "A sentence of enough words stays."
+    ]
