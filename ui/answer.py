@@ -35,6 +35,12 @@ class Chat:
             self.conversations.save_message(conversation_id, message)
 
 
+def frame():
+    """``(provenance, status, notes, body)`` slots of an answer, the same while it streams and when it is shown
+    again, so the redraw after an answer replaces each element in place."""
+    return st.empty(), st.empty(), st.container(), st.empty()
+
+
 def provenance(message: Message) -> str:
     """The line written on every answer: persona, answerer and the filter the search used."""
     final = message.final

@@ -79,11 +79,8 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
     reply = Message("assistant", complete=False, persona=persona.name, doc_type=doc_type)
     messages.append(reply)
     with st.chat_message("assistant"):
-        meta = st.empty()
+        meta, status, notes, body = views.frame()
         meta.caption(views.provenance(reply))
-        status = st.empty()
-        notes = st.container()
-        body = st.empty()
         try:
             with body.container():
                 st.write_stream(
@@ -120,9 +117,11 @@ def show_message(message: Message, chat: views.Chat, last: bool) -> None:
             if last:
                 edit_button(message)
             return
-        st.caption(views.provenance(message))
-        views.show_notes(message.final)
-        views.show_body(message, st.empty())
+        meta, _, notes, body = views.frame()
+        meta.caption(views.provenance(message))
+        with notes:
+            views.show_notes(message.final)
+        views.show_body(message, body)
         views.show_problems(message)
         actions(message, chat, last)
         views.show_extras(message, chat)
