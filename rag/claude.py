@@ -12,19 +12,18 @@ readable ``ErrorEvent``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 
 from rag.citations import MARKER, strip_markers
-from rag.claude_models import ModelError, check_model, known_models, request_settings, usage_dict
+from rag.claude_errors import Failure, transport_errors
+from rag.claude_models import ModelError, check_model, request_settings, usage_dict
 from rag.config import Settings
 from rag.events import Citation, CitationEvent, ErrorEvent, ProviderError, StatusEvent, StopEvent, TextDelta
 from rag.personas import Persona
 from rag.retrieval import Passage, rewrite_follow_up
-from rag.retrying import countdown, parse_retry_after, retry_delay
+from rag.retrying import countdown, retry_delay
 
 INSTRUCTIONS = (
     "Answer the question above using the search results provided, which are numbered in order. "
@@ -106,7 +105,7 @@ class ClaudeProvider:
                 messages=[{"role": "user", "content": prompt}],
                 **self.rewrite_settings.fields(),
             )
-        except (anthropic.APIError, *_transport_errors()):
+        except (anthropic.APIError, *transport_errors()):
             return rewrite_follow_up(question, history)
         text = "".join(block.text for block in response.content if block.type == "text").strip()
         if response.stop_reason not in COMPLETE or not text:  # a query cut mid-way is not searched
@@ -160,8 +159,8 @@ class ClaudeProvider:
                 yield from state.finish()
                 yield state.stop_event(request["max_tokens"])
                 return
-            except (anthropic.APIError, *_transport_errors()) as error:
-                failure = _Failure.of(error, self.model)
+            except (anthropic.APIError, *transport_errors()) as error:
+                failure = Failure.of(error, self.model)
             if state.started or not failure.retryable or attempt >= self.max_retries:
                 yield from state.finish()
                 yield ErrorEvent(failure.final_message(state.started, attempt))
@@ -301,74 +300,6 @@ class _Stream:
         return StopEvent(reason, self.stop_details, self.usage(), incomplete=message is not None, message=message)
 
 
-class _Failure:
-    """A failed call, classified: whether to retry, after how long, and what to tell the user."""
-
-    def __init__(self, message: str, kind: str = "", retryable: bool = False, retry_after: float | None = None):
-        self.message, self.kind, self.retryable, self.retry_after = message, kind, retryable, retry_after
-
-    def final_message(self, started: bool, attempt: int) -> str:
-        message = self.message
-        if self.retryable and attempt:
-            message += f" (after {attempt} {'retry' if attempt == 1 else 'retries'})"
-        if started:
-            message += "; the answer above is incomplete, ask again"
-        return message
-
-    @classmethod
-    def of(cls, error: Exception, model: str) -> _Failure:
-        import anthropic
-
-        if isinstance(error, anthropic.APITimeoutError) or "timeout" in type(error).__name__.lower():
-            return cls("Claude did not answer in time (timeout)", "not answering", retryable=True)
-        if isinstance(error, anthropic.APIConnectionError) or not isinstance(error, anthropic.APIStatusError):
-            cause = error.__cause__ or error
-            return cls(f"Cannot reach Claude (network failure: {cause or type(cause).__name__})", "unreachable", True)
-        status = error.status_code
-        detail = _message(error)
-        error_type = _error_type(error)
-        headers = error.response.headers if error.response is not None else {}
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        if status == 200 or error_type == "overloaded_error" and status not in (429, 529):
-            # an ``error`` event in the middle of a stream: the HTTP status was already 200
-            kind = "overloaded" if error_type == "overloaded_error" else f"failing ({error_type or 'error'})"
-            return cls(f"Claude became {kind} in the middle of the answer: {detail}", kind, retryable=True)
-        if status == 401:
-            return cls("Claude rejected the API key (401). Check ANTHROPIC_API_KEY.")
-        if status == 403:
-            return cls(f"Claude refused the request (403): {detail}")
-        if status == 404:
-            return cls(
-                f"Claude does not serve the model {model!r} (404: {detail}). "
-                f"Set RAG_ANTHROPIC_MODEL to one of: {', '.join(known_models())}"
-            )
-        if status == 429 and headers.get("x-should-retry") == "false":
-            return cls(
-                f"Claude refused the request (429) and says retrying will not help: {detail}. This is usually "
-                "the organisation's spend limit: raise it in the Claude Console, or wait for the next period."
-            )
-        if status == 429:
-            return cls(f"Claude is rate-limiting this key (429): {detail}", "rate-limited", True, retry_after)
-        if status == 529 or error_type == "overloaded_error":
-            return cls(f"Claude is overloaded (529): {detail}", "overloaded", True, retry_after)
-        if status >= 500:
-            return cls(f"Claude is failing ({status}): {detail}", f"failing ({status})", True, retry_after)
-        return cls(f"Claude refused the request ({status}): {detail}")
-
-
-@lru_cache(maxsize=1)
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP library's transport errors (``httpx2`` for the 2.x SDK, ``httpx`` before it): the SDK wraps
-    those of the request, not those raised while a stream is read."""
-    found = []
-    for name in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
 def search_result_block(passage: Passage) -> dict:
     """A passage as a citable search result. The title carries no ``[n]``: the number is the result's
     position, and a number in the title invites Claude to type markers of its own."""
@@ -414,16 +345,3 @@ def _to_citation(raw, passages: list[Passage]) -> Citation | None:
     if not 0 <= index < len(passages):
         return None  # a citation to a result we did not send can never become a marker
     return Citation(index + 1, passages[index], str(raw.cited_text).strip())
-
-
-def _error_body(error) -> dict:
-    body = getattr(error, "body", None)
-    return body.get("error", {}) if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
-
-
-def _error_type(error) -> str:
-    return str(_error_body(error).get("type") or "")
-
-
-def _message(error) -> str:
-    return str(_error_body(error).get("message") or error)
