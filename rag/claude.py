@@ -100,7 +100,7 @@ class ClaudeProvider:
 
         prompt = REWRITE_PROMPT.format(history="\n".join(f"- {q}" for q in history[-4:]), question=question)
         try:
-            response = self.client.with_options(max_retries=1).messages.create(
+            response = self.client.messages.create(  # no retries: a wait here would freeze the page
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 **self.rewrite_settings.fields(),

@@ -642,3 +642,46 @@ def test_names_the_passages_do_not_mention_are_sent_as_an_instruction(server, an
     list(answerer.provider.generate(QUESTION, QUESTION, [], persona, passages, missing=["Envoy", "Istio"]))
     instruction = server.messages_requests()[-1].body["messages"][-1]["content"][-1]["text"]
     assert "Envoy; Istio" in instruction and "says nothing" in instruction
+
+
+def test_an_overloaded_rewrite_falls_back_at_once_instead_of_waiting(server, answerer, persona):
+    import time
+
+    server.script(Failure(529, "overloaded_error", "Overloaded", {"retry-after": "5"}), Reply([Block("Yes.")]))
+    started = time.monotonic()
+    _, final = run(answerer, FOLLOW_UP, persona, history=HISTORY)
+    assert time.monotonic() - started < 4
+    assert final.standalone_query == rewrite_follow_up(FOLLOW_UP, [HISTORY[0]["content"]])
+
+
+def test_a_model_the_api_does_not_serve_lists_the_known_models(server, claude_settings, retriever, persona,
+                                                                monkeypatch):
+    import anthropic_params
+
+    monkeypatch.delitem(anthropic_params.MODELS, "claude-haiku-4-5")  # e.g. not offered to this account
+    settings = claude_settings.with_overrides(anthropic_model="claude-haiku-4-5")
+    _, final = run(Answerer(settings, retriever, ClaudeProvider(settings, api_key=KEY)), QUESTION, persona)
+    assert "404" in final.error and "claude-haiku-4-5" in final.error and "claude-sonnet-5-5" in final.error
+    server.rejected.clear()  # refused on purpose
+
+
+def test_ask_json_records_usage_and_exits_non_zero_when_cut_off(server, mini_corpus_store, monkeypatch, capsys):
+    import json
+
+    from rag import cli
+
+    settings, _ = mini_corpus_store
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("RAG_ANTHROPIC_BASE_URL", server.url)
+    monkeypatch.setenv("RAG_ABSTAIN_THRESHOLD", "0.3")
+    argv = ["ask", QUESTION, "--json", "--data-dir", str(settings.data_dir), "--agents-dir", str(AGENTS)]
+    server.script(Reply([Block("A token bucket allows short bursts", [Cite(0)])], stop_reason="max_tokens"))
+    code = cli.main(argv)
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and record["stop_reason"] == "max_tokens" and record["incomplete"] is True
+    assert record["usage"]["output_tokens"] > 0 and record["usage"]["cost_usd"] > 0
+
+    server.script(Reply([Block("A token bucket allows short bursts", [Cite(0)])]))
+    assert cli.main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["provider"] == "claude" and not record["incomplete"] and record["usage"]["input_tokens"] > 0
