@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import re
 import sqlite3
 import time
 import uuid
@@ -290,11 +289,9 @@ def answer_markdown(message: Message, source_template: str | None = None) -> str
             url = source_url(passage.source or where, source_template)
             location = f"[{where}]({url})" if url else f"`{where}`"
             heading = passage.heading or where
-            lines.append(f"[{citation.n}] {heading}, {location}")
-            for quote in message.quotes_for(citation):
-                quote = " ".join(quote.split())
-                if quote:
-                    lines.append(f"    > {quote}")
+            lines.append(f"- [{citation.n}] {heading}, {location}")
+            quotes = [" ".join(quote.split()) for quote in message.quotes_for(citation)]
+            lines.append("\n  >\n".join(f"  > {quote}" for quote in quotes if quote))
     return "\n".join(lines).strip() + "\n"
 
 
@@ -324,7 +321,7 @@ def conversation_markdown(conversation: Conversation, source_template: str | Non
             out += [f"**Error:** {message.error}", ""]
         if not message.complete or (final is not None and final.incomplete):
             out += ["_This answer is incomplete._", ""]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n"
+    return "\n".join(out).strip() + "\n"
 
 
 def _one_line(text: str) -> str:

@@ -126,8 +126,8 @@ def test_export_has_questions_answers_citations_and_linked_sources(tmp_path, rea
     assert "searching reference documents only" in text
     first = real_final.citations[0]
     link = f"https://git.example.com/docs/blob/main/{first.passage.source}"
-    assert f"[1] {first.passage.heading}, [{first.passage.path}]({link})" in text
-    assert f"    > {' '.join(first.quote.split())}" in text
+    assert f"- [{first.n}] {first.passage.heading}, [{first.passage.path}]({link})\n  > " in text
+    assert f"  > {' '.join(first.quote.split())}" in text
     assert "`" + first.passage.path + "`" in conversation_markdown(store.get(conversation.id))
 
 

@@ -117,7 +117,7 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     reply = assistant_replies(at)[0]
     message = at.session_state["messages"][1]
     answer = reply.markdown[0].value
-    assert "Offline extract" in answer and "stampede" in answer.lower()
+    assert "Offline answer" in answer and "stampede" in answer.lower()
     # each [n] links to its source card
     assert f"[\\[1\\]](#cite-{message.id}-1)" in answer
     assert not at.warning and not at.error
@@ -224,8 +224,9 @@ def test_a_new_session_reopens_the_saved_conversation(ui_store):
     assert len(source_cards(reloaded)) == cards
     assert reloaded.title[0].value == ON_TOPIC_QUESTION  # titled from the first question
     # and it goes on with its history: a follow-up is rewritten with the earlier questions
-    ask(reloaded, "and what does request coalescing do?")
-    assert "stampede" in reloaded.session_state["messages"][5].final.standalone_query
+    ask(reloaded, "and how does it help?")
+    follow_up = reloaded.session_state["messages"][5].final
+    assert follow_up.standalone_query != follow_up.question  # rewritten with the reopened history
 
     # a new session without the link lists it (newest first) and opens it with a click
     fresh = start()
@@ -275,8 +276,7 @@ def test_export_is_markdown_with_citations_and_linked_sources(ui_store, monkeypa
     assert final.answer.strip() in text
     citation = final.citations[0]
     url = f"https://git.example.com/docs/blob/main/{citation.passage.source}"
-    assert f"[1] {citation.passage.heading}, [{citation.passage.path}]({url})" in text
-    assert "    > " in text  # the cited words under each source
+    assert f"- [{citation.n}] {citation.passage.heading}, [{citation.passage.path}]({url})\n  > " in text
     # the source card links to the Git web UI too
     assert url in plain(source_cards(at)[0].caption[0].value)
 
