@@ -442,6 +442,23 @@ def test_claude_answer_streams_with_its_citations(ui_store, monkeypatch):
         assert server.messages_requests()[0].body["stream"] is True
 
 
+def test_a_local_llm_answer_cut_at_its_length_limit(ui_store, monkeypatch):
+    from openai_server import MODEL, Completion, OpenAIServer
+
+    with OpenAIServer() as server:
+        server.default = Completion("A cache stampede is many misses of one hot key at once [1]", "length")
+        monkeypatch.setenv("RAG_LLM_BASE_URL", server.url)
+        monkeypatch.setenv("RAG_LLM_MODEL", MODEL)
+        at = start()
+        assert f"Answering with local LLM · {MODEL}" in texts(at.sidebar.success)  # not only Claude or offline
+        ask(at, ON_TOPIC_QUESTION)
+        reply = assistant_replies(at)[0]
+        assert f"openai-compatible · {MODEL}" in plain(reply.caption[0].value)
+        assert "This answer is incomplete: it reached the answer length limit." in texts(reply.warning)
+        assert any("cut off" in note for note in texts(reply.info))  # the provider's own notice, with the answer
+        assert "**Stop reason** length" in "\n".join(texts(reply.markdown))
+
+
 # -- knowledge base page and upload --------------------------------------------------------------
 
 

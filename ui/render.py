@@ -168,6 +168,8 @@ MARKER = re.compile(r"\[(\d{1,3})\]")
 FILTER_LABELS = {None: "all documents", "reference": "references only", "team": "team docs only"}
 STOP_REASONS = {
     "max_tokens": "it reached the answer length limit",
+    "length": "it reached the answer length limit",
+    "content_filter": "the server's content filter stopped it",
     "refusal": "the model declined to continue",
     "pause_turn": "the model paused before finishing",
     "stopped": "you stopped it",

@@ -71,7 +71,7 @@ def get_answerer(settings: Settings, retriever: Retriever) -> Answerer:
     return _answerer(_fingerprint(), settings, retriever)
 
 
-PROVIDER_NAMES = {"claude": "Claude"}
+PROVIDER_NAMES = {"claude": "Claude", "openai-compatible": "local LLM"}
 
 
 def answerer_label(answerer: Answerer) -> tuple[bool, str]:
