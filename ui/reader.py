@@ -80,7 +80,6 @@ def show_document(retriever, passage: Passage, quotes: list[str], settings) -> N
     if not sections:
         st.warning("The document is no longer in the knowledge base (the file was changed or removed).")
         return
-    st.markdown(f"## {render.escape_markdown(passage.title or passage.path)}")
     for section in sections:
         title = heading(section.name)
         if title:
