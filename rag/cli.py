@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: invalid setting: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "ask" and not args.question.strip():
+        print("error: the question is empty", file=sys.stderr)
+        return EXIT_USAGE
     handlers = {"ingest": cmd_ingest, "stats": cmd_stats}
     try:
+        if args.command in READ_COMMANDS:
+            _require_store(settings)
         if args.command in handlers:
             return handlers[args.command](args, settings)
         from rag import commands as extra
@@ -88,9 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into `head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted; run the same command again to finish (nothing is left half-done)", file=sys.stderr)
         return 130
+
+
+READ_COMMANDS = ("stats", "search", "ask", "eval", "calibrate")
+
+
+def _require_store(settings: Settings) -> None:
+    """A read command over a data directory with no store (a mistyped --data-dir) says so instead of
+    answering from nothing; and it creates nothing there."""
+    from rag.store import Store, StoreError
+
+    if not Store(settings).present():
+        raise StoreError(
+            f"no store at {Path(settings.data_dir).resolve()}: run `python -m rag ingest` first, or check "
+            "--data-dir / RAG_DATA_DIR"
+        )
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:

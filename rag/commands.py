@@ -12,10 +12,21 @@ from rag.config import Settings
 DEFAULT_QUESTIONS = Path("corpus/eval/questions.jsonl")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--k 0`` or ``--k -5`` is a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_commands(commands, store_options) -> None:
     search = commands.add_parser("search", help="hybrid search; raw passages with scores")
     search.add_argument("query", nargs="?", help="the search query")
-    search.add_argument("--k", type=int, default=10, help="number of passages (default 10)")
+    search.add_argument("--k", type=positive_int, default=10, help="number of passages (default 10)")
     search.add_argument("--doc-type", choices=["reference", "team"])
     search.add_argument("--source", help="only passages of this file (relative or root/relative path)")
     search.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
@@ -98,9 +109,16 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.query) == bool(args.batch):
         print("error: give a query or --batch FILE (not both)", file=sys.stderr)
         return 2
+    if args.batch:
+        try:
+            lines = args.batch.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            print(f"error: cannot read --batch {args.batch}: {reason}", file=sys.stderr)
+            return 2
     retriever = Retriever(settings)
     if args.batch:
-        for number, line in enumerate(args.batch.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -263,16 +281,22 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     """``feedback export``: every rating as JSONL, or (``--as-questions``) the thumbs-down as eval questions."""
-    from rag.feedback import FeedbackStore
+    from rag.feedback import FeedbackError, FeedbackStore
 
     store = FeedbackStore.for_settings(settings)
     write = store.export_questions if args.as_questions else store.export_jsonl
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", encoding="utf-8") as out:
-            count = write(out)
-    else:
-        count = write(sys.stdout)
+    try:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("w", encoding="utf-8") as out:
+                count = write(out)
+        else:
+            count = write(sys.stdout)
+    except FeedbackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for problem in store.skipped:
+        print(f"skipped {problem}", file=sys.stderr)
     what = "thumbs-down answers as questions" if args.as_questions else "feedback entries"
     print(f"{count} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
     return 0

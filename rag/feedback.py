@@ -123,9 +123,14 @@ def _check_rating(rating: int) -> int:
     return int(rating)
 
 
+class FeedbackError(Exception):
+    """The feedback file cannot be read at all (the message says what to do)."""
+
+
 class FeedbackStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.skipped: list[str] = []  # rows the last read could not use, with the reason
 
     @classmethod
     def for_settings(cls, settings: Settings) -> FeedbackStore:
@@ -191,15 +196,34 @@ class FeedbackStore:
         return _entry(row) if row else None
 
     def all(self, rating: int | None = None) -> list[FeedbackEntry]:
-        """Every entry, oldest first; only those with ``rating`` when given."""
+        """Every entry, oldest first; only those with ``rating`` when given. A row that cannot be read (bad
+        JSON, a damaged page) is skipped and noted in ``skipped``; the others still come back."""
+        self.skipped = []
         if not self.path.exists():
             return []
-        with self._connect() as db:
-            if rating is None:
-                rows = db.execute("SELECT * FROM feedback ORDER BY id").fetchall()
-            else:
-                rows = db.execute("SELECT * FROM feedback WHERE rating = ? ORDER BY id", (rating,)).fetchall()
-        return [_entry(row) for row in rows]
+        query = "SELECT * FROM feedback" + (" WHERE rating = ?" if rating is not None else "") + " ORDER BY id"
+        entries = []
+        try:
+            with self._connect() as db:
+                cursor = db.execute(query, () if rating is None else (rating,))
+                while True:
+                    try:
+                        row = cursor.fetchone()
+                    except sqlite3.DatabaseError as error:  # a damaged page: keep what was read before it
+                        self.skipped.append(f"the rows after id {entries[-1].id if entries else 0}: {error}")
+                        break
+                    if row is None:
+                        break
+                    try:
+                        entries.append(_entry(row))
+                    except (ValueError, TypeError, KeyError, IndexError) as error:
+                        self.skipped.append(f"row {row['id']}: {error}")
+        except sqlite3.DatabaseError as error:
+            raise FeedbackError(
+                f"the feedback file {self.path} cannot be read ({error}); move it aside (the chat starts a new one) "
+                "or restore it from a backup"
+            ) from None
+        return entries
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Writes every entry as one JSON line; returns how many."""

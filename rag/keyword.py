@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +31,7 @@ META_FILE = "chunks.json"
 # occurs in at most RARE_CHUNKS chunks is an exact reference to them: an error code, a ticket, a config key.
 IDENTIFIER = re.compile(r"[0-9_]")
 RARE_CHUNKS = 5
+ABANDONED_SECONDS = 3600
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +70,15 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)  # lost every race: the winners' index is as fresh
 
 
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Staging folders of rebuilds that were killed (a live rebuild's folder is younger than an hour)."""
+    cutoff = time.time() - ABANDONED_SECONDS
+    for path in folder.glob(f".{INDEX_DIR}-*"):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 @dataclass
 class KeywordIndex:
     retriever: object | None
@@ -90,7 +102,7 @@ class KeywordIndex:
             return None
 
     @classmethod
-    def rebuild(cls, store: Store, data_dir: Path) -> KeywordIndex:
+    def rebuild(cls, store: Store, data_dir: Path, persist: bool = True) -> KeywordIndex:
         import bm25s
 
         ids: list[str] = []
@@ -106,17 +118,27 @@ class KeywordIndex:
                     doc_types.append(str(meta.get("doc_type", "")))
                     sources.append(f"{meta.get('source', '')}\n{meta.get('path', '')}")
         retriever = None
-        target = cls.directory(data_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".keyword-", dir=target.parent))
         if ids:
             retriever = bm25s.BM25()
             retriever.index(tokenize(texts), show_progress=False)
-            retriever.save(str(staging))
-        meta = {"revision": revision, "ids": ids, "doc_types": doc_types, "sources": sources}
-        (staging / META_FILE).write_text(json.dumps(meta))
+        index = cls(retriever, ids, doc_types, sources, revision)
+        if persist:
+            index._save(cls.directory(data_dir))
+        return index
+
+    def _save(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(target.parent)
+        staging = Path(tempfile.mkdtemp(prefix=".keyword-", dir=target.parent))
+        try:
+            if self.retriever is not None:
+                self.retriever.save(str(staging))
+            meta = {"revision": self.revision, "ids": self.ids, "doc_types": self.doc_types, "sources": self.sources}
+            (staging / META_FILE).write_text(json.dumps(meta))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         _swap_in(staging, target)
-        return cls(retriever, ids, doc_types, sources, revision)
 
     @classmethod
     def load(cls, data_dir: Path) -> KeywordIndex | None:
@@ -138,7 +160,8 @@ class KeywordIndex:
         """The persisted index when it matches the store, otherwise a fresh rebuild."""
         index = cls.load(data_dir)
         if index is None or index.revision != store.revision():
-            index = cls.rebuild(store, data_dir)
+            # a reader on a read-only data directory keeps its rebuild in memory
+            index = cls.rebuild(store, data_dir, persist=os.access(Path(data_dir), os.W_OK))
         return index
 
     def rare_identifier_ids(self, query: str) -> set[str]:

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
-from rag.store_files import StoreDamagedError, StoreError, check_files, chroma_dir, damaged_message, open_client
+from rag.store_files import (
+    StoreDamagedError,
+    StoreError,
+    check_files,
+    chroma_dir,
+    damaged_message,
+    open_client,
+    replica_stale,
+)
 
 __all__ = ["FileRecord", "ModelMismatchError", "Store", "StoreBusyError", "StoreDamagedError", "StoreError"]
 
@@ -235,15 +243,20 @@ class Store:
         from filelock import FileLock, Timeout
 
         lock_path = Path(self.settings.data_dir) / "write.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path))
         try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=self.settings.lock_timeout)
         except Timeout:
             raise StoreBusyError(
                 f"another process is writing to the store in {self.settings.data_dir} (lock {lock_path} held for "
                 f"{self.settings.lock_timeout:g} s). Wait for it to finish and try again; for many writers run a "
                 "Chroma server (RAG_CHROMA_HOST)."
+            ) from None
+        except OSError as error:
+            raise StoreError(
+                f"cannot write to the data directory {Path(self.settings.data_dir).resolve()} "
+                f"({error.strerror or error}): ingest where the store is writable; readers here are fine"
             ) from None
         try:
             self.forget_client()  # another writer may have changed the store while this process held an old view
@@ -394,6 +407,10 @@ class Store:
         """Reloads when the collection changed since this process loaded it (another process ingested,
         or a reindex swapped a new collection in)."""
         if self._seen is None or not self.present():
+            return
+        if replica_stale(self.settings):
+            self.forget_client()
+            self._seen = None
             return
         try:
             current = self._get(self.name)

@@ -1,10 +1,18 @@
 """Store files: where the embedded Chroma store lives on disk, opening a client on it, and what to do
 when those files are damaged (a zero-byte or garbage ``chroma.sqlite3``): a clear error, and for
 ``ingest --reindex`` moving the damaged copy aside so a new store can be built in its place.
+
+Chroma's embedded store writes to its database even to read (it records a write handle on open), so a
+read-only replica (a read-only mount, a folder the serving user cannot write) is read from a private
+copy in a temporary folder, copied again when the original changes.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,6 +21,7 @@ from rag.config import Settings
 
 SQLITE = "chroma.sqlite3"
 _OPENING = threading.Lock()
+_REPLICAS: dict[str, tuple[tuple[int, int], Path]] = {}  # original folder -> (its stamp, the private copy)
 
 
 class StoreError(Exception):
@@ -61,7 +70,12 @@ def open_client(settings: Settings):
     from chromadb.api.shared_system_client import SharedSystemClient
 
     path = chroma_dir(settings)
-    path.mkdir(parents=True, exist_ok=True)
+    if (path / SQLITE).is_file() and not _writable(path):
+        path = _replica(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"cannot create the store at {path.resolve()}: {error.strerror or error}") from None
     try:
         with _OPENING:  # Chroma looks its system up again after creating it: no other thread may pop it meanwhile
             SharedSystemClient._identifier_to_system.pop(str(path), None)
@@ -70,6 +84,41 @@ def open_client(settings: Settings):
     except Exception as error:  # chromadb raises InternalError for a truncated or garbage database
         raise StoreDamagedError(damaged_message(settings, f"{SQLITE} cannot be read ({error})")) from None
     return client
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path / SQLITE, os.W_OK)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    info = (path / SQLITE).stat()
+    return info.st_mtime_ns, info.st_size
+
+
+def _replica(path: Path) -> Path:
+    """A private copy of a store this process may not write, made again when the original changed."""
+    key = str(path.resolve())
+    stamp = _stamp(path)
+    known = _REPLICAS.get(key)
+    if known and known[0] == stamp:
+        return known[1]
+    folder = Path(tempfile.mkdtemp(prefix="rag-replica-"))
+    atexit.register(shutil.rmtree, folder, True)
+    shutil.copytree(path, folder / "chroma")
+    _REPLICAS[key] = (stamp, folder / "chroma")
+    return folder / "chroma"
+
+
+def replica_stale(settings: Settings) -> bool:
+    """True when this process reads a private copy of the store and the original has changed since."""
+    if settings.server_mode:
+        return False
+    path = chroma_dir(settings)
+    known = _REPLICAS.get(str(path.resolve()))
+    try:
+        return known is not None and known[0] != _stamp(path)
+    except OSError:
+        return False
 
 
 def move_damaged_aside(settings: Settings) -> Path:

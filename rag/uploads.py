@@ -11,6 +11,7 @@ version back), so the uploads folder only holds what the knowledge base holds.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.ingest import Progress, ProgressCallback, ingest
+from rag.loading import megabytes
 
 ALLOWED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 UPLOADS_DIR = "uploads"
@@ -50,18 +52,28 @@ def uploads_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / UPLOADS_DIR
 
 
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)), *(f"lpt{n}" for n in range(1, 10))}
+
+
 def safe_filename(name: str) -> str:
-    """The last path part of ``name``, reduced to ``[A-Za-z0-9._-]`` with no leading dot; the type must be allowed."""
+    """The last path part of ``name``, reduced to ``[A-Za-z0-9._-]`` with no leading dot; the type must be allowed.
+
+    The extension is taken before the reduction, so a name in another script (``文档.md``) keeps its type and
+    gets a stable name of its own (``upload-<hash>.md``); a device name of Windows (``CON.md``) gets ``-file``."""
     base = re.split(r"[\\/]", name or "")[-1]
-    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
     stem, suffix = os.path.splitext(base)
     suffix = suffix.lower()
     if suffix not in ALLOWED_SUFFIXES:
         allowed = ", ".join(ALLOWED_SUFFIXES)
         raise UploadRejected(f"'{name}': file type '{suffix or 'none'}' is not accepted (allowed: {allowed})")
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
-    stem = re.sub(r"_{2,}", "_", stem).strip("._-")[:MAX_STEM].rstrip("._-")
-    return (stem or "upload") + suffix
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    ascii_stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_stem)
+    ascii_stem = re.sub(r"_{2,}", "_", ascii_stem).strip("._-")[:MAX_STEM].rstrip("._-")
+    if not ascii_stem and any(character.isalnum() for character in stem):
+        ascii_stem = "upload-" + hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    if ascii_stem.split(".")[0].lower() in WINDOWS_RESERVED:
+        ascii_stem += "-file"
+    return (ascii_stem or "upload") + suffix
 
 
 def save_upload(name: str, data: bytes, directory: Path, max_bytes: int, replace: bool = False) -> UploadResult:
@@ -73,7 +85,7 @@ def save_upload(name: str, data: bytes, directory: Path, max_bytes: int, replace
             raise UploadRejected(f"'{name}' is empty")
         if len(data) > max_bytes:
             raise UploadRejected(
-                f"'{name}' is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit (RAG_MAX_FILE_MB)"
+                f"'{name}' is {megabytes(len(data))}, over the {megabytes(max_bytes)} limit (RAG_MAX_FILE_MB)"
             )
     except UploadRejected as error:
         result.status, result.message = "rejected", str(error)

@@ -4,20 +4,27 @@ Tiny corpora, the shared model; a subprocess only where another process is the p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_store_consistent, parse_json_output, run_rag, store_state, write_tree
+from conftest import assert_store_consistent, clean_env, parse_json_output, run_rag, store_state, write_tree
 
 from rag import cli
 from rag.chunking import MAX_CHARS_PER_TOKEN, chunk_document
+from rag.feedback import FeedbackEntry, FeedbackStore
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
 from rag.loading import Document, LoadError, SourceFile, load
 from rag.retrieval import Retriever
 from rag.store import ModelMismatchError, Store, StoreDamagedError
+from rag.uploads import add_uploads, safe_filename, save_upload
 
 NOTES = {
     "alpha.md": "# Alpha service\n\nThe alpha service keeps user sessions in Redis with a one hour expiry.\n",
@@ -307,3 +314,158 @@ def test_missing_path_is_a_usage_error(tmp_path, notes, capsys):
     assert cli.main(["ingest", "notes", "no-such-folder", "--data-dir", str(tmp_path / "data")]) == cli.EXIT_USAGE
     assert "no-such-folder" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def read_only_mount_works() -> bool:
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def run_in_read_only_mount(folder: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m rag ARGS`` in a private mount namespace where ``folder`` is mounted read-only."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    command = ["unshare", "-m", "sh", "-c", script, "sh", str(folder), sys.executable, "-m", "rag", *args]
+    return subprocess.run(command, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(not read_only_mount_works(), reason="needs unshare -m (root) to mount a folder read-only")
+def test_search_and_stats_work_on_a_read_only_data_directory(ingested, tmp_path):
+    settings, _ = ingested
+    shutil.rmtree(settings.data_dir / "keyword")  # stale or missing: a reader rebuilds it in memory
+    data, folder = str(settings.data_dir), settings.data_dir
+    search = run_in_read_only_mount(folder, "search", "token bucket", "--json", "--data-dir", data, cwd=tmp_path)
+    assert search.returncode == 0, search.stderr
+    assert parse_json_output(search)["retrieved"][0]["source"] == "notes/gamma.md"
+    stats = run_in_read_only_mount(settings.data_dir, "stats", "--json", "--data-dir", data, cwd=tmp_path)
+    assert stats.returncode == 0, stats.stderr
+    assert parse_json_output(stats)["documents"] == len(NOTES)
+    writer = run_in_read_only_mount(settings.data_dir, "ingest", "notes", "--data-dir", data, cwd=tmp_path)
+    assert writer.returncode == 1 and "cannot write to the data directory" in writer.stderr, writer.stderr
+    assert "Traceback" not in writer.stderr
+    assert not (settings.data_dir / "keyword").exists()
+
+
+# -- crashes and unclear errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("front_matter", "reason"),
+    [
+        ("tags: 2026", "'tags' must be a list"),
+        ("tags: true", "'tags' must be a list"),
+        ("tags: {a: 1}", "'tags' must be a list"),
+        ("title: [a, b]", "'title' must be a single value"),
+        ("doc_type: anything", "doc_type 'anything' is not one of reference, team"),
+    ],
+)
+def test_f4_bad_front_matter_rejects_only_that_file(settings, notes, embedder, front_matter, reason):
+    (notes / "odd.md").write_text(f"---\n{front_matter}\n---\n# Odd\n\nSome text.\n")
+    report = ingest([notes], settings, embedder=embedder)
+    assert [(f.path, reason in f.error) for f in report.files_failed] == [("notes/odd.md", True)]
+    assert report.files_added == len(NOTES)
+
+
+def test_f4_bad_front_matter_in_an_upload_keeps_the_rest_of_the_batch(settings, embedder):
+    good = ("design.md", b"# Design\n\nOrders go through an outbox.\n")
+    bad = ("tagged.md", b"---\ntags: 2026\n---\n# Tagged\n\nText.\n")
+    results = add_uploads([good, bad], settings, embedder=embedder)
+    assert [(r.original, r.status) for r in results] == [("design.md", "added"), ("tagged.md", "failed")]
+    assert "'tags' must be a list" in results[1].message
+
+
+def test_f5_a_file_name_that_is_not_utf8_is_skipped_with_a_reason(settings, tmp_path, embedder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = write_tree(tmp_path / "names", {"fine.md": "# Fine\n\nA file with a good name.\n"})
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.md"), "wb") as handle:
+        handle.write(b"# Latin-1 name\n\nThe name of this file is not UTF-8.\n")
+    report = ingest([folder], settings, embedder=embedder)
+    assert report.files_added == 1
+    assert [(f.path, "not valid UTF-8" in f.error) for f in report.files_failed] == [("names/caf\ufffd.md", True)]
+    process = run_rag("ingest", "names", "--data-dir", settings.data_dir, cwd=tmp_path)
+    assert process.returncode == 3 and "not valid UTF-8" in process.stderr and "Traceback" not in process.stderr
+
+
+@pytest.mark.parametrize("k", ["0", "-5", "three"])
+def test_f14_search_k_must_be_positive(ingested, k, capsys):
+    settings, _ = ingested
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["search", "token bucket", "--k", k, "--data-dir", str(settings.data_dir)])
+    assert exited.value.code == cli.EXIT_USAGE
+    assert "--k" in capsys.readouterr().err
+
+
+def test_f15_missing_batch_file_is_a_usage_error(ingested, tmp_path, capsys):
+    settings, _ = ingested
+    code = cli.main(["search", "--batch", str(tmp_path / "nope.jsonl"), "--data-dir", str(settings.data_dir)])
+    assert code == cli.EXIT_USAGE
+    assert "cannot read --batch" in capsys.readouterr().err
+
+
+def test_f15_output_piped_into_head_ends_quietly(ingested, tmp_path):
+    settings, _ = ingested
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(f'{{"id": {n}, "question": "token bucket {n}"}}\n' for n in range(400)))
+    command = f'"{sys.executable}" -m rag search --batch questions.jsonl --data-dir "{settings.data_dir}" | head -c 10'
+    process = subprocess.run(command, shell=True, cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert len(process.stdout) == 10
+    assert "Traceback" not in process.stderr and "BrokenPipe" not in process.stderr, process.stderr
+
+
+def test_f16_read_commands_on_a_mistyped_data_dir_say_there_is_no_store(ingested, tmp_path, capsys):
+    for command in (["search", "token bucket"], ["stats"], ["ask", "what is a token bucket?"]):
+        code = cli.main([*command, "--data-dir", str(tmp_path / "dta")])
+        assert code == cli.EXIT_ERROR, command
+        assert "no store at" in capsys.readouterr().err
+    assert not (tmp_path / "dta").exists()
+
+
+def test_ask_with_an_empty_question_is_a_usage_error(ingested, capsys):
+    settings, _ = ingested
+    assert cli.main(["ask", "  ", "--data-dir", str(settings.data_dir)]) == cli.EXIT_USAGE
+    assert "empty" in capsys.readouterr().err
+
+
+def test_f17_uploads_named_in_other_scripts_keep_their_type(settings):
+    assert safe_filename("文档.md").endswith(".md")
+    assert safe_filename("文档.md") == safe_filename("文档.md") != safe_filename("设计.md")
+    assert safe_filename("Café notes.MD") == "Cafe_notes.md"
+
+
+def test_windows_device_names_are_not_used_as_upload_names():
+    assert safe_filename("CON.md") == "CON-file.md"
+    assert safe_filename("lpt1.txt") == "lpt1-file.txt"
+
+
+def test_size_limit_messages_use_the_unit_of_the_setting(settings, notes):
+    big = notes / "big.md"
+    big.write_bytes(b"# Big\n\n" + b"word " * 5_000_000)  # about 25 MB
+    with pytest.raises(LoadError, match=r"over the 20\.0 MB limit"):
+        load(SourceFile(big, "notes", "big.md"), settings.max_file_bytes)
+    result = save_upload("big.md", big.read_bytes(), settings.data_dir / "uploads", settings.max_file_bytes)
+    assert "over the 20.0 MB limit" in result.message
+
+
+def test_f21_feedback_export_skips_a_bad_row_and_names_a_damaged_file(settings, tmp_path):
+    feedback = FeedbackStore.for_settings(settings)
+    for n in range(3):
+        feedback.add(FeedbackEntry(question=f"question {n}", answer="an answer", rating=-1))
+    with sqlite3.connect(feedback.path) as db:
+        db.execute("UPDATE feedback SET history = 'not json' WHERE id = 2")
+    out = tmp_path / "export.jsonl"
+    process = run_rag("feedback", "export", "--out", out, "--data-dir", settings.data_dir, cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert [json.loads(line)["question"] for line in out.read_text().splitlines()] == ["question 0", "question 2"]
+    assert "skipped row 2" in process.stderr
+    feedback.path.write_bytes(os.urandom(4096))
+    damaged = run_rag("feedback", "export", "--data-dir", settings.data_dir, cwd=tmp_path)
+    assert damaged.returncode == 1 and "cannot be read" in damaged.stderr and "Traceback" not in damaged.stderr
+
+
+def test_abandoned_keyword_staging_folders_are_removed(ingested):
+    settings, _ = ingested
+    abandoned = settings.data_dir / ".keyword-killed"
+    abandoned.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(abandoned, (old, old))
+    KeywordIndex.rebuild(Store(settings), settings.data_dir)
+    assert not abandoned.exists()

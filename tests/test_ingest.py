@@ -280,8 +280,9 @@ def test_cli_stats_json(mini_corpus_store):
     assert stats["documents"] == 8 and stats["chunks"] == Store(settings).count()
     assert stats["by_doc_type"]["reference"]["documents"] == 4
     assert stats["store"] == str(Path(settings.data_dir, "chroma").resolve())
-    empty = run_rag("stats", "--data-dir", "nothing-here", cwd=corpus.parent)
-    assert empty.returncode == 0 and "0 documents" in empty.stdout, empty.stderr
+    mistyped = run_rag("stats", "--data-dir", "nothing-here", cwd=corpus.parent)
+    assert mistyped.returncode == 1 and "no store at" in mistyped.stderr, mistyped.stderr
+    assert not (corpus.parent / "nothing-here").exists()
 
 
 def test_concurrent_keyword_rebuilds_never_fail(settings, sample_corpus, embedder):
