@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: invalid setting: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "ask" and not args.question.strip():
+    if args.command == "ask" and args.question is not None and not args.question.strip():
         print("error: the question is empty", file=sys.stderr)
         return EXIT_USAGE
     handlers = {"ingest": cmd_ingest, "stats": cmd_stats}

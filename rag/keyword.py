@@ -160,8 +160,10 @@ class KeywordIndex:
         """The persisted index when it matches the store, otherwise a fresh rebuild."""
         index = cls.load(data_dir)
         if index is None or index.revision != store.revision():
-            # a reader on a read-only data directory keeps its rebuild in memory
-            index = cls.rebuild(store, data_dir, persist=os.access(Path(data_dir), os.W_OK))
+            if os.access(Path(data_dir), os.W_OK):
+                index = cls.rebuild(store, data_dir)
+            else:  # a reader on a read-only data directory keeps its rebuild in memory
+                index = cls.rebuild(store, data_dir, persist=False)
         return index
 
     def rare_identifier_ids(self, query: str) -> set[str]:

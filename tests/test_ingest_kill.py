@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import assert_store_consistent, clean_env, make_settings, store_state
+from conftest import REPO, assert_store_consistent, clean_env, make_settings, store_state
 
 from rag.chunking import chunk_document
 from rag.ingest import ingest
@@ -172,3 +172,17 @@ def test_half_written_file_that_now_fails_leaves_nothing_behind(settings, tmp_pa
     assert set(manifest) == {"corpus::note-1.md", "corpus::note-2.md"}
     assert KeywordIndex.load(settings.data_dir).revision == Store(settings).revision()
     assert set(KeywordIndex.load(settings.data_dir).ids) == set(chunks)
+
+
+def test_fault_drill_converges_to_a_clean_ingest(tmp_path, embedder):
+    """scripts/fault_drill.py with a small N: random kills (plain and --reindex) with edits between them,
+    then one finished ingest; chunks, manifest, BM25 and dense results match a clean ingest."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fault_drill", REPO / "scripts" / "fault_drill.py")
+    drill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drill)
+    lines: list[str] = []
+    problems = drill.drill(runs=3, seed=11, files=8, work=tmp_path, embedder=embedder, say=lines.append)
+    assert problems == [], "\n".join(lines + problems)
+    assert len(lines) == 3
