@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rag import reindex as reindex_swap
 from rag.chunking import Chunk, chunk_document
 from rag.config import Settings
 from rag.embedding import Embedder
@@ -126,8 +127,8 @@ def ingest(
             report.files_removed += 1
             tick(f"{record.root}/{record.relpath}", "removed")
         if target is not store:
-            target.mark_complete()
-            store.swap_in(target)
+            reindex_swap.mark_complete(target)
+            reindex_swap.swap_in(store, target)
         elif report.changed or dropped:
             store.bump_revision()
         report.chunks_total = store.count()
@@ -143,7 +144,7 @@ def _open_for_writing(store: Store, settings: Settings, reindex: bool) -> Store:
     """The store this run writes to, after finishing what a killed reindex left. A reindex writes to a
     collection aside (searches keep the old one until the swap); a damaged store is moved aside first."""
     try:
-        store.recover()
+        reindex_swap.recover(store)
         store.check_health()
         if store.exists() and not reindex:
             store.chunks()  # refuses a collection built with another model before anything is written
@@ -153,7 +154,7 @@ def _open_for_writing(store: Store, settings: Settings, reindex: bool) -> Store:
         move_damaged_aside(settings)
         store.forget_client()
         return store
-    return store.aside() if reindex else store
+    return reindex_swap.build_aside(store) if reindex else store
 
 
 def _refuse_mass_prune(

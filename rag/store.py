@@ -10,7 +10,7 @@ reloads its client when it sees a new revision, because Chroma keeps the vector 
 memory and would not see chunks another process added. ``ingest_pending`` is set before the first
 chunk write of an ingest and cleared by the revision bump at its end, so a run killed in between is
 detected by the next one. ``--reindex`` builds a second collection aside and swaps it in by renames
-(see ``swap_in``), so searches keep working during the rebuild.
+(see ``rag.reindex``), so searches keep working during the rebuild.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from rag.store_files import (
 __all__ = ["FileRecord", "ModelMismatchError", "Store", "StoreBusyError", "StoreDamagedError", "StoreError"]
 
 PAGE = 2000
-ASIDE = "-reindex"  # the collection a reindex builds
+ASIDE = "-reindex"  # the collection a reindex builds (see rag.reindex)
 REPLACED = "-replaced"  # the old collection for the moment of the swap
 SWAP_WAIT = 2.0  # seconds a reader waits for a swap in progress
 
@@ -134,13 +134,13 @@ class Store:
         self._client = None
         self._chunks = self._files = None
 
-    def _names(self) -> set[str]:
+    def collection_names(self) -> set[str]:
         return {getattr(c, "name", c) for c in self.client.list_collections()}
 
     def exists(self) -> bool:
         if not self.present():
             return False
-        return self.name in self._names()
+        return self.name in self.collection_names()
 
     def _get(self, name: str):
         """A collection by name; waits out a reindex swap in progress (between its two renames)."""
@@ -149,7 +149,8 @@ class Store:
             try:
                 return self.client.get_collection(name, embedding_function=None)
             except Exception as error:
-                swapping = f"{self.name}{ASIDE}" in self._names() or f"{self.name}{REPLACED}" in self._names()
+                names = self.collection_names()
+                swapping = f"{self.name}{ASIDE}" in names or f"{self.name}{REPLACED}" in names
                 if not _not_found(error) or not swapping or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -201,7 +202,7 @@ class Store:
 
     def check_health(self) -> None:
         """Raises ``StoreDamagedError`` when the vector index no longer answers for the chunks the store
-        holds (a deleted or truncated segment): a stored vector must find itself among full results."""
+        holds (a deleted or truncated segment): a query with a stored vector must come back with full results."""
         if not self.exists():
             return
         try:
@@ -217,7 +218,7 @@ class Store:
         except Exception as error:
             raise StoreDamagedError(self._damaged(f"its vector index cannot be read ({error})")) from None
         distances = found["distances"][0]
-        if len(distances) < want or distances[0] > 1e-3:
+        if len(distances) < want:
             raise StoreDamagedError(
                 self._damaged(f"its vector index answers with {len(distances)} of {want} nearest chunks")
             )
@@ -225,11 +226,11 @@ class Store:
     def _damaged(self, reason: str) -> str:
         return damaged_message(self.settings, reason) if not self.settings.server_mode else f"{self.location}: {reason}"
 
-    def _files_collection(self, create: bool):
+    def files_collection(self, create: bool):
         if self._files is None:
             if create:
                 self._files = self.client.get_or_create_collection(self.files_collection_name, embedding_function=None)
-            elif self.present() and self.files_collection_name in self._names():
+            elif self.present() and self.files_collection_name in self.collection_names():
                 self._files = self._get(self.files_collection_name)
         return self._files
 
@@ -319,7 +320,7 @@ class Store:
 
     def save_file_records(self, records: list[FileRecord]) -> None:
         if records:
-            self._files_collection(create=True).upsert(
+            self.files_collection(create=True).upsert(
                 ids=[r.key for r in records],
                 embeddings=[[1.0]] * len(records),  # the manifest is never searched; Chroma wants a vector
                 metadatas=[r.metadata() for r in records],
@@ -327,7 +328,7 @@ class Store:
 
     def delete_file_records(self, keys: list[str]) -> None:
         if keys:
-            self._files_collection(create=True).delete(ids=keys)
+            self.files_collection(create=True).delete(ids=keys)
 
     def bump_revision(self) -> str:
         """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload."""
@@ -343,64 +344,6 @@ class Store:
         self._pending_marked = False
         self._seen = (str(collection.id), revision)
         return revision
-
-    # -- reindex: build aside, swap in -----------------------------------------------------
-    def aside(self) -> Store:
-        """An empty collection (and manifest) beside this one, for a reindex to fill."""
-        aside = Store(self.settings, self._client, f"{self.name}{ASIDE}")
-        aside.drop()
-        return aside
-
-    def swap_in(self, aside: Store) -> None:
-        """Puts a finished reindex in place: rename the old collections away, the new ones in, drop the
-        old. ``recover`` finishes the job when a process dies half-way."""
-        aside.bump_revision()
-        names = self._names()
-        for own, replaced in self._pairs(REPLACED):
-            if own in names:
-                self.client.get_collection(own, embedding_function=None).modify(name=replaced)
-        for own, built in self._pairs(ASIDE):
-            if built in self._names():
-                self.client.get_collection(built, embedding_function=None).modify(name=own)
-        for _, replaced in self._pairs(REPLACED):
-            with contextlib.suppress(Exception):
-                self.client.delete_collection(replaced)
-        self._chunks = self._files = None
-        self._seen = None
-
-    def recover(self) -> None:
-        """Finishes or undoes what a killed reindex left (under the write lock): a finished build is swapped
-        in, an unfinished one dropped; the collections it replaced are removed."""
-        if not self.present():
-            return
-        names = self._names()
-        built = f"{self.name}{ASIDE}"
-        if built in names:
-            metadata = self.client.get_collection(built, embedding_function=None).metadata or {}
-            if metadata.get("reindex_complete"):
-                self.swap_in(Store(self.settings, self._client, built))
-            else:
-                Store(self.settings, self._client, built).drop()
-        elif self.name in names:
-            for _, replaced in self._pairs(REPLACED):
-                if replaced in names:
-                    self.client.delete_collection(replaced)
-
-    def mark_complete(self) -> None:
-        """The last step of a reindex build before the swap: ``recover`` may now swap it in."""
-        collection = self.chunks() if self.exists() else None
-        if collection is None:
-            self.chunks(dimension=1)  # an empty reindex: a collection to swap in all the same
-            collection = self.chunks()
-        metadata = dict(collection.metadata or {})
-        metadata.pop("hnsw:space", None)
-        metadata["reindex_complete"] = True
-        collection.modify(metadata=metadata)
-        self._files_collection(create=True)
-
-    def _pairs(self, suffix: str) -> list[tuple[str, str]]:
-        own = [self.name, self.files_collection_name]
-        return [(name, f"{self.name}{suffix}" + name[len(self.name) :]) for name in own]
 
     # -- reading ---------------------------------------------------------------------------
     def sync(self) -> None:
@@ -426,7 +369,7 @@ class Store:
             self._seen = None
 
     def file_records(self) -> dict[str, FileRecord]:
-        files = self._files_collection(create=False)
+        files = self.files_collection(create=False)
         if files is None:
             return {}
         result = files.get(include=["metadatas"])

@@ -126,6 +126,14 @@ def test_f3_a_reindex_killed_half_way_leaves_the_old_store_serving(ingested, emb
     assert {c.name for c in Store(settings).client.list_collections()} == {"knowledge", "knowledge-files"}
 
 
+def test_f3_a_reindex_of_nothing_leaves_an_empty_store_that_takes_new_files(ingested, tmp_path, embedder):
+    settings, notes = ingested
+    (tmp_path / "empty").mkdir()
+    ingest([tmp_path / "empty"], settings, embedder=embedder, reindex=True)
+    assert store_state(settings) == ({}, {})
+    assert ingest([notes], settings, embedder=embedder).files_added == len(NOTES)
+
+
 def test_f11_paths_with_double_colons_never_collide(settings, tmp_path, monkeypatch, embedder):
     monkeypatch.chdir(tmp_path)
     write_tree(tmp_path / "x", {"y::z.md": "# Inner colon\n\nThe first file talks about sharding keys.\n"})
