@@ -207,12 +207,14 @@ def _ask_batch(answerer, persona, rows: list[dict], doc_type: str | None) -> int
 
 
 def _ask_one(answerer, persona, args: argparse.Namespace) -> int:
-    from rag.events import ErrorEvent, Final, TextDelta
+    from rag.events import ErrorEvent, Final, StatusEvent, TextDelta
 
     final = None
     for event in answerer.answer(args.question, persona, doc_type=args.doc_type):
         if isinstance(event, TextDelta) and not args.json:
             print(event.text, end="", flush=True)
+        elif isinstance(event, StatusEvent):  # a sign of life while the answerer waits (a retry countdown)
+            print(event.message, file=sys.stderr, flush=True)
         elif isinstance(event, ErrorEvent) and not args.json:
             print(f"\nerror: {event.message}", file=sys.stderr)
         elif isinstance(event, Final):

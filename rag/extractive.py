@@ -26,9 +26,14 @@ from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words, rewrite_follow_up
 
 LABEL = "*Offline answer: quoted from the knowledge base, no language model.*"
-BODY_BUDGET = 560  # characters of quoted text (lead and points), so the answer stays short
-MAX_POINTS = 4
-MMR_LAMBDA = 0.75
+BODY_BUDGET = 700  # characters of quoted text (lead and points), so the answer stays short
+MAX_UNITS = 7
+LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along
+DUPLICATE = 0.9  # a unit this similar to one already chosen says the same thing
+RELEVANCE_WINDOW = 0.35  # a unit scores within this much of the best one
+OVERLAP_WEIGHT = 0.3
+RANK_PRIOR = 0.3  # the retrieval rank of a unit's passage (the first passage is most often the right one)...
+RANK_DECAY = 0.5  # ...halved with each rank further down
 FENCED = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
 REASON = re.compile(
     r"\b(because|so that|since|reason|avoid|prevents?|otherwise|means|without|cannot|must|lets|allows?|"
@@ -93,31 +98,45 @@ class ExtractiveProvider:
         yield TextDelta(LABEL)
 
     def select(self, query: str, intent: Intent, passages: list[Passage]) -> tuple[list[Unit], list[Unit]]:
-        """The lead (one or two units) and the supporting points, best first."""
+        """The lead (one or two units) and the supporting points.
+
+        Units are taken best first, each followed by the next unit of its passage (a point and the sentence
+        that completes it sit side by side more often than not), until the character budget is spent."""
         units = self._units(passages)
         if not units:
             return [], []
         vectors = np.array(self.embedder.embed([query] + [u.matched for u in units]))
         query_vector, unit_vectors = vectors[0], vectors[1:]
         relevance = self._relevance(query, intent, units, unit_vectors @ query_vector, passages)
-        lead = self._lead(intent, units, relevance)
-        chosen = [units.index(u) for u in lead]
-        budget = BODY_BUDGET - sum(len(u.text) for u in lead)
+        lead = [units.index(u) for u in self._lead(intent, units, relevance)]
+        chosen = list(lead)
+        if len(lead) == 1 and self._follows(units, lead[0]) and len(units[lead[0]].text) < LEAD_PAIR:
+            chosen.append(lead[0] + 1)  # the lead's next sentence completes it
+            lead.append(lead[0] + 1)
         best = max(relevance)
-        while len(chosen) < len(lead) + MAX_POINTS:
-            scores = []
-            for i, rel in enumerate(relevance):
-                if i in chosen or rel < best - 0.22 or len(units[i].text) > budget:
-                    continue
-                redundancy = max(float(unit_vectors[i] @ unit_vectors[j]) for j in chosen) if chosen else 0.0
-                scores.append((MMR_LAMBDA * rel - (1 - MMR_LAMBDA) * redundancy, i))
-            if not scores:
+        for i in sorted(range(len(units)), key=lambda i: relevance[i], reverse=True):
+            if relevance[i] < best - RELEVANCE_WINDOW:
                 break
-            pick = max(scores)[1]
-            chosen.append(pick)
-            budget -= len(units[pick].text)
-        points = [units[i] for i in chosen[len(lead):]]
-        return lead, points
+            for j in [i] + ([i + 1] if self._follows(units, i) else []):
+                if self._fits(units, chosen, j, unit_vectors):
+                    chosen.append(j)
+        chosen = [i for i in chosen if not any(
+            i != j and units[i].text in units[j].text for j in chosen)]  # a sentence a leaning one repeats
+        lead = [i for i in lead if i in chosen]
+        points = sorted((i for i in chosen if i not in lead), key=lambda i: (units[i].passage_index, units[i].order))
+        return [units[i] for i in lead], [units[i] for i in points]
+
+    @staticmethod
+    def _follows(units: list[Unit], i: int) -> bool:
+        return i + 1 < len(units) and units[i + 1].passage_index == units[i].passage_index
+
+    @staticmethod
+    def _fits(units: list[Unit], chosen: list[int], j: int, vectors: np.ndarray) -> bool:
+        if j in chosen or len(chosen) >= MAX_UNITS:
+            return False
+        if sum(len(units[i].text) for i in chosen) + len(units[j].text) > BODY_BUDGET:
+            return False
+        return all(float(vectors[i] @ vectors[j]) < DUPLICATE for i in chosen)
 
     def _units(self, passages: list[Passage]) -> list[Unit]:
         units: list[Unit] = []
@@ -143,8 +162,8 @@ class ExtractiveProvider:
         scores = []
         for unit, words, sim in zip(units, unit_words, similarity):
             overlap = sum(weight[w] for w in query_words & words) / total
-            prior = 0.04 * (1 - unit.passage_index / max(1, len(passages)))
-            scores.append(float(sim) + 0.3 * overlap + prior + _form_bonus(intent, unit, passages))
+            prior = RANK_PRIOR * RANK_DECAY**unit.passage_index
+            scores.append(float(sim) + OVERLAP_WEIGHT * overlap + prior + _form_bonus(intent, unit, passages))
         return scores
 
     def _lead(self, intent: Intent, units: list[Unit], relevance: list[float]) -> list[Unit]:

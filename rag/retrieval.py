@@ -311,7 +311,8 @@ STOPWORDS = frozenset(
 )
 
 FOLLOW_UP = re.compile(
-    r"^(and|but|so|also|then|what about|how about|same for|and what|and how|why not|what if)\b|"
+    r"^(?:(?:ok|okay|right|alright|great|thanks|got it|cool|hmm)[,.!]?\s+)?"  # "ok, and where ..."
+    r"(and|but|so|also|then|what about|how about|same for|and what|and how|why not|what if)\b|"
     r"\b(it|that|this|those|these|they|them|there|its|the same|instead)\b",
     re.IGNORECASE,
 )

@@ -20,6 +20,7 @@ from rag.retrieval import (
     collapse_near_duplicates,
     content_words,
     join_chunks,
+    last_turn_context,
     looks_like_follow_up,
     rewrite_follow_up,
     words,
@@ -530,11 +531,20 @@ def test_rewrite_leaves_standalone_questions_alone():
     assert not looks_like_follow_up(standalone)
     assert rewrite_follow_up(standalone, history) == standalone
     assert rewrite_follow_up("and with Kafka?", []) == "and with Kafka?"
-    # it borrows from the last two questions only, without repeating words
-    history = ["what about saga compensation?", "how do we size the redis cluster?", "and rate limits for it?"]
-    rewritten = rewrite_follow_up("what if it fails?", history)
-    assert "saga" not in rewritten and "redis" in rewritten and "rate" in rewritten
+    # it borrows from the last turn only (its question and the sections its answer cited), without repeating words
+    turns = [
+        {"role": "user", "content": "what about saga compensation?"},
+        {"role": "assistant", "content": "Compensations run in reverse [1].", "sources": ["Sagas > Compensation"]},
+        {"role": "user", "content": "and rate limits for it?"},
+        {"role": "assistant", "content": "A token bucket [1].", "sources": ["Redis > Rate limiting with Redis"]},
+    ]
+    assert last_turn_context(turns) == ["and rate limits for it?", "Redis > Rate limiting with Redis"]
+    rewritten = rewrite_follow_up("what if it fails?", last_turn_context(turns))
+    assert "saga" not in rewritten and "compensation" not in rewritten
+    assert "redis" in rewritten and "rate" in rewritten
     assert len(rewritten.split()) == len(set(rewritten.lower().replace("(", "").replace(")", "").split()))
+    # an interjection before the follow-up word still reads as a follow-up
+    assert looks_like_follow_up("ok, and where should the connection be opened?")
 
 
 def test_confidence_is_lower_for_an_off_topic_question(corpus_store, retriever):
