@@ -35,8 +35,9 @@ MISSING = (
     "knowledge base says nothing about it; then give the closest material the results do contain."
 )
 REWRITE_PROMPT = (
-    "Rewrite the last question of this conversation as one standalone search query that names its topic "
-    "explicitly. Reply with the query only.\n\nEarlier questions:\n{history}\n\nLast question: {question}"
+    "Rewrite the new question of this conversation as one standalone search query that names its topic "
+    "explicitly; if it changes topic, keep it as it is. Reply with the query only.\n\n"
+    "Previous turn (its question, then the sections its answer cited):\n{history}\n\nNew question: {question}"
 )
 COMPLETE = {"end_turn", "stop_sequence"}
 STOP_MESSAGES = {

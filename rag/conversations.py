@@ -105,7 +105,10 @@ def history_for(messages: list[Message]) -> list[dict]:
                 continue
             history.append({"role": "user", "content": message.content})
         elif message.content and not message.refused:
-            history.append({"role": "assistant", "content": message.content})
+            turn: dict = {"role": "assistant", "content": message.content}
+            if message.final is not None:  # a follow-up is rewritten with the sections this answer cited
+                turn["sources"] = [citation.passage.heading for citation in message.final.citations]
+            history.append(turn)
     return history
 
 

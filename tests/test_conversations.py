@@ -110,9 +110,14 @@ def test_a_refused_turn_is_not_sent_as_history(real_final):
     ]
     assert history_for(messages) == [
         {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "first answer"},
+        {
+            "role": "assistant",
+            "content": "first answer",
+            "sources": [citation.passage.heading for citation in real_final.citations],
+        },
         {"role": "user", "content": "a question that failed"},
     ]
+    assert history_for(messages)[1]["sources"], "a follow-up is rewritten with the sections the answer cited"
 
 
 def test_export_has_questions_answers_citations_and_linked_sources(tmp_path, real_final):
