@@ -104,6 +104,15 @@ def texts(elements) -> list[str]:
     return [plain(e.value) for e in elements]
 
 
+def details_of(at: AppTest, reply_index: int) -> str:
+    """Opens *How this answer was produced* of one answer (it is filled only when open); the answer's Markdown."""
+    message = [m for m in at.session_state["messages"] if m.role == "assistant"][reply_index]
+    at.session_state[f"details-{message.id}"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return "\n".join(texts(assistant_replies(at)[reply_index].markdown))
+
+
 # -- chat ----------------------------------------------------------------------------------------
 
 
@@ -150,7 +159,8 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     section = next(e for e in at.expander if e.label == "Open the whole section")
     whole = "\n".join(texts(section.markdown))
     assert "<mark>" in whole and "Cache stampede" not in whole  # the section's text, not the whole document
-    details = "\n".join(texts(reply.markdown))
+    assert not [m for m in texts(reply.markdown) if "Citation checks" in m]  # filled only when opened
+    details = details_of(at, 0)
     assert "**Searched for:** the question as asked." in details
     assert "**Filter** all documents" in details
     assert "Citation checks" in details and "verified" in details
@@ -159,6 +169,14 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     assert "| n | passage | file | doc type | fused | dense | keyword |" in details
     assert "`corpus/references/caching.md`" in details
     assert len(at.feedback) == 1
+
+    # Copy: the answer as Markdown with its numbered sources, built when the popover opens
+    assert not at.code
+    at.session_state[f"copy-{message.id}"] = True
+    at.run()
+    copied = at.code[0].value
+    assert copied.startswith(final.answer.strip()[:40]) and "**Sources**" in copied
+    assert f"- [1] {final.citations[0].passage.heading}, `corpus/references/caching.md`" in copied
 
     # the reader shows the whole document with the cited passage highlighted
     next(b for b in at.button if b.key == f"read-{message.id}-1").click().run()
@@ -180,7 +198,7 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     follow_up = at.session_state["messages"][3].final
     assert not follow_up.abstained
     assert follow_up.standalone_query != FOLLOW_UP_QUESTION and "stampede" in follow_up.standalone_query
-    second = "\n".join(texts(assistant_replies(at)[1].markdown))
+    second = details_of(at, 1)
     assert "rewritten as a standalone query" in second and follow_up.standalone_query in second
     assert "jitter" in assistant_replies(at)[1].markdown[0].value.lower()
 
@@ -202,7 +220,7 @@ def test_doc_type_filter_and_number_of_passages_reach_the_answerer(ui_store):
     assert all(p.path.startswith("corpus/team/") for p in final.passages)
     reply = assistant_replies(at)[0]
     assert "searched team docs only" in plain(reply.caption[0].value)  # the filter is written on the answer
-    assert "**Filter** team docs only" in "\n".join(texts(reply.markdown))
+    assert "**Filter** team docs only" in details_of(at, 0)
 
 
 def test_a_new_session_reopens_the_saved_conversation(ui_store):
@@ -320,8 +338,7 @@ def test_off_topic_question_shows_that_the_knowledge_base_does_not_cover_it(ui_s
     assert "does not cover this question" in at.warning[0].value
     assert not source_cards(at)
     assert at.session_state["messages"][1].final.abstained
-    details = "\n".join(texts(assistant_replies(at)[0].markdown))
-    assert "below the threshold: abstained" in details
+    assert "below the threshold: abstained" in details_of(at, 0)
 
 
 def test_persona_switch_and_a_broken_agent_file(ui_store):
@@ -338,7 +355,7 @@ def test_persona_switch_and_a_broken_agent_file(ui_store):
     assert any("Reviews designs for data safety" in c for c in picker.proto.captions)  # each shows its description
     ask(at, ON_TOPIC_QUESTION)
     assert at.session_state["messages"][1].final.persona == "database-reliability-reviewer"
-    assert "**Persona** database-reliability-reviewer" in "\n".join(texts(assistant_replies(at)[0].markdown))
+    assert "**Persona** database-reliability-reviewer" in details_of(at, 0)
 
     at.switch_page(KB_PAGE).run()  # the choice survives a visit to the other page
     at.switch_page(CHAT_PAGE).run()
@@ -456,7 +473,7 @@ def test_a_local_llm_answer_cut_at_its_length_limit(ui_store, monkeypatch):
         assert f"openai-compatible · {MODEL}" in plain(reply.caption[0].value)
         assert "This answer is incomplete: it reached the answer length limit." in texts(reply.warning)
         assert any("cut off" in note for note in texts(reply.info))  # the provider's own notice, with the answer
-        assert "**Stop reason** length" in "\n".join(texts(reply.markdown))
+        assert "**Stop reason** length" in details_of(at, 0)
 
 
 # -- knowledge base page and upload --------------------------------------------------------------

@@ -122,14 +122,18 @@ def show_extras(message: Message, chat: Chat) -> None:
         st.markdown("**Sources**")
         for citation in final.citations:
             source_card(message, citation, chat)
-    show_details(message, chat.settings)
+    details(message, chat.settings)
     feedback(message, chat)
 
 
+@st.fragment
 def copy_popover(message: Message, settings) -> None:
-    with st.popover("Copy", icon=":material/content_copy:"):
-        st.caption("The answer as Markdown with its sources: use the copy icon at the top right.")
-        st.code(answer_markdown(message, settings.source_url_template), language="markdown", wrap_lines=True)
+    """The answer as Markdown, built only while the popover is open (every element on the page costs each click)."""
+    popover = st.popover("Copy", icon=":material/content_copy:", key=f"copy-{message.id}", on_change="rerun")
+    if popover.open:
+        with popover:
+            st.caption("The answer as Markdown with its sources: use the copy icon at the top right.")
+            st.code(answer_markdown(message, settings.source_url_template), language="markdown", wrap_lines=True)
 
 
 # -- source cards ------------------------------------------------------------------------------------
@@ -200,54 +204,63 @@ def passages_table(final: Final) -> str:
     return "\n".join(rows)
 
 
+@st.fragment
+def details(message: Message, settings) -> None:
+    """*How this answer was produced*, filled only while it is open."""
+    expander = st.expander("How this answer was produced", icon=":material/manage_search:",
+                           key=f"details-{message.id}", on_change="rerun")
+    if expander.open:
+        with expander:
+            show_details(message, settings)
+
+
 def show_details(message: Message, settings) -> None:
     final = message.final
-    with st.expander("How this answer was produced", icon=":material/manage_search:"):
-        if final.standalone_query.strip() != final.question.strip():
-            st.markdown(
-                "**Searched for** (the follow-up rewritten as a standalone query): "
-                f"{render.escape_markdown(final.standalone_query)}"
-            )
-        else:
-            st.markdown("**Searched for:** the question as asked.")
-        verdict = "below the threshold: abstained" if final.abstained else "above the threshold: answered"
+    if final.standalone_query.strip() != final.question.strip():
         st.markdown(
-            f"**Confidence** {final.confidence:.2f} (threshold {settings.abstain_threshold:.2f}, {verdict}) · "
-            f"**Answerer** {render.escape_markdown(final.provider)} ({render.escape_markdown(final.model)}) · "
-            f"**Persona** {render.escape_markdown(final.persona)} · "
-            f"**Filter** {render.filter_label(final.doc_type)}"
+            "**Searched for** (the follow-up rewritten as a standalone query): "
+            f"{render.escape_markdown(final.standalone_query)}"
         )
-        if final.stop_reason:
-            st.markdown(f"**Stop reason** {render.escape_markdown(final.stop_reason)}")
-        if final.usage:
-            st.markdown(f"**Usage** {render.escape_markdown(render.usage_line(final.usage))}")
-        if final.passages:
-            st.markdown(f"**Retrieved passages** ({len(final.passages)})")
-            st.markdown(passages_table(final))
-        if final.checks:
-            verified = sum(check.supported for check in final.checks)
-            st.markdown(
-                f"**Citation checks**: {verified} verified, {len(final.checks) - verified} flagged as unsupported "
-                f"(support threshold {settings.support_threshold:.2f})"
-            )
-            for check in final.checks:
-                mark = ":green[:material/check_circle: verified]" if check.supported else (
-                    ":orange[:material/warning: unsupported]"
-                )
-                cited = "".join(f"[{n}]" for n in check.cited)
-                st.markdown(
-                    f"- {mark} ({check.score:.2f}) {render.escape_markdown(check.sentence)} "
-                    + render.escape_markdown(cited)
-                )
-        timings = final.timings
+    else:
+        st.markdown("**Searched for:** the question as asked.")
+    verdict = "below the threshold: abstained" if final.abstained else "above the threshold: answered"
+    st.markdown(
+        f"**Confidence** {final.confidence:.2f} (threshold {settings.abstain_threshold:.2f}, {verdict}) · "
+        f"**Answerer** {render.escape_markdown(final.provider)} ({render.escape_markdown(final.model)}) · "
+        f"**Persona** {render.escape_markdown(final.persona)} · "
+        f"**Filter** {render.filter_label(final.doc_type)}"
+    )
+    if final.stop_reason:
+        st.markdown(f"**Stop reason** {render.escape_markdown(final.stop_reason)}")
+    if final.usage:
+        st.markdown(f"**Usage** {render.escape_markdown(render.usage_line(final.usage))}")
+    if final.passages:
+        st.markdown(f"**Retrieved passages** ({len(final.passages)})")
+        st.markdown(passages_table(final))
+    if final.checks:
+        verified = sum(check.supported for check in final.checks)
         st.markdown(
-            "**Time** "
-            + " · ".join(
-                f"{name} {render.format_ms(timings.get(name))}"
-                for name in ("retrieval", "generation", "verification", "total")
-                if name in timings
-            )
+            f"**Citation checks**: {verified} verified, {len(final.checks) - verified} flagged as unsupported "
+            f"(support threshold {settings.support_threshold:.2f})"
         )
+        for check in final.checks:
+            mark = ":green[:material/check_circle: verified]" if check.supported else (
+                ":orange[:material/warning: unsupported]"
+            )
+            cited = "".join(f"[{n}]" for n in check.cited)
+            st.markdown(
+                f"- {mark} ({check.score:.2f}) {render.escape_markdown(check.sentence)} "
+                + render.escape_markdown(cited)
+            )
+    timings = final.timings
+    st.markdown(
+        "**Time** "
+        + " · ".join(
+            f"{name} {render.format_ms(timings.get(name))}"
+            for name in ("retrieval", "generation", "verification", "total")
+            if name in timings
+        )
+    )
 
 
 # -- feedback ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ embedding model itself is loaded only once per model name.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -64,7 +65,12 @@ def get_retriever(settings: Settings) -> Retriever:
 
 @st.cache_resource(show_spinner=False)
 def _answerer(fingerprint: str, _settings: Settings, _retriever: Retriever) -> Answerer:
-    return Answerer(_settings, _retriever, choose_provider(_settings, _retriever))
+    answerer = Answerer(_settings, _retriever, choose_provider(_settings, _retriever))
+    # The model, the store client and their libraries are millions of long-lived objects: frozen, the garbage
+    # collector stops walking them on every full collection (pauses of a few hundred ms after a click).
+    gc.collect()
+    gc.freeze()
+    return answerer
 
 
 def get_answerer(settings: Settings, retriever: Retriever) -> Answerer:
