@@ -55,7 +55,9 @@ def questions(count: int) -> list[str]:
 
 
 def timed(page, click, ready_js: str) -> float:
-    """Seconds from the click until ``ready_js`` is true (checked on every animation frame)."""
+    """Seconds from the click until ``ready_js`` is true (checked on every animation frame); the page is left
+    to settle first, so the click does not wait for the previous step's animations."""
+    page.wait_for_timeout(700)
     started = time.perf_counter()
     click()
     page.wait_for_function(ready_js, polling="raf", timeout=30_000)
