@@ -162,6 +162,7 @@ class Store:
         if self.exists():
             collection = self._get(self.name)
             self._check_model(collection.metadata or {}, dimension)
+            self._check_vectors(collection)
         elif dimension is None:
             raise StoreError(
                 f"the collection '{self.name}' does not exist at {self.location}: run `python -m rag ingest` first"
@@ -201,26 +202,25 @@ class Store:
             )
 
     def check_health(self) -> None:
-        """Raises ``StoreDamagedError`` when the vector index no longer answers for the chunks the store
-        holds (a deleted or truncated segment): a query with a stored vector must come back with full results."""
-        if not self.exists():
-            return
+        """Raises ``StoreDamagedError`` when the store's files are damaged (see ``_check_vectors``)."""
+        if self.exists():
+            self.chunks()
+
+    def _check_vectors(self, collection) -> None:
+        """Run once per opening: a deleted or truncated vector segment would otherwise make searches quietly
+        return fewer chunks. A query with a stored vector must come back with full results."""
         try:
-            collection = self.chunks()
             total = collection.count()
             if not total:
                 return
             probe = collection.get(limit=1, include=["embeddings"])
             want = min(total, 10)
             found = collection.query(query_embeddings=[probe["embeddings"][0]], n_results=want, include=["distances"])
-        except StoreError:
-            raise
         except Exception as error:
             raise StoreDamagedError(self._damaged(f"its vector index cannot be read ({error})")) from None
-        distances = found["distances"][0]
-        if len(distances) < want:
+        if len(found["distances"][0]) < want:
             raise StoreDamagedError(
-                self._damaged(f"its vector index answers with {len(distances)} of {want} nearest chunks")
+                self._damaged(f"its vector index answers with {len(found['distances'][0])} of {want} nearest chunks")
             )
 
     def _damaged(self, reason: str) -> str:
@@ -396,12 +396,24 @@ class Store:
         self.sync()
         collection = self.chunks()
         self._check_model(collection.metadata or {}, len(embedding))
-        return collection.query(
-            query_embeddings=[embedding],
-            n_results=k,
-            where=where or None,
-            include=["documents", "metadatas", "distances"],
-        )
+        with self._reading("a search"):
+            return collection.query(
+                query_embeddings=[embedding],
+                n_results=k,
+                where=where or None,
+                include=["documents", "metadatas", "distances"],
+            )
 
     def get(self, ids: list[str] | None = None, where: dict | None = None) -> dict:
-        return self.chunks().get(ids=ids, where=where or None, include=["documents", "metadatas"])
+        with self._reading("reading chunks"):
+            return self.chunks().get(ids=ids, where=where or None, include=["documents", "metadatas"])
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Chroma's internal errors while reading mean damaged files: say so, and how to repair."""
+        from chromadb.errors import InternalError
+
+        try:
+            yield
+        except InternalError as error:
+            raise StoreDamagedError(self._damaged(f"{what} failed ({error})")) from None

@@ -161,7 +161,8 @@ def test_f20_zero_byte_database_is_reported_and_reindex_rebuilds(ingested, embed
     assert sources(Retriever(settings, embedder=embedder).search("token bucket", k=1)) == ["notes/gamma.md"]
 
 
-def test_f20_a_deleted_vector_segment_is_detected_by_the_next_ingest(settings, notes, embedder):
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_f20_a_damaged_vector_segment_is_detected_not_searched_silently(settings, notes, embedder, damage):
     import numpy as np
 
     # past Chroma's flush threshold (1,000) the vectors live only in the segment files
@@ -173,10 +174,15 @@ def test_f20_a_deleted_vector_segment_is_detected_by_the_next_ingest(settings, n
     store.bump_revision()
     Store(settings).check_health()
     for segment in (settings.data_dir / "chroma").iterdir():
-        if segment.is_dir():
+        if segment.is_dir() and damage == "deleted":
             shutil.rmtree(segment)
+        elif segment.is_dir():
+            for part in segment.iterdir():
+                os.truncate(part, part.stat().st_size // 2)
     with pytest.raises(StoreDamagedError, match="--reindex"):
         ingest([notes], settings, embedder=embedder)
+    with pytest.raises(StoreDamagedError, match="--reindex"):
+        Retriever(settings, embedder=embedder).search("token bucket", mode="dense")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
