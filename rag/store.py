@@ -32,6 +32,7 @@ from rag.store_files import (
     damaged_message,
     open_client,
     replica_stale,
+    retire,
 )
 
 __all__ = ["FileRecord", "ModelMismatchError", "Store", "StoreBusyError", "StoreDamagedError", "StoreError"]
@@ -131,6 +132,8 @@ class Store:
 
     def forget_client(self) -> None:
         """A fresh client (see ``open_client``): the vector index Chroma loaded never sees another process's writes."""
+        if self._client is not None and not self.settings.server_mode:
+            retire(self._client)
         self._client = None
         self._chunks = self._files = None
 

@@ -10,6 +10,7 @@ copy in a temporary folder, copied again when the original changes.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -80,10 +81,30 @@ def open_client(settings: Settings):
         with _OPENING:  # Chroma looks its system up again after creating it: no other thread may pop it meanwhile
             SharedSystemClient._identifier_to_system.pop(str(path), None)
             client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+            client._rag_system = SharedSystemClient._identifier_to_system.get(str(path))
         client.list_collections()
     except Exception as error:  # chromadb raises InternalError for a truncated or garbage database
         raise StoreDamagedError(damaged_message(settings, f"{SQLITE} cannot be read ({error})")) from None
     return client
+
+
+RETIRE_AFTER = 60.0  # seconds: longer than any search still running on a client being replaced
+_RETIRED: list[tuple[float, object]] = []
+
+
+def retire(client) -> None:
+    """Stops the system of a client this process replaced (its vector index can be large), once no search
+    can still be using it; the garbage collector may never get to it (the UI freezes long-lived objects)."""
+    system = getattr(client, "_rag_system", None)
+    now = time.monotonic()
+    with _OPENING:
+        if system is not None:
+            _RETIRED.append((now, system))
+        due = [entry for entry in _RETIRED if now - entry[0] > RETIRE_AFTER]
+        _RETIRED[:] = [entry for entry in _RETIRED if now - entry[0] <= RETIRE_AFTER]
+    for _, old in due:
+        with contextlib.suppress(Exception):
+            old.stop()
 
 
 def _writable(path: Path) -> bool:

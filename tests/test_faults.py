@@ -90,6 +90,21 @@ def test_f2_a_long_lived_reader_sees_chunks_another_process_added(ingested, embe
         assert sources(result)[0] == "notes/zyzzogeton.md", mode
 
 
+def test_f2_replaced_clients_are_stopped_once_no_search_can_use_them(ingested, monkeypatch):
+    """Reloading must not keep every earlier copy of the vector index alive (the UI reloads after each ingest)."""
+    settings, _ = ingested
+    monkeypatch.setattr("rag.store_files.RETIRE_AFTER", -1.0)  # due at once, instead of a minute later
+    store = Store(settings)
+    first = store.client
+    assert store.count() == len(NOTES)
+    store.forget_client()
+    assert store.count() == len(NOTES)  # a new client serves
+    store.forget_client()  # retiring the second stops the first, now due
+    with pytest.raises(Exception):  # noqa: B017 - a stopped Chroma system fails in its own ways
+        first.list_collections()
+    assert store.count() == len(NOTES)
+
+
 def test_f3_searches_keep_answering_during_a_reindex(ingested, embedder, monkeypatch):
     settings, notes = ingested
     monkeypatch.setattr("rag.ingest.EMBED_GROUP_CHUNKS", 1)  # one file at a time: gamma.md comes last
