@@ -107,6 +107,8 @@ class Store:
         self._files = None
         self._seen: tuple[str, str] | None = None  # (collection id, revision) the client has loaded
         self._pending_marked = False
+        if settings.server_mode and client is None:
+            self._client = open_client(settings)  # an unreachable server is reported at once
 
     # -- location and identity -------------------------------------------------------------
     @property
