@@ -127,7 +127,7 @@ def test_thumbs_down_answers_become_a_question_file_that_eval_reads(tmp_path, an
     assert [q.question for q in questions] == [finals[1].question, finals[2].question]
     follow_up, abstained = questions
     assert follow_up.sources == list(dict.fromkeys(c.passage.path for c in finals[1].citations))
-    assert follow_up.history == [finals[0].question]
+    assert follow_up.history == [{"role": "user", "content": finals[0].question}]  # read back as chat turns
     assert follow_up.query == finals[1].standalone_query  # eval replays the follow-up as it was understood
     assert abstained.sources == [] and not abstained.answerable
 
