@@ -88,6 +88,10 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
         target = _open_for_writing(store, settings, reindex)
+        if target is not store and not force_prune and _reindex_loses_a_root(found, store, report):
+            report.files_seen, report.chunks_total = len(found.files), store.count()
+            report.seconds = time.perf_counter() - started
+            return report  # nothing built, nothing swapped: the store stays as it was
         records = target.file_records()
         found.files = _under_known_roots(found, records)
         work = _changed_files(found, records, doc_type, report, settings.max_file_bytes)
@@ -155,6 +159,15 @@ def _open_for_writing(store: Store, settings: Settings, reindex: bool) -> Store:
         store.forget_client()
         return store
     return reindex_swap.build_aside(store) if reindex else store
+
+
+def _reindex_loses_a_root(found: Discovery, store: Store, report: IngestReport) -> bool:
+    """A reindex replaces the whole store, so it is held to the same rule as pruning: a folder that comes
+    back more than half empty (an unmounted share) stops it, unless ``force_prune``."""
+    old = store.file_records()
+    before = len(report.files_failed)
+    _refuse_mass_prune(_vanished(found, old), old, report)
+    return len(report.files_failed) > before
 
 
 def _refuse_mass_prune(

@@ -238,6 +238,16 @@ def test_empty_root_does_not_silently_prune_everything(ingested, embedder, tmp_p
     assert store_state(settings) == ({}, {})
 
 
+def test_a_reindex_of_an_empty_root_does_not_empty_the_store(ingested, embedder, tmp_path):
+    settings, notes = ingested
+    before = store_state(settings)
+    notes.rename(tmp_path / "elsewhere")
+    notes.mkdir()
+    report = ingest([notes], settings, embedder=embedder, reindex=True)
+    assert [(f.path, "--force-prune" in f.error) for f in report.files_failed] == [("notes", True)]
+    assert store_state(settings) == before
+
+
 def test_deleting_a_few_files_still_prunes_them(ingested, embedder):
     settings, notes = ingested
     (notes / "alpha.md").unlink()
