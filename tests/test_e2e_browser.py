@@ -1,6 +1,8 @@
 """End to end in a real browser: ``streamlit run ui/app.py`` on a free port, driven by Debian's Chromium.
 
-The store is ingested by a fixture from a small generated corpus. The test asks a question, waits for
+The store is ingested by a fixture from a small generated corpus. A second test answers from a local LLM
+that streams slowly, stops the answer with the stop button and finds the partial answer saved after a reload.
+ The test asks a question, waits for
 the streamed answer and its source cards (which must name real files of that corpus), uploads a
 Markdown file with a fact found nowhere else on the Knowledge base page, then asks about it and finds
 the fact in the answer. On the way it follows ``[1]`` to its source card, opens the reader (the cited
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, serving
+from openai_server import MODEL, Completion, OpenAIServer
 from ui_support import (
     ON_TOPIC_QUESTION,
     UPLOAD_DOC,
@@ -93,6 +96,18 @@ def app_url(site, chromium_path):
     env = app_env(site / "data", REPO / "agents")
     with serving(command, f"{url}/_stcore/health", site / "streamlit.log", 90, cwd=site, env=env):
         yield url
+
+
+def start_app(site: Path, **env_vars: str):
+    """``streamlit run ui/app.py`` over the site's store, as scripts/run.sh starts it."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(REPO / "ui" / "app.py"), "--server.headless", "true",
+        "--server.port", str(port), "--browser.gatherUsageStats", "false",
+    ]
+    env = {**app_env(site / "data", REPO / "agents"), **env_vars}
+    url = f"http://127.0.0.1:{port}"
+    return url, serving(command, f"{url}/_stcore/health", site / f"streamlit-{port}.log", 90, cwd=site, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +236,35 @@ def test_ask_upload_and_ask_again(app_url, browser, site, tmp_path):
         raise
     finally:
         page.close()
+
+
+def test_stop_while_streaming_keeps_the_partial_answer(site, browser, chromium_path):
+    """A local LLM that streams slowly; the stop button ends the answer, and what arrived is saved as incomplete."""
+    from playwright.sync_api import expect
+
+    sentence = "A cache stampede is a burst of misses on one hot key that all reach the database [1]. "
+    with OpenAIServer() as llm:
+        llm.default = Completion(sentence * 200, delta_chars=2)  # about 8,000 chunks: a stream of many seconds
+        url, server = start_app(site, RAG_LLM_BASE_URL=llm.url, RAG_LLM_MODEL=MODEL)
+        with server:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            try:
+                page.goto(url)
+                box = page.get_by_test_id("stChatInputTextArea")
+                expect(box).to_be_visible(timeout=90_000)
+                box.fill(ON_TOPIC_QUESTION)
+                box.press("Enter")
+                reply = page.get_by_test_id("stChatMessage").nth(1)
+                expect(reply).to_contain_text("A cache stampede is a burst", timeout=ANSWER_TIMEOUT_MS)
+                page.get_by_role("button", name="Stop script").click()
+                expect(page.get_by_role("button", name="Send message")).to_be_visible(timeout=30_000)
+                shown = reply.get_by_test_id("stMarkdownContainer").first.inner_text()
+                assert 0 < shown.count("burst") < 200  # stopped part way
+                assert "?c=" in page.url
+                page.reload()  # what arrived was saved, and the answer says it is incomplete
+                reply = page.get_by_test_id("stChatMessage").nth(1)
+                expect(reply).to_contain_text("This answer is incomplete: you stopped it", timeout=60_000)
+                assert reply.inner_text().count("burst") >= 1
+                page.screenshot(path=str(ARTIFACTS / "e2e-stopped.png"), full_page=True)
+            finally:
+                page.close()

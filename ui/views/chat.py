@@ -69,10 +69,10 @@ def sidebar(settings, answerer, store: ConversationStore, conversations: list[Co
 def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer, chat: views.Chat) -> None:
     messages: list[Message] = st.session_state["messages"]
     history = history_for(messages)
-    conversation_list.start_conversation(chat.conversations, question)
+    conversation_id = conversation_list.start_conversation(chat.conversations, question)
     user = Message("user", question)
     messages.append(user)
-    chat.save(user)
+    chat.conversations.save_message(conversation_id, user)
     with st.chat_message("user"):
         st.markdown(question)
         edit_button(user)
@@ -90,11 +90,13 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
         except Exception as error:  # the store, the model, anything: shown, and the conversation is kept
             log.exception("answering failed")
             reply.error = readable_error(error)
-        finally:  # also when the user stops the answer: what arrived so far is kept
+        finally:
+            # also when the user stops the answer (no Streamlit call works then, session state included):
+            # what arrived so far is kept
             if reply.final is not None:
                 reply.content = reply.final.answer
             reply.complete = reply.final is not None or reply.error is not None
-            chat.save(reply)
+            chat.conversations.save_message(conversation_id, reply)
         meta.caption(views.provenance(reply))
         with notes:
             views.show_notes(reply.final)
