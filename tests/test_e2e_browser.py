@@ -1,14 +1,13 @@
 """End to end in a real browser: ``streamlit run ui/app.py`` on a free port, driven by Debian's Chromium.
 
-The store is ingested by a fixture from a small generated corpus. A second test answers from a local LLM
-that streams slowly, stops the answer with the stop button and finds the partial answer saved after a reload.
- The test asks a question, waits for
-the streamed answer and its source cards (which must name real files of that corpus), uploads a
-Markdown file with a fact found nowhere else on the Knowledge base page, then asks about it and finds
-the fact in the answer. On the way it follows ``[1]`` to its source card, opens the reader (the cited
-passage highlighted and scrolled into view) and reloads the page (the conversation stays). A screenshot
-per view goes to ``test-artifacts/``. No browser is ever downloaded:
-without ``/usr/bin/chromium`` the test is skipped, except under CI (``CI`` set), where it fails.
+The store is ingested by a fixture from a small generated corpus. The first test asks a question, waits
+for the streamed answer and its source cards (which must name real files of that corpus), follows ``[1]``
+to its source card, opens the reader (the cited passage highlighted and scrolled into view), reloads the
+page (the conversation stays), uploads a Markdown file with a fact found nowhere else on the Knowledge
+base page, then asks about it and finds the fact in the answer. The second answers from a local LLM that
+streams slowly, stops the answer with the stop button and finds the partial answer saved after a reload.
+A screenshot per view goes to ``test-artifacts/``. No browser is ever downloaded: without
+``/usr/bin/chromium`` the tests are skipped, except under CI (``CI`` set), where they fail.
 """
 
 from __future__ import annotations
