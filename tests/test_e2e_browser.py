@@ -74,29 +74,6 @@ def site(tmp_path_factory, embedder) -> Path:
     return base
 
 
-@pytest.fixture(scope="module")
-def app_url(site, chromium_path):
-    """``streamlit run ui/app.py`` over the site's store, as scripts/run.sh starts it; stopped afterwards."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(REPO / "ui" / "app.py"),
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    env = app_env(site / "data", REPO / "agents")
-    with serving(command, f"{url}/_stcore/health", site / "streamlit.log", 90, cwd=site, env=env):
-        yield url
-
-
 def start_app(site: Path, **env_vars: str):
     """``streamlit run ui/app.py`` over the site's store, as scripts/run.sh starts it."""
     port = free_port()
@@ -107,6 +84,14 @@ def start_app(site: Path, **env_vars: str):
     env = {**app_env(site / "data", REPO / "agents"), **env_vars}
     url = f"http://127.0.0.1:{port}"
     return url, serving(command, f"{url}/_stcore/health", site / f"streamlit-{port}.log", 90, cwd=site, env=env)
+
+
+@pytest.fixture(scope="module")
+def app_url(site, chromium_path):
+    """The app in offline extractive mode; stopped after the module."""
+    url, server = start_app(site)
+    with server:
+        yield url
 
 
 @pytest.fixture(scope="module")
