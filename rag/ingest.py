@@ -5,6 +5,11 @@ marked incomplete, then its chunks are upserted (ids are deterministic, so a ret
 stale chunks deleted, and only then is the entry marked complete with the new hash. A process
 killed at any moment leaves either a complete entry that matches the chunks or an incomplete one
 that the next run redoes; files gone from an ingested root are removed the same way.
+
+The store is marked ``ingest_pending`` before a run's first chunk write and the mark is cleared by its
+revision bump, so a run killed after its last write is still finished by the next one (revision
+bumped, keyword index rebuilt). A root that lost more than half of its documents at once (an unmounted
+share) is not pruned without ``force_prune``. ``reindex`` builds aside and swaps in (``rag.reindex``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Every supported format (Markdown, text, reStructuredText, HTML, PDF, DOCX) is converted to text whose
 headings are Markdown headings, so that one chunker serves them all. Bad input raises ``LoadError``
 with a reason a user can act on; it never stops the caller's other files.
+
+Discovery stays inside the folders it is given: links that lead outside them are skipped unless
+``follow_symlinks``, only regular files are read (their size checked before reading, so a pipe or a
+link to a device cannot hang or flood it), names that are not UTF-8 are reported, and the empty path
+and ``/`` are refused.
 """
 
 from __future__ import annotations
