@@ -458,6 +458,29 @@ def test_claude_answer_streams_with_its_citations(ui_store, monkeypatch):
         assert "**[1] " in card and "<mark>" in card  # Claude's cited text is highlighted in the passage
         assert server.messages_requests()[0].body["stream"] is True
 
+        # one passage cited for two sentences: its card, its section and the reader mark both
+        first, second = (
+            "A cache stampede happens when a hot key expires",
+            "Request coalescing lets a single request rebuild the key while the others wait",
+        )
+        server.default = Reply([
+            Block("Stampedes come from a hot key expiring", [Cite(0, cited_text=first)]),
+            Block(" and coalescing lets one request rebuild it", [Cite(0, cited_text=second)]),
+        ])
+        ask(at, "Tell me more about stampedes and coalescing")
+        message = at.session_state["messages"][3]
+        assert message.final.citations[0].passage.section == "Cache stampede"
+        card = next(c for c in source_cards(at) if c.key == f"source-{message.id}-1")
+        shown = "\n".join(texts(card.markdown))
+        assert f"<mark>{first}</mark>" in shown and f"<mark>{second}</mark>" in shown
+        at.session_state[f"section-{message.id}-1"] = True
+        at.run()
+        section = [e for e in at.expander if e.label == "Open the whole section"][-1]
+        assert "\n".join(texts(section.markdown)).count("<mark>") == 2
+        at.button(key=f"read-{message.id}-1").click().run()
+        reader = next(c for c in at.container if c.key == "reader-cited")
+        assert reader.markdown[0].value.count("<mark>") == 2
+
 
 def test_a_local_llm_answer_cut_at_its_length_limit(ui_store, monkeypatch):
     from openai_server import MODEL, Completion, OpenAIServer
