@@ -515,6 +515,13 @@ def test_knowledge_base_page_lists_documents_and_searches(ui_store):
     assert all((frame["chunks"] > 0).all() for frame in tables.values())
     assert all(frame["last ingested"].str.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").all() for frame in tables.values())
 
+    # the chunks of one document, in order, with their sections
+    at.selectbox(key="kb_chunks_of").select("corpus/references/caching.md").run()
+    chunks = [c for c in at.container if (c.key or "").startswith("chunk-")]
+    assert [c.key for c in chunks] == ["chunk-0", "chunk-1"]
+    assert "Cache-aside" in plain(chunks[0].caption[0].value) and "tokens" in plain(chunks[0].caption[0].value)
+    assert "request coalescing" in chunks[1].markdown[0].value.lower()
+
     at.text_input(key="kb_query").input("circuit breaker half-open").run()
     hits = [c for c in at.container if (c.key or "").startswith("hit-")]
     assert hits

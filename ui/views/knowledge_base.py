@@ -1,5 +1,6 @@
 """Knowledge base page: raw search with scores first, then upload of team docs, then what the store holds
-(per document its chunks and last-ingested time; an uploaded document can be removed here).
+(per document its chunk count and last-ingested time, the chunks themselves on request; an uploaded
+document can be removed here).
 
 Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search`` and uploads go through
 ``rag.uploads.add_uploads`` (which calls ``rag.ingest.ingest``), removal ``rag.uploads.remove_upload``;
@@ -85,6 +86,29 @@ def show_documents(settings, retriever) -> None:
         for f in files:
             if f["path"] in uploaded:
                 uploaded_row(f, uploaded[f["path"]], settings, retriever)
+    show_chunks(retriever, [f["path"] for f in stats["files"]])
+
+
+@st.fragment
+def show_chunks(retriever, paths: list[str]) -> None:
+    """The chunks of one document, as the store holds them (position, section, text)."""
+    path = st.selectbox("Show the chunks of", paths, index=None, key="kb_chunks_of",
+                        placeholder="Pick a document to see how it was cut into chunks")
+    if not path:
+        return
+    try:
+        got = retriever.store.get(where={"path": path})
+    except Exception as error:
+        st.error(f"Cannot read the chunks of {path}: {error}")
+        return
+    chunks = sorted(zip(got["metadatas"], got["documents"]), key=lambda pair: int((pair[0] or {}).get("position", 0)))
+    st.caption(f"{len(chunks)} chunks")
+    for meta, text in chunks:
+        meta = meta or {}
+        with st.container(border=True, key=f"chunk-{meta.get('position', 0)}"):
+            section = render.escape_markdown(render.section_label(str(meta.get("section", ""))))
+            st.caption(f"#{meta.get('position', 0)} · {section} · {meta.get('tokens', '?')} tokens")
+            st.markdown(text or "")
 
 
 def uploaded_paths(settings, files: list[dict]) -> dict[str, str]:
