@@ -271,6 +271,20 @@ def test_a_new_session_reopens_the_saved_conversation(ui_store):
     assert ConversationStore.for_settings(ui_store).list() == []
 
 
+def test_an_unreadable_conversations_file_is_named_and_the_chat_still_answers(ui_store):
+    broken = ui_store.data_dir / "conversations.sqlite3"
+    broken.write_bytes(b"this is not a database, just some bytes " * 100)
+    at = start()
+    assert any(str(broken) in e and "You can still ask" in e for e in texts(at.error))
+    ask(at, ON_TOPIC_QUESTION)
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert not at.session_state["messages"][1].final.abstained
+    assert any(str(broken) in e for e in texts(at.error))
+    ask(at, FOLLOW_UP_QUESTION)  # the conversation goes on in this session
+    assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2
+    assert broken.read_bytes().startswith(b"this is not a database")  # left as it was, for the team to look at
+
+
 def test_export_is_markdown_with_citations_and_linked_sources(ui_store, monkeypatch):
     from streamlit.runtime.media_file_manager import MediaFileManager
 

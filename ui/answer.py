@@ -28,11 +28,35 @@ class Chat:
     settings: object
     retriever: object
     conversations: ConversationStore
+    broken: str | None = None  # why conversations cannot be saved (the chat still answers)
 
-    def save(self, message: Message) -> None:
-        conversation_id = st.session_state.get("conversation_id")
-        if conversation_id:
+    def fail(self, error: Exception) -> None:
+        self.broken = (
+            f"Conversations cannot be saved in {self.conversations.path}: {error}. You can still ask, but this "
+            "conversation is not saved until the file is repaired or moved away."
+        )
+
+    def start(self, question: str) -> str | None:
+        """The open conversation's id, created by its first question; None when conversations cannot be saved."""
+        if self.broken:
+            return None
+        try:
+            from ui.conversation_list import start_conversation
+
+            return start_conversation(self.conversations, question)
+        except sqlite3.Error as error:
+            self.fail(error)
+            return None
+
+    def save(self, message: Message, conversation_id: str | None = None) -> None:
+        """Saves the message; ``conversation_id`` given, it makes no Streamlit call (safe once a stop arrived)."""
+        conversation_id = conversation_id or st.session_state.get("conversation_id")
+        if not conversation_id or self.broken:
+            return
+        try:
             self.conversations.save_message(conversation_id, message)
+        except sqlite3.Error as error:
+            self.fail(error)
 
 
 def frame():

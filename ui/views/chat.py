@@ -9,6 +9,7 @@ an error loses nothing. The open conversation is ``st.session_state["messages"]`
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import streamlit as st
 
@@ -69,10 +70,10 @@ def sidebar(settings, answerer, store: ConversationStore, conversations: list[Co
 def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer, chat: views.Chat) -> None:
     messages: list[Message] = st.session_state["messages"]
     history = history_for(messages)
-    conversation_id = conversation_list.start_conversation(chat.conversations, question)
+    conversation_id = chat.start(question)
     user = Message("user", question)
     messages.append(user)
-    chat.conversations.save_message(conversation_id, user)
+    chat.save(user, conversation_id)
     with st.chat_message("user"):
         st.markdown(question)
         edit_button(user)
@@ -96,12 +97,14 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
             if reply.final is not None:
                 reply.content = reply.final.answer
             reply.complete = reply.final is not None or reply.error is not None
-            chat.conversations.save_message(conversation_id, reply)
+            chat.save(reply, conversation_id)
         meta.caption(views.provenance(reply))
         with notes:
             views.show_notes(reply.final)
         views.show_body(reply, body)
         views.show_problems(reply)
+        if chat.broken:
+            st.error(chat.broken, icon=":material/error:")
         actions(reply, chat, last=True)
         views.show_extras(reply, chat)
 
@@ -162,8 +165,11 @@ def resend(chat: views.Chat, edited_key: str | None) -> None:
     if edited_key:
         question = str(st.session_state.get(edited_key) or "").strip() or question
     conversation_id = st.session_state.get("conversation_id")
-    if conversation_id:
-        chat.conversations.delete_messages_from(conversation_id, messages[index].id)
+    if conversation_id and not chat.broken:
+        try:
+            chat.conversations.delete_messages_from(conversation_id, messages[index].id)
+        except sqlite3.Error as error:
+            chat.fail(error)
     del messages[index:]
     st.session_state.pop("editing", None)
     st.session_state["pending_question"] = question
@@ -218,12 +224,20 @@ def main() -> None:
         st.stop()
     store = ConversationStore.for_settings(settings)
     chat = views.Chat(settings, retriever, store)
-    conversation_list.sync_with_url(store)
-    conversations = store.list()
+    try:
+        conversation_list.sync_with_url(store)
+        conversations = store.list()
+    except sqlite3.Error as error:
+        log.exception("cannot read the saved conversations")
+        chat.fail(error)
+        conversations = []
+        st.session_state.setdefault("messages", [])
     persona, k, doc_type = sidebar(settings, answerer, store, conversations)
     messages: list[Message] = st.session_state["messages"]
     current = next((c for c in conversations if c.id == st.session_state.get("conversation_id")), None)
     st.title(current.title if current else "Architecture knowledge assistant")
+    if chat.broken:
+        st.error(chat.broken, icon=":material/error:")
     missing = st.session_state.pop("missing_conversation", None)
     if missing:
         st.warning(f"The conversation {missing} does not exist (it was deleted, or the link is wrong).")
