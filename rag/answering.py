@@ -182,4 +182,6 @@ class Answerer:
         """What the question names that neither the passages nor (by keyword search) the rest of the knowledge
         base mention: the answer must say the knowledge base says nothing about it."""
         unseen = missing_names(read_intent(question).names, [p.heading + "\n" + p.full_text for p in passages])
-        return [name.text for name in unseen if missing_names([name], self.retriever.keyword_texts(name.text))]
+        return [
+            name.text for name in unseen if missing_names([name], self.retriever.keyword_texts(name.text), strict=True)
+        ]

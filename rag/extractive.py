@@ -34,6 +34,9 @@ RELEVANCE_WINDOW = 0.35  # a unit scores within this much of the best one
 OVERLAP_WEIGHT = 0.3
 RANK_PRIOR = 0.3  # the retrieval rank of a unit's passage (the first passage is most often the right one)...
 RANK_DECAY = 0.5  # ...halved with each rank further down
+REASON_BONUS = 0.06  # a "why" question: a sentence that gives a reason...
+REASON_SECTION_BONUS = 0.06  # ...or one under a "Reasons"/"Decision"/"Trade-offs" heading
+NUMBER_BONUS = 0.1  # a number question: a sentence carrying a quantity with its unit
 FENCED = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
 REASON = re.compile(
     r"\b(because|so that|since|reason|avoid|prevents?|otherwise|means|without|cannot|must|lets|allows?|"
@@ -108,7 +111,7 @@ class ExtractiveProvider:
         vectors = np.array(self.embedder.embed([query] + [u.matched for u in units]))
         query_vector, unit_vectors = vectors[0], vectors[1:]
         relevance = self._relevance(query, intent, units, unit_vectors @ query_vector, passages)
-        lead = [units.index(u) for u in self._lead(intent, units, relevance)]
+        lead = [units.index(u) for u in self._lead(intent, units, relevance, passages)]
         chosen = list(lead)
         if len(lead) == 1 and self._follows(units, lead[0]) and len(units[lead[0]].text) < LEAD_PAIR:
             chosen.append(lead[0] + 1)  # the lead's next sentence completes it
@@ -166,11 +169,13 @@ class ExtractiveProvider:
             scores.append(float(sim) + OVERLAP_WEIGHT * overlap + prior + _form_bonus(intent, unit, passages))
         return scores
 
-    def _lead(self, intent: Intent, units: list[Unit], relevance: list[float]) -> list[Unit]:
+    def _lead(
+        self, intent: Intent, units: list[Unit], relevance: list[float], passages: list[Passage]
+    ) -> list[Unit]:
         """The best unit; for a comparison, the best unit about each side (one about both when there is one)."""
         order = sorted(range(len(units)), key=lambda i: relevance[i], reverse=True)
         if intent.form == "compare" and len(intent.sides) == 2:
-            mentions = [[i for i in order if _mentions(units[i].matched, side)] for side in intent.sides]
+            mentions = [[i for i in order if _mentions(_about(units[i], passages), side)] for side in intent.sides]
             both = [i for i in mentions[0] if i in mentions[1]]
             if both and relevance[both[0]] >= relevance[order[0]] - 0.1:
                 return [units[both[0]]]
@@ -193,14 +198,19 @@ def _form_bonus(intent: Intent, unit: Unit, passages: list[Passage]) -> float:
     text = unit.matched
     section = passages[unit.passage_index].section
     if intent.form == "why":
-        return 0.06 * bool(REASON.search(text)) + 0.06 * bool(REASON_SECTION.search(section))
+        return REASON_BONUS * bool(REASON.search(text)) + REASON_SECTION_BONUS * bool(REASON_SECTION.search(section))
     if intent.form == "number":
-        return 0.1 if QUANTITY.search(text) else (-0.05 if not re.search(r"\d", text) else 0.0)
+        return NUMBER_BONUS if QUANTITY.search(text) else (-0.05 if not re.search(r"\d", text) else 0.0)
     if intent.form == "how":
         return 0.05 * (unit.kind == "item" or bool(STEP.match(text)))
     if intent.form == "compare" and intent.sides:
-        return 0.05 * sum(_mentions(text, side) for side in intent.sides)
+        return 0.05 * sum(_mentions(_about(unit, passages), side) for side in intent.sides)
     return 0.0
+
+
+def _about(unit: Unit, passages: list[Passage]) -> str:
+    """What a unit is about: its words and the section heading it sits under ("Cache-aside")."""
+    return f"{passages[unit.passage_index].section}\n{unit.matched}"
 
 
 def _mentions(text: str, side: str) -> bool:

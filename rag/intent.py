@@ -48,6 +48,7 @@ IDENTIFIER = re.compile(
     r"|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*){2,}"  # CamelCase alert or type names (three humps or more)
     r"|[A-Z]{2,}[-_]?\d+[A-Z0-9]*"  # KIP-848, SEV0
     r"|[a-z][a-z0-9]*(?:-[a-z0-9]+)*-\d[a-z0-9]*"  # eu-central-1
+    r"|[xX]-[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+"  # x-request-id headers
     r"|[a-z][a-z0-9]*-(?:service|api|consumer|worker|relay|projector|sender|dlq)"  # invoice-service
     r"|\d{4}-\d{2}-\d{2}"  # a date: "the 2025-12-03 outage"
     r"|(?:GET|POST|PUT|PATCH|DELETE) /[\w/{}.-]+"  # an endpoint
@@ -57,7 +58,8 @@ VERSION = re.compile(r"\b[A-Z][\w-]* v?\d+(?:\.\d+)+\b")
 NEAR = 4  # words either side of a head noun where its singling-out words count as naming it
 GENERIC = frozenset(
     """our the a an my your their this that which what whose each every new old current same other public
-    internal external main primary default existing shared whole""".split()
+    internal external main primary default existing shared whole single multiple big small large slow fast
+    entire first second last next another every""".split()
 )
 
 
@@ -108,10 +110,19 @@ def comparison_sides(question: str) -> list[str]:
     return []
 
 
+SIDE_TAILS = frozenset(
+    "caching cache pattern patterns approach approaches strategy strategies model models style mode modes "
+    "method methods design architecture technique option".split()
+)
+
+
 def _trim(side: str) -> str:
+    """A side as its distinguishing words: "a saga" -> "saga", "write-through caching" -> "write-through"."""
     words = [w for w in re.split(r"\s+", side.strip()) if w]
     while words and words[0].lower() in STOPWORDS | GENERIC | {"what's", "whats", "is", "the"}:
         words.pop(0)
+    while len(words) > 1 and words[-1].lower() in SIDE_TAILS:
+        words.pop()
     return " ".join(words[-4:])
 
 
@@ -148,13 +159,15 @@ def _normal(text: str) -> str:
     return " ".join(re.sub(r"[-_`*]", " ", text.lower()).split())
 
 
-def missing_names(names: list[Name], texts: list[str]) -> list[Name]:
-    """The names that no text mentions."""
+def missing_names(names: list[Name], texts: list[str], strict: bool = False) -> list[Name]:
+    """The names that no text mentions. ``strict``: a thing named by a head noun needs its singling-out words
+    next to that noun (for texts found by searching those very words, where each will turn up somewhere)."""
     normal_texts = [_normal(text) for text in texts]
-    return [name for name in names if not _mentioned(name, normal_texts)]
+    prose_texts = [_normal(re.sub(r"```.*?(?:```|\Z)", " ", text, flags=re.DOTALL)) for text in texts]
+    return [name for name in names if not _mentioned(name, normal_texts, prose_texts, strict)]
 
 
-def _mentioned(name: Name, normal_texts: list[str]) -> bool:
+def _mentioned(name: Name, normal_texts: list[str], prose_texts: list[str], strict: bool = False) -> bool:
     """Mentioned when a spelling of the whole name appears; a thing named by a head noun ("the returns API")
     also when its one singling-out word appears in the same text, or its several singling-out words within a
     few words of that head noun (lenient: an answerable question worded differently from the docs must not be
@@ -164,9 +177,10 @@ def _mentioned(name: Name, normal_texts: list[str]) -> bool:
     if name.modifiers:
         head = _forms(name.text.split()[-1])
         wanted = [_forms(modifier) for modifier in name.modifiers]
-        for text in normal_texts:
+        for text in prose_texts:  # "returns" in a code sample's `return` names no returns API
             words = text.split()
-            if len(wanted) == 1 and any(form in {w.strip(".,;:()") for w in words} for form in wanted[0]):
+            bare = {w.strip(".,;:()") for w in words}
+            if not strict and len(wanted) == 1 and any(form in bare for form in wanted[0]):
                 return True  # one singling-out word ("the checkout API"): anywhere in the same text will do
             for at in (i for i, word in enumerate(words) if word.strip(".,;:()") in head):
                 near = {w.strip(".,;:()") for w in words[max(0, at - NEAR) : at + NEAR + 1]}

@@ -82,6 +82,11 @@ CORPUS = {
 
         Stale entries are the main risk of a cache: delete the key when the record changes, and keep the time to
         live short for data that changes often.
+
+        ## Write-through
+
+        A write-through cache writes every change to the cache and the database in the same request, so reads
+        never see a stale entry, at the cost of slower writes.
         """,
     "references/redis-token-bucket.md": """
         ---
@@ -242,6 +247,49 @@ def test_indexes_in_quoted_code_are_neither_citations_nor_stripped(answerer, per
     assert [q for q in quotes if "ARGV" in q] == [
         code.strip("\n")[len("```lua\n") : -len("\n```")].join(["```lua\n", "\n```"])
     ], "code is quoted once, whole, as the example; never as a sentence"
+
+
+def test_the_answer_leads_and_ends_with_the_sections_it_used(answerer, persona):
+    _, final = run(answerer, "Why do reporting queries run on a replica?", persona)
+    lead = final.answer.split("\n\n")[0]
+    assert "Reporting queries run on a replica so that they never slow down checkout." in lead
+    assert "\nSee also: ADR 0007: Orders stay in PostgreSQL (" in final.answer
+
+
+def test_a_comparison_leads_with_both_sides(answerer, persona):
+    _, final = run(answerer, "What's the difference between cache-aside and write-through caching?", persona)
+    lead = final.answer.split("\n\n")[0].lower()
+    assert "on a miss it loads the value from the database" in lead
+    assert "write-through cache writes every change" in lead
+
+
+def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, persona):
+    events, final = run(answerer, "How big should the connection pool of the returns API be?", persona)
+    assert not final.abstained
+    assert final.answer.startswith("The knowledge base says nothing about returns API; the closest")
+    assert final.citations, "the closest material is still quoted, with its sources"
+    assert not final.notes, "the answer said it itself: no second notice"
+    # a name the knowledge base has is not reported missing
+    _, known = run(answerer, "Why does ADR 0007 keep orders in PostgreSQL?", persona)
+    assert "says nothing about" not in known.answer and not known.notes
+
+
+def test_an_llm_answer_that_ignores_a_missing_name_gets_a_notice(answer_store, embedder, persona):
+    settings, retriever = answer_store
+
+    class Forgetful:
+        name, model = "forgetful", "test"
+
+        def rewrite(self, question, history):
+            return question
+
+        def generate(self, question, query, history, persona, passages, missing=None):
+            assert missing == ["ADR-0042"]
+            yield TextDelta("Orders stay in PostgreSQL 16 with one primary and two streaming replicas [1].")
+
+    answerer = Answerer(settings.with_overrides(abstain_threshold=0.3), retriever, Forgetful())
+    _, final = run(answerer, "Why did ADR-0042 keep orders in PostgreSQL?", persona)
+    assert final.notes == ["The knowledge base says nothing about ADR-0042: the answer draws on the closest material."]
 
 
 def test_extractive_answers_are_deterministic(answerer, persona):

@@ -56,3 +56,11 @@ def test_a_name_no_passage_mentions_is_missing():
     assert missing("Does the checkout service retry?") == []
     # several singling-out words must sit near the head noun
     assert missing("What is the rate limit for the GraphQL merchant API?") == ["GraphQL merchant API"]
+
+
+def test_strict_mentions_need_the_singling_out_word_next_to_the_head_noun():
+    texts = ["The endpoint returns 429 when the bucket is empty; API clients should back off."]
+    [name] = read_intent("What is our SLO for the returns API?").names
+    assert missing_names([name], texts) == []  # lenient: the word appears in the text
+    assert missing_names([name], texts, strict=True) == [name]  # but "returns" is nowhere near "API"
+    assert missing_names([name], ["Refunds go through the returns API."], strict=True) == []
