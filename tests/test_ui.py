@@ -809,6 +809,7 @@ def test_an_incomplete_answer_its_notes_usage_and_a_status_are_shown(tmp_path):
         from rag.conversations import ConversationStore, Message
         from rag.events import Final, StatusEvent, TextDelta
         from ui import answer as views
+        from ui.conversation_list import Chat
 
         data_dir = st.session_state["data_dir"]
         final = Final(
@@ -825,7 +826,7 @@ def test_an_incomplete_answer_its_notes_usage_and_a_status_are_shown(tmp_path):
             st.write_stream(views.stream_texts(iter([StatusEvent("Claude is overloaded, retrying in 8 s"),
                                                TextDelta("The gateway retries three times"), final]), reply, status))
         reply.complete = True
-        chat = views.Chat(Settings(_env_file=None, data_dir=data_dir), None, ConversationStore(data_dir / "c.sqlite3"))
+        chat = Chat(Settings(_env_file=None, data_dir=data_dir), None, ConversationStore(data_dir / "c.sqlite3"))
         st.caption(views.provenance(reply))
         views.show_notes(reply.final)
         views.show_body(reply, st.empty())

@@ -1,62 +1,21 @@
 """One chat message on screen: the answer with linked ``[n]`` markers, what it was made with, warnings and
 notes, source cards, "How this answer was produced", and feedback.
 
-Source cards and feedback are ``st.fragment``s: a click on one reruns that card or that thumb, not the
-page. Messages are ``rag.conversations.Message``; ``Chat`` saves them (``ConversationStore``).
+Source cards, feedback (``ui.rating``), *Copy* and the details are ``st.fragment``s: a click on one reruns
+that part, not the page. Messages are ``rag.conversations.Message``; ``ui.conversation_list.Chat`` saves them.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
-
 import streamlit as st
 
-from rag.conversations import ConversationStore, Message, answer_markdown, source_url
+from rag.conversations import Message, answer_markdown, source_url
 from rag.events import Citation, CitationEvent, ErrorEvent, Final, StatusEvent, TextDelta
-from rag.feedback import FeedbackEntry, FeedbackStore
-from ui import render
+from ui import rating, render
+from ui.conversation_list import Chat
 from ui.reader import open_reader
 
 ABSTAINED_ICON = ":material/search_off:"
-
-
-@dataclass
-class Chat:
-    """What the message views need: settings, the retriever (sections, reader) and where messages are saved."""
-
-    settings: object
-    retriever: object
-    conversations: ConversationStore
-    broken: str | None = None  # why conversations cannot be saved (the chat still answers)
-
-    def fail(self, error: Exception) -> None:
-        self.broken = (
-            f"Conversations cannot be saved in {self.conversations.path}: {error}. You can still ask, but this "
-            "conversation is not saved until the file is repaired or moved away."
-        )
-
-    def start(self, question: str) -> str | None:
-        """The open conversation's id, created by its first question; None when conversations cannot be saved."""
-        if self.broken:
-            return None
-        try:
-            from ui.conversation_list import start_conversation
-
-            return start_conversation(self.conversations, question)
-        except sqlite3.Error as error:
-            self.fail(error)
-            return None
-
-    def save(self, message: Message, conversation_id: str | None = None) -> None:
-        """Saves the message; ``conversation_id`` given, it makes no Streamlit call (safe once a stop arrived)."""
-        conversation_id = conversation_id or st.session_state.get("conversation_id")
-        if not conversation_id or self.broken:
-            return
-        try:
-            self.conversations.save_message(conversation_id, message)
-        except sqlite3.Error as error:
-            self.fail(error)
 
 
 def frame():
@@ -147,7 +106,7 @@ def show_extras(message: Message, chat: Chat) -> None:
         for citation in final.citations:
             source_card(message, citation, chat)
     details(message, chat.settings)
-    feedback(message, chat)
+    rating.feedback(message, chat)
 
 
 @st.fragment
@@ -285,72 +244,3 @@ def show_details(message: Message, settings) -> None:
             if name in timings
         )
     )
-
-
-# -- feedback ------------------------------------------------------------------------------------------
-
-
-@st.fragment
-def feedback(message: Message, chat: Chat) -> None:
-    key = f"feedback-{message.id}"
-    if key not in st.session_state and message.feedback_id:
-        entry = FeedbackStore.for_settings(chat.settings).get(message.feedback_id)
-        if entry is not None:  # a reopened conversation shows the rating it was given
-            st.session_state[key] = 1 if entry.rating == 1 else 0
-            st.session_state[f"comment-{message.id}"] = entry.comment
-    st.feedback("thumbs", key=key, on_change=save_rating, args=(message, key, chat), persist_state="session")
-    error = st.session_state.get(f"feedback-error-{message.id}")
-    if error:
-        st.error(error)
-    if message.feedback_id:
-        comment_key = f"comment-{message.id}"
-        st.text_input(
-            "Comment (optional)",
-            key=comment_key,
-            placeholder="What was wrong or missing? Press Enter to save.",
-            on_change=save_comment,
-            args=(message, comment_key, chat),
-            persist_state="session",
-        )
-        saved = st.session_state.get(f"comment-saved-{message.id}")
-        st.caption("Thank you: feedback and comment saved." if saved else "Thank you: feedback saved.")
-
-
-def save_rating(message: Message, key: str, chat: Chat) -> None:
-    value = st.session_state.get(key)
-    store = FeedbackStore.for_settings(chat.settings)
-    try:
-        if value is None:
-            if message.feedback_id:
-                store.delete(message.feedback_id)
-            message.feedback_id = None
-        else:
-            rating = 1 if value == 1 else -1
-            updated = bool(message.feedback_id) and store.update(message.feedback_id, rating=rating)
-            if not updated:
-                history = earlier_questions_before(message)
-                entry = FeedbackEntry.from_final(message.final, rating, history=history)
-                message.feedback_id = store.add(entry)
-        chat.save(message)
-        st.session_state[f"feedback-error-{message.id}"] = None
-    except (sqlite3.Error, OSError) as error:
-        st.session_state[f"feedback-error-{message.id}"] = f"The feedback could not be saved in {store.path}: {error}"
-
-
-def save_comment(message: Message, key: str, chat: Chat) -> None:
-    store = FeedbackStore.for_settings(chat.settings)
-    try:
-        store.update(message.feedback_id, comment=str(st.session_state.get(key) or "").strip())
-        st.session_state[f"comment-saved-{message.id}"] = True
-        st.session_state[f"feedback-error-{message.id}"] = None
-    except (sqlite3.Error, OSError) as error:
-        st.session_state[f"feedback-error-{message.id}"] = f"The comment could not be saved in {store.path}: {error}"
-
-
-def earlier_questions_before(message: Message) -> list[str]:
-    """The questions asked before this answer's own question, as the answer was given with them."""
-    from rag.conversations import earlier_questions
-
-    messages = st.session_state.get("messages", [])
-    index = next((i for i, m in enumerate(messages) if m.id == message.id), len(messages))
-    return earlier_questions(messages[: max(index - 1, 0)])

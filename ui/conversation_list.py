@@ -1,5 +1,6 @@
-"""Saved conversations in the UI: which one is open (``?c=<id>`` in the URL), the sidebar list, and the
-toolbar of the open one (rename, export as Markdown, delete after a confirmation).
+"""Saved conversations in the UI: which one is open (``?c=<id>`` in the URL), the sidebar list, the
+toolbar of the open one (rename, export as Markdown, delete after a confirmation), and ``Chat``, through
+which the views save messages (and which says so when the file cannot be written).
 
 Storage is ``rag.conversations.ConversationStore``; this module only keeps ``st.session_state``
 (``conversation_id``, ``messages``) and the URL in step with it.
@@ -8,10 +9,12 @@ Storage is ``rag.conversations.ConversationStore``; this module only keeps ``st.
 from __future__ import annotations
 
 import re
+import sqlite3
+from dataclasses import dataclass
 
 import streamlit as st
 
-from rag.conversations import Conversation, ConversationStore, conversation_markdown, title_from
+from rag.conversations import Conversation, ConversationStore, Message, conversation_markdown, title_from
 
 PARAM = "c"
 
@@ -123,3 +126,39 @@ def delete(store: ConversationStore, conversation_id: str) -> None:
 def export_name(title: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:60] or "conversation"
     return f"{stem}.md"
+
+
+@dataclass
+class Chat:
+    """What the message views need: settings, the retriever (sections, reader) and where messages are saved."""
+
+    settings: object
+    retriever: object
+    conversations: ConversationStore
+    broken: str | None = None  # why conversations cannot be saved (the chat still answers)
+
+    def fail(self, error: Exception) -> None:
+        self.broken = (
+            f"Conversations cannot be saved in {self.conversations.path}: {error}. You can still ask, but this "
+            "conversation is not saved until the file is repaired or moved away."
+        )
+
+    def start(self, question: str) -> str | None:
+        """The open conversation's id, created by its first question; None when conversations cannot be saved."""
+        if self.broken:
+            return None
+        try:
+            return start_conversation(self.conversations, question)
+        except sqlite3.Error as error:
+            self.fail(error)
+            return None
+
+    def save(self, message: Message, conversation_id: str | None = None) -> None:
+        """Saves the message; ``conversation_id`` given, it makes no Streamlit call (safe once a stop arrived)."""
+        conversation_id = conversation_id or st.session_state.get("conversation_id")
+        if not conversation_id or self.broken:
+            return
+        try:
+            self.conversations.save_message(conversation_id, message)
+        except sqlite3.Error as error:
+            self.fail(error)

@@ -67,7 +67,7 @@ def sidebar(settings, answerer, store: ConversationStore, conversations: list[Co
 # -- one answer ----------------------------------------------------------------------------------
 
 
-def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer, chat: views.Chat) -> None:
+def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer, chat: conversation_list.Chat) -> None:
     messages: list[Message] = st.session_state["messages"]
     history = history_for(messages)
     conversation_id = chat.start(question)
@@ -112,7 +112,7 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
 # -- the conversation on screen ------------------------------------------------------------------
 
 
-def show_message(message: Message, chat: views.Chat, last: bool) -> None:
+def show_message(message: Message, chat: conversation_list.Chat, last: bool) -> None:
     with st.chat_message(message.role):
         if message.role == "user":
             if last and st.session_state.get("editing") == message.id:
@@ -132,7 +132,7 @@ def show_message(message: Message, chat: views.Chat, last: bool) -> None:
         views.show_extras(message, chat)
 
 
-def actions(message: Message, chat: views.Chat, last: bool) -> None:
+def actions(message: Message, chat: conversation_list.Chat, last: bool) -> None:
     columns = st.columns([1, 1, 4], gap="small")
     with columns[0]:
         views.copy_popover(message, chat.settings)
@@ -146,7 +146,7 @@ def edit_button(message: Message) -> None:
               on_click=st.session_state.__setitem__, args=("editing", message.id))
 
 
-def edit_box(message: Message, chat: views.Chat) -> None:
+def edit_box(message: Message, chat: conversation_list.Chat) -> None:
     st.text_area("Edit your question", value=message.content, key=f"edited-{message.id}")
     send, cancel, _ = st.columns([1, 1, 4])
     send.button("Send", type="primary", icon=":material/send:", key=f"resend-{message.id}", on_click=resend,
@@ -154,7 +154,7 @@ def edit_box(message: Message, chat: views.Chat) -> None:
     cancel.button("Cancel", key=f"cancel-{message.id}", on_click=st.session_state.pop, args=("editing", None))
 
 
-def resend(chat: views.Chat, edited_key: str | None) -> None:
+def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
     """Takes back the last question and its answer and asks again: the same question (regenerate) or its
     edited text."""
     messages: list[Message] = st.session_state["messages"]
@@ -223,7 +223,7 @@ def main() -> None:
         st.error(readable_error(error))
         st.stop()
     store = ConversationStore.for_settings(settings)
-    chat = views.Chat(settings, retriever, store)
+    chat = conversation_list.Chat(settings, retriever, store)
     try:
         conversation_list.sync_with_url(store)
         conversations = store.list()
