@@ -397,6 +397,13 @@ def test_feedback_is_stored_with_the_answer(ui_store):
 
     at.text_input(key=f"comment-{at.session_state['messages'][1].id}").input("It missed the TTL advice").run()
     assert store.get(entry.id).comment == "It missed the TTL advice"
+
+    # the reopened conversation shows the rating and the comment it was given
+    reopened = AppTest.from_file(APP, default_timeout=30)
+    reopened.query_params["c"] = at.session_state["conversation_id"]
+    reopened.run()
+    assert reopened.feedback[0].value == 0
+    assert reopened.text_input(key=f"comment-{at.session_state['messages'][1].id}").value == "It missed the TTL advice"
     at.feedback[0].set_value(1).run()  # changed its mind: the same row, now thumbs up
     [entry] = store.all()
     assert entry.rating == 1 and entry.comment == "It missed the TTL advice"
