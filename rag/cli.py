@@ -147,7 +147,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(
             f"{report.files_seen} files: {report.files_added} added, {report.files_updated} updated, "
-            f"{report.files_unchanged} unchanged, {report.files_removed} removed, {len(report.files_failed)} failed; "
+            f"{report.files_unchanged} unchanged, {report.files_removed} removed, {len(report.files_failed)} failed, "
+            f"{len(report.files_skipped)} skipped (nothing to index); "
             f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the store ({report.seconds:.1f} s)"
         )
         for failure in report.files_failed:

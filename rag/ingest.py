@@ -24,7 +24,17 @@ from rag import reindex as reindex_swap
 from rag.chunking import Chunk, chunk_document
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.loading import Discovery, Document, Failure, LoadError, SourceFile, discover, file_hash, load
+from rag.loading import (
+    Discovery,
+    Document,
+    Failure,
+    LoadError,
+    SkippedFile,
+    SourceFile,
+    discover,
+    file_hash,
+    load,
+)
 from rag.store import FileRecord, Store, StoreDamagedError
 from rag.store_files import move_damaged_aside
 
@@ -39,6 +49,7 @@ class IngestReport:
     files_unchanged: int = 0
     files_removed: int = 0
     files_failed: list[Failure] = field(default_factory=list)
+    files_skipped: list[Failure] = field(default_factory=list)  # nothing to index by design (front matter only)
     chunks_embedded: int = 0
     chunks_total: int = 0
     seconds: float = 0.0
@@ -60,7 +71,7 @@ class Progress:
     done: int
     total: int
     path: str
-    status: str  # added, updated, removed, failed
+    status: str  # added, updated, removed, failed, skipped
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -119,6 +130,11 @@ def ingest(
                 )
                 if not chunks:
                     raise LoadError("nothing to index: the file has headings but no text under them")
+            except SkippedFile as skip:
+                report.files_skipped.append(Failure(ref.display_path, str(skip)))
+                dropped |= _forget(ref, records, target)
+                tick(ref.display_path, "skipped")
+                continue
             except Exception as error:  # one bad file never costs the others (LoadError is the expected kind)
                 reason = str(error) if isinstance(error, LoadError) else f"cannot be ingested: {error!r}"
                 report.files_failed.append(Failure(ref.display_path, reason))
@@ -240,6 +256,16 @@ def _drop_half_written(
         store.delete_file_records([key])
         del records[key]
     return bool(keys)
+
+
+def _forget(ref: SourceFile, records: dict[str, FileRecord], store: Store) -> bool:
+    """A file that now has nothing to index no longer answers with what it used to say."""
+    if ref.key not in records:
+        return False
+    store.delete_chunks(store.chunk_ids_of(ref.key))
+    store.delete_file_records([ref.key])
+    del records[ref.key]
+    return True
 
 
 def _under_known_roots(found: Discovery, records: dict[str, FileRecord]) -> list[SourceFile]:

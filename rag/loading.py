@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from rag.shortcodes import include_reader
+from rag.shortcodes import render as render_shortcodes
+
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm"}
 BINARY_SUFFIXES = {".pdf", ".docx"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | BINARY_SUFFIXES
@@ -39,6 +42,11 @@ PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anony
 
 class LoadError(Exception):
     """A file that cannot be ingested; the message is the reason shown to the user."""
+
+
+class SkippedFile(LoadError):
+    """A file with nothing to index by design (a site's section page holding only front matter): counted
+    as skipped, never reported as a failure."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,11 @@ def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Docume
         text = decode_text(raw)
         if suffix in (".md", ".markdown"):
             meta, text = _split_front_matter(text)
+            if not text.strip():
+                raise SkippedFile("only front matter, no text (a site's section page); skipped")
+            text = render_shortcodes(text, include_reader(_root_folder(ref), ref.path, max_bytes))
+            if not text.strip():
+                raise SkippedFile("only shortcodes with nothing to read (a page the site generates); skipped")
         elif suffix in (".html", ".htm"):
             meta["title"] = _html_title(text)
             text = _html_to_text(text)
@@ -267,6 +280,11 @@ def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Docume
         tags=_tags(meta.get("tags")),
         updated=_scalar(meta, "updated"),
     )
+
+
+def _root_folder(ref: SourceFile) -> Path:
+    """The ingested folder ``ref`` was found under (includes are only read from inside it)."""
+    return ref.path.parents[len(Path(ref.relpath).parts) - 1]
 
 
 def _tags(value: object) -> list[str]:

@@ -37,7 +37,7 @@ class UploadRejected(ValueError):
 class UploadResult:
     original: str  # the name the browser sent
     name: str = ""  # the name it was saved under ("" when refused)
-    status: str = "pending"  # added, updated, unchanged, failed, rejected
+    status: str = "pending"  # added, updated, unchanged, skipped (nothing to index), failed, rejected
     message: str = ""
     path: Path | None = None
     _created: bool = False  # a new file (removed again if its ingest fails)
@@ -45,7 +45,7 @@ class UploadResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("added", "updated", "unchanged")
+        return self.status in ("added", "updated", "unchanged", "skipped")
 
 
 def uploads_dir(settings: Settings) -> Path:
@@ -157,10 +157,15 @@ def add_uploads(
             _undo(result)
         raise
     failures = {failure.path: failure.error for failure in report.files_failed}
+    skips = {skip.path: skip.error for skip in report.files_skipped}
     for result in saved:
         error = _lookup(failures, result.name)
         status = _lookup(statuses, result.name)
-        if error is not None:
+        skipped = _lookup(skips, result.name)
+        if skipped is not None:  # not in the knowledge base, so not kept in the uploads folder either
+            _discard(result)
+            result.status, result.message, result.path = "skipped", skipped, None
+        elif error is not None:
             kept = "; the earlier version is kept" if result._backup is not None else ""
             _undo(result)
             result.status, result.message, result.path = "failed", f"{error}{kept}", None
@@ -215,6 +220,14 @@ def _claim_free_name(directory: Path, safe: str, data: bytes) -> Path:
         except FileExistsError:
             continue
     raise UploadRejected(f"no free file name left for {safe} in {directory}")
+
+
+def _discard(result: UploadResult) -> None:
+    """Removes the saved file and any earlier version: ingest has taken both out of the knowledge base."""
+    for path in (result.path, result._backup):
+        if path is not None:
+            path.unlink(missing_ok=True)
+    result._backup = None
 
 
 def _undo(result: UploadResult) -> None:

@@ -351,3 +351,74 @@ def test_bad_inputs_are_reported_and_the_rest_is_ingested(tmp_path, make_pdf):
     legacy_chunks = Store(settings).get(where={"source_key": "corpus::team/legacy.txt"})
     assert legacy_chunks["documents"] == [legacy.strip()]
     assert report["chunks_total"] == len(chunks)
+
+
+# -- static-site pages (Hugo, Jekyll) ---------------------------------------------------------------
+
+
+SITE = {
+    "_index.md": "---\ntitle: Operations\nweight: 10\n---\n",
+    "generated.md": "---\ntitle: Metrics catalog\n---\n\n{{< metrics-catalog >}}\n",
+    "includes/restart.md": "---\nreused-by: [runbook.md]\n---\nDrain the node before restarting the proxy.\n",
+    "ops/runbook.md": (
+        "---\ntitle: Proxy runbook\n---\n\n# Proxy runbook\n\n"
+        '{{< call-out class="warning" >}}Reloads drop idle keepalive connections.{{< /call-out >}}\n\n'
+        '{{< include "restart.md" >}}\n\nSee {{<nb>}}the dashboard{{</nb>}} {{% icon download %}}.\n'
+    ),
+}
+
+
+def test_a_hugo_page_is_loaded_with_its_shortcodes_rendered_and_includes_resolved(tmp_path):
+    root = write_tree(tmp_path / "site", SITE)
+    doc = load_file(root / "ops/runbook.md", root)
+    assert doc.title == "Proxy runbook"
+    assert "**Warning:** Reloads drop idle keepalive connections." in doc.text
+    assert "Drain the node before restarting the proxy." in doc.text
+    assert "reused-by" not in doc.text and "{{" not in doc.text and "%}}" not in doc.text
+    assert "See the dashboard ." in doc.text
+
+
+def test_a_page_with_front_matter_only_or_only_empty_shortcodes_is_skipped_not_failed(tmp_path):
+    from rag.loading import SkippedFile
+
+    root = write_tree(tmp_path / "site", SITE)
+    with pytest.raises(SkippedFile, match="only front matter"):
+        load_file(root / "_index.md", root)
+    with pytest.raises(SkippedFile, match="only shortcodes"):
+        load_file(root / "generated.md", root)
+    write(root / "blank.md", "  \n")  # an empty file is still a failure: someone meant to write it
+    with pytest.raises(LoadError, match="empty file") as raised:
+        load_file(root / "blank.md", root)
+    assert not isinstance(raised.value, SkippedFile)
+
+
+def test_ingest_counts_section_pages_as_skipped_and_forgets_a_page_emptied_to_front_matter(
+    tmp_path, settings, embedder, monkeypatch
+):
+    from rag.ingest import ingest
+
+    monkeypatch.chdir(tmp_path)
+    root = write_tree(tmp_path / "site", SITE)
+    report = ingest([root], settings, embedder=embedder)
+    assert report.files_failed == []
+    assert sorted(skip.path for skip in report.files_skipped) == ["site/_index.md", "site/generated.md"]
+    assert report.files_added == 2  # the runbook and the include file itself
+    assert "skipped" in report.to_dict()["files_skipped"][0]["error"]
+
+    write(root / "ops/runbook.md", "---\ntitle: Proxy runbook\n---\n")
+    report = ingest([root], settings, embedder=embedder)
+    assert report.files_failed == [] and len(report.files_skipped) == 3
+    _, manifest = assert_store_consistent(settings)
+    assert {key.split("::")[1] for key in manifest} == {"includes/restart.md"}
+
+
+def test_an_upload_with_front_matter_only_is_skipped_and_not_kept(settings, embedder):
+    from rag.uploads import add_uploads, uploads_dir
+
+    good = ("notes.md", b"# Notes\n\nThe proxy keeps idle connections for sixty seconds.\n")
+    section = ("_index.md", b"---\ntitle: Team docs\n---\n")
+    results = add_uploads([good, section], settings, embedder=embedder)
+    statuses = [(r.original, r.status, r.ok) for r in results]
+    assert statuses == [("notes.md", "added", True), ("_index.md", "skipped", True)]
+    assert "only front matter" in results[1].message
+    assert sorted(p.name for p in uploads_dir(settings).iterdir()) == ["notes.md"]
