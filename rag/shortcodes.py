@@ -6,7 +6,8 @@ A static-site page is Markdown sprinkled with template calls that the site gener
 (``**Note:** ...``), tabs and details keep their text under a bold label with their name, includes are
 replaced by the included file when it lies under the same root (cycles and deep nesting are cut), links
 (``ref``, ``relref``) become their target, and calls with nothing to read (icons, version numbers, remote
-code) are dropped or reduced to their visible text (``alt``, ``text``, a link's label).
+code) are dropped or reduced to their visible text (``alt``, ``text``, a link's label). A heading's
+anchor attribute (``## Setup {#setup}``) is taken off so that it stays out of section paths.
 
 Hugo calls are parsed with a regex tokenizer and a stack: a call is paired when a closing tag with its name
 follows, otherwise it is self-closing; a stray closing tag is dropped. Hugo expands calls inside code blocks
@@ -33,8 +34,9 @@ BLOCK_START = re.compile(r"\s*(#|[-*+] |\d+[.)] |```|~~~|\||>)")
 
 HUGO_TAG = re.compile(r"\{\{([<%])\s*(/?)\s*([A-Za-z_][\w-]*)(.*?)\s*/?\s*[>%]\}\}", re.DOTALL)
 ARGUMENT = re.compile(r"""(?:([\w-]+)\s*=\s*)?(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`|'([^']*)'|([^\s"'`=]+))""")
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")  # list items indent their fences deeper than 3
 JEKYLL_TAG = re.compile(r"(?<!\{)\{%-?\s*(\w+)(.*?)\s*-?%\}(?!\})", re.DOTALL)
+HEADING_ATTRIBUTES = re.compile(r"^(#{1,6}[ \t].*?\S)[ \t]*\{[#.][^}\n]*\}[ \t]*$", re.MULTILINE)  # "## Setup {#setup}"
 JEKYLL_BLOCKS = {"raw": "endraw", "comment": "endcomment", "highlight": "endhighlight"}
 
 IncludeReader = Callable[[str, str], "tuple[str, str] | None"]  # (kind, argument) -> (key, text) or None
@@ -57,7 +59,9 @@ def render(text: str, read_include: IncludeReader | None = None, _seen: frozense
     if "{{" in text:
         text = _render_nodes(_parse(text), read_include, _seen)
     if "{%" in text:
-        text = _render_jekyll(text, read_include, _seen)
+        text = _outside_fences(text, lambda prose: _jekyll_prose(prose, read_include, _seen))
+    if "{" in text:
+        text = _outside_fences(text, lambda prose: HEADING_ATTRIBUTES.sub(r"\1", prose))
     return text
 
 
@@ -171,7 +175,8 @@ def _include(kind: str, argument: str, read_include: IncludeReader | None, seen:
     return render(included, read_include, seen | {key}).strip("\n")
 
 
-def _render_jekyll(text: str, read_include: IncludeReader | None, seen: frozenset[str]) -> str:
+def _outside_fences(text: str, rewrite: Callable[[str], str]) -> str:
+    """``rewrite`` applied to each stretch of ``text`` that is not inside a fenced code block."""
     out: list[str] = []
     prose: list[str] = []
     fence = ""
@@ -182,13 +187,13 @@ def _render_jekyll(text: str, read_include: IncludeReader | None, seen: frozense
             if marker and marker.group(1)[0] == fence[0] and len(marker.group(1)) >= len(fence):
                 fence = ""
         elif marker:
-            out.append(_jekyll_prose("".join(prose), read_include, seen))
+            out.append(rewrite("".join(prose)))
             prose = []
             out.append(line)
             fence = marker.group(1)
         else:
             prose.append(line)
-    out.append(_jekyll_prose("".join(prose), read_include, seen))
+    out.append(rewrite("".join(prose)))
     return "".join(out)
 
 

@@ -122,3 +122,13 @@ def test_jekyll_tags_outside_code_are_rendered(tmp_path: Path):
         "```jinja\n{% for host in hosts %}{{ host }}{% endfor %}\n```\n"
         "done\n"
     )
+
+
+def test_heading_anchors_are_taken_off_headings_only():
+    page = "## Rolling restarts {#rolling}\n\nText {#kept} here.\n### Limits {.wide #limits}\n```\n# shell {#x}\n```\n"
+    assert render(page) == "## Rolling restarts\n\nText {#kept} here.\n### Limits\n```\n# shell {#x}\n```\n"
+
+
+def test_code_fenced_inside_a_list_item_is_left_alone():
+    page = "1. Run:\n\n     ```\n     # {% raw %} {#x}\n     ```\n\n## Next {#next}\n"
+    assert render(page) == "1. Run:\n\n     ```\n     # {% raw %} {#x}\n     ```\n\n## Next\n"
