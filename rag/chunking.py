@@ -59,6 +59,8 @@ class Chunk:
             "file_hash": self.document.content_hash,
             "tags": ", ".join(self.document.tags),
             "updated": self.document.updated,
+            "commit_id": self.document.commit_id,
+            "commit_date": self.document.commit_date,
         }
 
 

@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--follow-symlinks", action="store_true", help="also ingest links that lead outside the named folders"
     )
+    ingest.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: ingest again after each batch of file changes (Ctrl-C to stop)",
+    )
+    ingest.add_argument(
+        "--debounce", type=float, default=1.0, help="with --watch: seconds without changes before a batch (1)"
+    )
     ingest.add_argument("--chunk-tokens", type=int, help="chunk size in model tokens (RAG_CHUNK_TOKENS)")
     ingest.add_argument("--chunk-overlap", type=int, help="overlap in tokens when a block is cut (RAG_CHUNK_OVERLAP)")
     ingest.add_argument("--max-file-mb", type=float, help="refuse larger files (RAG_MAX_FILE_MB)")
@@ -132,28 +140,54 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    report = ingest(
+    options = {
+        "doc_type": args.doc_type,
+        "prune": not args.no_prune,
+        "force_prune": args.force_prune,
+        "follow_symlinks": args.follow_symlinks,
+    }
+    if args.watch:
+        return _watch(paths, settings, args, options)
+    report = ingest(paths, settings, reindex=args.reindex, progress=None if args.json else _progress_bar(), **options)
+    _print_report(report, args.json)
+    return EXIT_PARTIAL if report.files_failed else EXIT_OK
+
+
+def _watch(paths: list[Path], settings: Settings, args: argparse.Namespace, options: dict) -> int:
+    from rag.watch import watch
+
+    if args.reindex:
+        print("error: --reindex rebuilds everything once; run it before --watch, not with it", file=sys.stderr)
+        return EXIT_USAGE
+    if args.debounce < 0:
+        print("error: --debounce must be zero or more seconds", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.json:
+        print(f"watching {', '.join(str(p) for p in paths)} (Ctrl-C to stop)", file=sys.stderr)
+    watch(
         paths,
         settings,
-        doc_type=args.doc_type,
-        prune=not args.no_prune,
-        reindex=args.reindex,
-        force_prune=args.force_prune,
-        follow_symlinks=args.follow_symlinks,
-        progress=None if args.json else _progress_bar(),
+        debounce=args.debounce,
+        on_report=lambda report: _print_report(report, args.json),
+        on_error=lambda error: print(f"error: {error}; retrying", file=sys.stderr),
+        **options,
     )
-    if args.json:
-        print(json.dumps(report.to_dict()))
-    else:
-        print(
-            f"{report.files_seen} files: {report.files_added} added, {report.files_updated} updated, "
-            f"{report.files_unchanged} unchanged, {report.files_removed} removed, {len(report.files_failed)} failed, "
-            f"{len(report.files_skipped)} skipped (nothing to index); "
-            f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the store ({report.seconds:.1f} s)"
-        )
-        for failure in report.files_failed:
-            print(f"  failed: {failure.path}: {failure.error}", file=sys.stderr)
-    return EXIT_PARTIAL if report.files_failed else EXIT_OK
+    return EXIT_OK
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict()), flush=True)
+        return
+    print(
+        f"{report.files_seen} files: {report.files_added} added, {report.files_updated} updated, "
+        f"{report.files_unchanged} unchanged, {report.files_removed} removed, {len(report.files_failed)} failed, "
+        f"{len(report.files_skipped)} skipped (nothing to index); "
+        f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in the store ({report.seconds:.1f} s)",
+        flush=True,
+    )
+    for failure in report.files_failed:
+        print(f"  failed: {failure.path}: {failure.error}", file=sys.stderr)
 
 
 def _progress_bar():

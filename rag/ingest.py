@@ -24,6 +24,7 @@ from rag import reindex as reindex_swap
 from rag.chunking import Chunk, chunk_document
 from rag.config import Settings
 from rag.embedding import Embedder
+from rag.git_dates import last_commits
 from rag.loading import (
     Discovery,
     Document,
@@ -118,9 +119,12 @@ def ingest(
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
         pending: list[_Pending] = []
+        commits = last_commits([ref.path for ref in work])  # one git walk per repository, not one per file
         for ref in work:
             try:
                 document = load(ref, settings.max_file_bytes, doc_type)
+                if ref.path in commits:
+                    document.commit_id, document.commit_date = commits[ref.path].id, commits[ref.path].date
                 chunks = chunk_document(
                     document,
                     embedder.count_tokens,

@@ -87,6 +87,8 @@ class Document:
     content_hash: str
     tags: list[str] = field(default_factory=list)
     updated: str = ""
+    commit_id: str = ""  # the file's last commit when it lives in a Git working copy (rag.git_dates)
+    commit_date: str = ""
 
 
 @dataclass
