@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep running: ingest again after each batch of file changes (Ctrl-C to stop)",
     )
     ingest.add_argument(
+        "--poll",
+        action="store_true",
+        help="with --watch: scan for changes every second (network shares, where change notifications never arrive)",
+    )
+    ingest.add_argument(
         "--debounce", type=float, default=1.0, help="with --watch: seconds without changes before a batch (1)"
     )
     ingest.add_argument("--chunk-tokens", type=int, help="chunk size in model tokens (RAG_CHUNK_TOKENS)")
@@ -168,8 +173,9 @@ def _watch(paths: list[Path], settings: Settings, args: argparse.Namespace, opti
         paths,
         settings,
         debounce=args.debounce,
+        poll=args.poll,
         on_report=lambda report: _print_report(report, args.json),
-        on_error=lambda error: print(f"error: {error}; retrying", file=sys.stderr),
+        on_warning=lambda message: print(f"warning: {message}", file=sys.stderr),
         **options,
     )
     return EXIT_OK

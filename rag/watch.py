@@ -23,6 +23,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from rag.config import Settings
@@ -33,6 +34,7 @@ from rag.store import Store, StoreBusyError
 
 ReportCallback = Callable[[IngestReport], None]
 BUSY_RETRY_SECONDS = 5.0
+POLL_SECONDS = 1.0
 
 
 class _Changes(FileSystemEventHandler):
@@ -97,7 +99,7 @@ def watch(
     max_delay: float = 30.0,
     stop: threading.Event | None = None,
     on_report: ReportCallback | None = None,
-    on_error: Callable[[Exception], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
     store: Store | None = None,
     embedder: Embedder | None = None,
     poll: bool = False,
@@ -111,27 +113,24 @@ def watch(
     store = store or Store(settings)
     embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
     folders = {str(p.resolve()) for p in paths if p.is_dir()}
-    files = {str(p.resolve()) for p in paths if not p.is_dir()}
+    files = {str(p.parent.resolve() / p.name) for p in paths if not p.is_dir()}  # events name the link, not its target
     changes = _Changes(folders, files, {str(Path(settings.data_dir).resolve())})
-    observer = PollingObserver(timeout=0.5) if poll else Observer()
-    for folder in folders:
-        observer.schedule(changes, folder, recursive=True)
-    for parent in {str(Path(f).parent) for f in files} - folders:
-        observer.schedule(changes, parent, recursive=False)
+    follow = bool(ingest_options.get("follow_symlinks"))
 
     def run_batch() -> None:
         try:
             report = ingest(paths, settings, store=store, embedder=embedder, **ingest_options)
         except StoreBusyError as error:
-            if on_error:
-                on_error(error)
+            if on_warning:
+                on_warning(f"{error} (trying again in {BUSY_RETRY_SECONDS:g} s)")
             if not stop.wait(BUSY_RETRY_SECONDS):  # the other writer may be done by then
                 changes.mark_dirty()
             return
         if on_report:
             on_report(report)
 
-    observer.start()  # before the first ingest, so nothing changed during it goes unseen
+    # started before the first ingest, so nothing changed during it goes unseen
+    observer = _start_observer(changes, folders, files, follow, poll, on_warning)
     with _graceful_interrupt(stop):
         try:
             run_batch()
@@ -140,6 +139,32 @@ def watch(
         finally:
             observer.stop()
             observer.join()
+
+
+def _start_observer(
+    changes: _Changes,
+    folders: set[str],
+    files: set[str],
+    follow: bool,
+    poll: bool,
+    on_warning: Callable[[str], None] | None,
+) -> BaseObserver:
+    """The system's change notifications (inotify) unless ``poll``; polling also when they are
+    exhausted (a tree with more folders than ``fs.inotify.max_user_watches``)."""
+    observer = PollingObserver(timeout=POLL_SECONDS) if poll else Observer()
+    for folder in folders:
+        observer.schedule(changes, folder, recursive=True, follow_symlink=follow)
+    for parent in {str(Path(f).parent) for f in files} - folders:
+        observer.schedule(changes, parent, recursive=False, follow_symlink=follow)
+    try:
+        observer.start()
+    except OSError as error:
+        if poll:
+            raise
+        if on_warning:
+            on_warning(f"change notifications unavailable ({error}); scanning for changes every {POLL_SECONDS:g} s")
+        return _start_observer(changes, folders, files, follow, True, None)
+    return observer
 
 
 class _graceful_interrupt:

@@ -52,15 +52,24 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 class Watching:
     """``watch`` running in a thread over ``folder``; its reports arrive in ``reports``."""
 
-    def __init__(self, folder: Path, settings, embedder) -> None:
+    def __init__(self, paths: Path | list[Path], settings, embedder, **options) -> None:
         self.reports: queue.Queue = queue.Queue()
+        self.warnings: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
+        paths = paths if isinstance(paths, list) else [paths]
 
         def run() -> None:
             try:
                 watch(
-                    [folder], settings, debounce=DEBOUNCE, stop=self.stop, on_report=self.reports.put, embedder=embedder
+                    paths,
+                    settings,
+                    debounce=DEBOUNCE,
+                    stop=self.stop,
+                    on_report=self.reports.put,
+                    on_warning=self.warnings.put,
+                    embedder=embedder,
+                    **options,
                 )
             except BaseException as error:  # surfaced by the test, not lost in the thread
                 self.errors.append(error)
@@ -130,6 +139,39 @@ def test_changes_in_quick_succession_are_one_batch_and_hidden_files_none(folder,
         time.sleep(3 * DEBOUNCE)
         assert watching.reports.empty()
     assert ".draft.md" not in sources(settings)
+
+
+def test_polling_and_a_single_watched_file(folder, settings, embedder):
+    """``--poll`` (network shares) sees changes too; a file named on its own is watched alone."""
+    (folder / "team").mkdir()
+    single = folder / "team" / "solo.md"
+    single.write_text("# Solo\n\nThe solo runbook restarts the queue.\n")
+    (folder / "team" / "neighbour.md").write_text("# Neighbour\n\nNot named, not watched.\n")
+    with Watching([folder / "alpha.md", single], settings, embedder, poll=True) as watching:
+        assert watching.next_report().files_added == 2
+        (folder / "team" / "neighbour.md").write_text("# Neighbour\n\nStill not watched.\n")
+        time.sleep(1.0 + 3 * DEBOUNCE)  # a polling pass plus the quiet period
+        assert watching.reports.empty(), "a file that was not named started an ingest"
+        single.write_text("# Solo\n\nThe solo runbook drains the queue first.\n")
+        wait_until(lambda: "drains" in sources(settings).get("solo.md", ""), "the named file to be re-ingested")
+
+
+def test_a_busy_store_is_retried_not_fatal(folder, tmp_path, embedder, monkeypatch):
+    from filelock import FileLock
+
+    monkeypatch.setattr("rag.watch.BUSY_RETRY_SECONDS", 0.2)
+    settings = make_settings(tmp_path / "data", lock_timeout=0.1)
+    (tmp_path / "data").mkdir()
+    other_writer = FileLock(str(tmp_path / "data" / "write.lock"))
+    other_writer.acquire()
+    try:
+        with Watching(folder, settings, embedder) as watching:
+            assert "another process is writing" in watching.warnings.get(timeout=WAIT_SECONDS)
+            other_writer.release()
+            assert watching.next_report().files_added == 3
+    finally:
+        other_writer.release(force=True)
+    assert set(sources(settings)) == set(DOCS)
 
 
 def test_first_ctrl_c_lets_the_batch_in_progress_finish(folder, settings, embedder):
