@@ -23,6 +23,7 @@ REPORT_KEYS = {
     "files_unchanged",
     "files_removed",
     "files_failed",
+    "files_skipped",
     "chunks_embedded",
     "chunks_total",
     "seconds",
