@@ -15,6 +15,7 @@ from typing import Protocol
 
 from rag.citations import MarkerFilter, citations_in_order, verify
 from rag.config import Settings
+from rag.doc_status import RETIRED, adr_id, age_days, document_names
 from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
 from rag.intent import missing_names, read_intent
 from rag.personas import Persona
@@ -90,6 +91,42 @@ def unsaid_near_misses(answer: str, missing: list[str]) -> list[str]:
     unsaid = [name for name in missing if name.lower() not in text]
     return [f"The knowledge base says nothing about {name}: the answer draws on the closest material."
             for name in unsaid]
+
+
+def status_notes(citations: list[Citation], passages: list[Passage], stale_days: int) -> list[str]:
+    """A note for each cited document that is superseded or deprecated (naming its successor and when), and for
+    each cited document older than ``stale_days`` (RAG_STALE_DAYS)."""
+    notes: list[str] = []
+    documents: dict[str, Passage] = {}
+    for citation in citations:
+        documents.setdefault(citation.passage.source_key or citation.passage.path, citation.passage)
+    for passage in documents.values():
+        name = adr_id(passage.title) or passage.title
+        if passage.status in RETIRED:
+            successor = next(
+                (
+                    p
+                    for p in passages
+                    if p.source_key != passage.source_key and passage.superseded_by in document_names(p.title, p.source)
+                ),
+                None,
+            )
+            when = passage.superseded_on or (successor.updated if successor else "")
+            if passage.superseded_by:
+                note = f"{name} was superseded by {passage.superseded_by}" + (f" on {when}." if when else ".")
+                if successor is not None:
+                    note += f' The current decision is "{successor.title}".'
+            else:
+                note = f"{name} is marked {passage.status}: it may no longer apply."
+            notes.append(note)
+            continue
+        age = age_days(passage.updated)
+        if age is not None and age > stale_days:
+            notes.append(
+                f"{name} was last updated on {passage.updated}, {age} days ago: it may be out of date "
+                f"(documents older than {stale_days} days are flagged; RAG_STALE_DAYS)."
+            )
+    return notes
 
 
 class Answerer:
@@ -176,6 +213,7 @@ class Answerer:
         timings["verification"] = time.perf_counter() - verify_started
         timings["total"] = time.perf_counter() - started
         final.timings = timings
+        final.notes += status_notes(final.citations, passages, self.settings.stale_days)
         yield final
 
     def _missing(self, question: str, passages: list[Passage]) -> list[str]:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Both thresholds are calibrated on corpus/eval/questions.jsonl by `python -m rag calibrate`.
     abstain_threshold: float = Field(0.46, description="Below this best cosine similarity the answer abstains.")
     support_threshold: float = Field(0.64, description="A cited sentence scoring below this is flagged unsupported.")
+    stale_days: int = Field(
+        365, ge=1, description="A cited document whose date (updated, last commit or mtime) is older is noted as stale."
+    )
     source_url_template: str | None = Field(
         None, description="Link to a source file in the team's Git web UI, e.g. https://git.example.com/docs/blob/main/{path}"
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from rag import reindex as reindex_swap
 from rag.chunking import Chunk, chunk_document
 from rag.config import Settings
+from rag.doc_status import status_metadata
 from rag.embedding import Embedder
 from rag.git_dates import last_commits
 from rag.loading import (
@@ -314,9 +315,13 @@ def _commit(
     store.save_file_records([_record(p, records.get(p.document.source.key), now, complete=False) for p in pending])
     chunks = [chunk for p in pending for chunk in p.chunks]
     vectors = embedder.embed([chunk.embed_text for chunk in chunks])
+    status = {id(p.document): status_metadata(p.document) for p in pending}
     if chunks:
         store.upsert_chunks(
-            [c.id for c in chunks], vectors, [c.text for c in chunks], [c.metadata() for c in chunks]
+            [c.id for c in chunks],
+            vectors,
+            [c.text for c in chunks],
+            [{**c.metadata(), **status[id(c.document)]} for c in chunks],
         )
     report.chunks_embedded += len(chunks)
     for p in pending:

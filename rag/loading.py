@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from rag.doc_status import DocStatus, read_status
 from rag.shortcodes import include_reader
 from rag.shortcodes import render as render_shortcodes
 
@@ -89,6 +90,7 @@ class Document:
     updated: str = ""
     commit_id: str = ""  # the file's last commit when it lives in a Git working copy (rag.git_dates)
     commit_date: str = ""
+    status: DocStatus = field(default_factory=DocStatus)  # superseded, deprecated, accepted... (rag.doc_status)
 
 
 @dataclass
@@ -281,6 +283,7 @@ def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Docume
         content_hash=hashlib.sha256(raw).hexdigest(),
         tags=_tags(meta.get("tags")),
         updated=_scalar(meta, "updated"),
+        status=read_status(meta, text),
     )
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from rag.config import Settings
+from rag.doc_status import RETIRED, adr_ids, asks_about_past, asks_what_came_before, document_names
 from rag.embedding import Embedder
 from rag.keyword import KeywordIndex
 from rag.store import Store
@@ -42,6 +43,10 @@ class Passage:
     keyword_score: float | None = None  # BM25
     context: str = ""  # text widened with neighbouring chunks (empty = same as text)
     source_key: str = ""
+    status: str = ""  # superseded, deprecated, accepted... as the document declares it (rag.doc_status)
+    superseded_by: str = ""  # e.g. ADR-0011
+    superseded_on: str = ""
+    updated: str = ""  # the document's date, YYYY-MM-DD
 
     @property
     def full_text(self) -> str:
@@ -64,6 +69,10 @@ class Passage:
             position=int(meta.get("position", 0)),
             start_offset=int(meta.get("start_offset", 0)),
             source_key=str(meta.get("source_key", "")),
+            status=str(meta.get("status", "")),
+            superseded_by=str(meta.get("superseded_by", "")),
+            superseded_on=str(meta.get("superseded_on", "")),
+            updated=str(meta.get("updated", "")),
         )
 
 
@@ -134,7 +143,7 @@ class Retriever:
             rare = index.rare_identifier_ids(query) if keyword else set()
             exact = [chunk_id for chunk_id, _ in keyword if chunk_id in rare]
             ranked = self._fuse(dense, keyword, exact, limit=limit)
-        passages = collapse_near_duplicates(ranked)[:k]
+        passages = collapse_near_duplicates(demote_superseded(ranked, query))[:k]
         if widen:
             passages = self.widen(passages)
         timings["total"] = time.perf_counter() - started
@@ -219,6 +228,39 @@ class Retriever:
         got = self.store.get(where={"$and": [{"source_key": passage.source_key}, {"section": passage.section}]})
         chunks = [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
         return sorted(chunks, key=lambda p: p.position)
+
+
+SUPERSEDED_WEIGHT = 0.5  # a retired document's passages keep half their score
+
+
+def demote_superseded(passages: list[Passage], query: str) -> list[Passage]:
+    """A superseded or deprecated document's passages lose half their score and, when its successor is among
+    the candidates, rank below the successor's best passage. Nothing is dropped. A question about the past keeps
+    the old document where it was ("history", "old") or, when it asks what came before ("before", "used to",
+    "originally"), puts it just above its successor; a question naming the old ADR's number leaves it alone."""
+    if not any(p.status in RETIRED for p in passages):
+        return passages
+    before = asks_what_came_before(query)
+    if asks_about_past(query) and not before:
+        return passages
+    named = adr_ids(query)
+    best_of: dict[str, float] = {}
+    for passage in passages:
+        for name in document_names(passage.title, passage.source):
+            best_of[name] = max(best_of.get(name, passage.score), passage.score)
+    rescored = []
+    for passage in passages:
+        successor = best_of.get(passage.superseded_by)
+        if passage.status not in RETIRED or document_names(passage.title, passage.source) & named:
+            rescored.append(passage)
+        elif before and successor is not None:
+            rescored.append(replace(passage, score=max(passage.score, successor * (1 + 1e-6))))
+        elif before:
+            rescored.append(passage)
+        else:
+            score = passage.score * SUPERSEDED_WEIGHT
+            rescored.append(replace(passage, score=score if successor is None else min(score, successor * (1 - 1e-6))))
+    return sorted(rescored, key=lambda p: p.score, reverse=True)
 
 
 MIN_OVERLAP = 16  # characters: shorter repeats between neighbouring chunks are a coincidence, not an overlap
