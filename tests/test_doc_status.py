@@ -221,3 +221,13 @@ def test_an_answer_citing_an_old_document_marks_it_stale(two_adrs):
     final = [e for e in answerer.answer("how many test shipments a day does the merchant sandbox accept?", persona)][-1]
     assert any(c.passage.source == "team/sandbox-notes.md" for c in final.citations)
     assert any(note.startswith("Sandbox notes was last updated on 2021-06-01") for note in final.notes), final.notes
+
+
+def test_a_source_card_shows_the_status_and_the_date():
+    from ui.render import status_label
+
+    assert status_label("superseded", "ADR-0011", "2023-05-22") == (
+        ":material/history: superseded by ADR-0011 · :material/update: updated 2023-05-22"
+    )
+    assert status_label("accepted", "", "2025-08-04") == ":material/update: updated 2025-08-04"
+    assert status_label("", "", "") == ""

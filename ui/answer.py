@@ -134,10 +134,12 @@ def source_card(message: Message, citation: Citation, chat: Chat) -> None:
         url = source_url(passage.source, chat.settings.source_url_template)
         if url:
             where += f" ([open in Git]({url}))"
+        dated = render.status_label(passage.status, passage.superseded_by, passage.updated)
         st.caption(
             f":material/folder: {render.escape_markdown(passage.doc_type or 'unknown')} · "
             f":material/segment: {render.escape_markdown(render.section_label(passage.section))} · "
             f":material/description: {where}"
+            + (f" · {dated}" if dated else "")
         )
         shown, found = render.passage_view(passage.text, passage.full_text, quotes)
         st.markdown(shown, unsafe_allow_html=True)

@@ -149,6 +149,16 @@ def section_label(section: str) -> str:
     return " › ".join(part.strip() for part in section.split(">")) if section else "(top of the document)"
 
 
+def status_label(status: str, superseded_by: str, updated: str) -> str:
+    """A source card's status and date, e.g. "superseded by ADR-0011 · updated 2025-08-04" ("" when neither)."""
+    parts = []
+    if status in ("superseded", "deprecated", "obsolete"):
+        parts.append(f":material/history: {status}" + (f" by {superseded_by}" if superseded_by else ""))
+    if updated:
+        parts.append(f":material/update: updated {updated}")
+    return " · ".join(parts)
+
+
 def escape_markdown(text: str) -> str:
     """Plain text for a Markdown line: Markdown and HTML specials are escaped."""
     return re.sub(r"([\\`*_{}\[\]()#+!|<>~])", r"\\\1", text)
