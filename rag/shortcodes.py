@@ -175,6 +175,19 @@ def _include(kind: str, argument: str, read_include: IncludeReader | None, seen:
     return render(included, read_include, seen | {key}).strip("\n")
 
 
+def _jekyll_include(kind: str, argument: str, read_include: IncludeReader | None, seen: frozenset[str]) -> str:
+    """``{% include note.html content="..." %}``: an admonition include is its text after a label (its template
+    is markup); any other include is the file with its ``{{ include.name }}`` parameters filled in."""
+    path, _, rest = argument.partition(" ")
+    params, _ = _arguments(rest)
+    stem = Path(path).stem.lower()
+    text = params.get("content") or params.get("text") or ""
+    if stem in ADMONITIONS and text:
+        return _labelled(stem.capitalize() + ":", text)
+    included = _include(kind, path, read_include, seen)
+    return re.sub(r"\{\{-?\s*include\.([\w-]+)\s*-?\}\}", lambda m: params.get(m.group(1).lower(), ""), included)
+
+
 def _outside_fences(text: str, rewrite: Callable[[str], str]) -> str:
     """``rewrite`` applied to each stretch of ``text`` that is not inside a fenced code block."""
     out: list[str] = []
@@ -219,8 +232,8 @@ def _jekyll_prose(text: str, read_include: IncludeReader | None, seen: frozenset
                 language = argument.split()[0] if argument else ""
                 out.append(f"```{language}\n{body.strip(chr(10))}\n```")
         elif name in ("include", "include_relative"):
-            path = argument.split()[0] if argument else ""
-            out.append(_include("jekyll" if name == "include" else "jekyll-relative", path, read_include, seen))
+            kind = "jekyll" if name == "include" else "jekyll-relative"
+            out.append(_jekyll_include(kind, argument, read_include, seen))
         elif name in ("link", "post_url"):
             out.append(argument)
         # any other tag (if, for, assign, capture, ...) is template logic: dropped, its content kept

@@ -132,3 +132,17 @@ def test_heading_anchors_are_taken_off_headings_only():
 def test_code_fenced_inside_a_list_item_is_left_alone():
     page = "1. Run:\n\n     ```\n     # {% raw %} {#x}\n     ```\n\n## Next {#next}\n"
     assert render(page) == "1. Run:\n\n     ```\n     # {% raw %} {#x}\n     ```\n\n## Next\n"
+
+
+def test_jekyll_includes_with_parameters(tmp_path: Path):
+    root = write_tree(
+        tmp_path / "site",
+        {"_includes/owner.md": "Owned by {{ include.team }} ({{include.channel}}).", "_includes/note.html": "<b>x</b>"},
+    )
+    page = (
+        '{% include note.html content="Tokens expire after an hour." %}\n'
+        '{% include owner.md team="the platform team" channel=\'#platform\' %}\n'
+    )
+    assert render(page, include_reader(root, root / "p.md", MAX)) == (
+        "**Note:** Tokens expire after an hour.\nOwned by the platform team (#platform).\n"
+    )
