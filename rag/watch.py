@@ -37,6 +37,10 @@ BUSY_RETRY_SECONDS = 5.0
 POLL_SECONDS = 1.0
 
 
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 class _Changes(FileSystemEventHandler):
     """Records when the last relevant event arrived; the watcher thread reads it."""
 
@@ -63,12 +67,12 @@ class _Changes(FileSystemEventHandler):
             self.condition.notify_all()
 
     def _relevant(self, path: str, is_directory: bool) -> bool:
-        if any(path == folder or path.startswith(folder + "/") for folder in self.ignored):
-            return False
         if path in self.files:
             return True
         for folder in self.folders:
-            if path.startswith(folder.rstrip("/") + "/"):
+            if _under(path, folder):
+                if any(_under(path, data) and not _under(folder, data) for data in self.ignored):
+                    return False  # the store inside a watched folder (a watched folder inside it still counts)
                 if any(part.startswith(".") for part in Path(path).relative_to(folder).parts):
                     return False  # hidden files and folders (.git) are never ingested
                 return is_directory or Path(path).suffix.lower() in SUPPORTED_SUFFIXES

@@ -141,6 +141,15 @@ def test_changes_in_quick_succession_are_one_batch_and_hidden_files_none(folder,
     assert ".draft.md" not in sources(settings)
 
 
+def test_a_watched_folder_inside_the_data_directory_is_still_watched(tmp_path, write_docs, embedder):
+    settings = make_settings(tmp_path / "data", lock_timeout=2.0)
+    uploads = write_docs(tmp_path / "data" / "uploads", {"first.md": "# First\n\nAn uploaded note.\n"})
+    with Watching(uploads, settings, embedder) as watching:
+        assert watching.next_report().files_added == 1
+        (uploads / "second.md").write_text("# Second\n\nAnother uploaded note.\n")
+        wait_until(lambda: "second.md" in sources(settings), "a file in a watched folder under the data directory")
+
+
 def test_polling_and_a_single_watched_file(folder, settings, embedder):
     """``--poll`` (network shares) sees changes too; a file named on its own is watched alone."""
     (folder / "team").mkdir()
