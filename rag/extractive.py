@@ -20,7 +20,7 @@ import numpy as np
 
 from rag.embedding import Embedder
 from rag.events import Citation, CitationEvent, TextDelta
-from rag.intent import Intent, read_intent
+from rag.intent import HEADS, Intent, read_intent
 from rag.personas import Persona
 from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words, rewrite_follow_up
@@ -259,4 +259,6 @@ def _see_also(passages: list[Passage]) -> str:
 
 
 def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    """ "the returns API, ADR-0015 or max_poll_records": a thing named by its kind takes "the"."""
+    named = [f"the {name}" if re.search(rf"\b(?:{HEADS})$", name, re.IGNORECASE) else name for name in names]
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]

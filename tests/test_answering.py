@@ -266,7 +266,7 @@ def test_a_comparison_leads_with_both_sides(answerer, persona):
 def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, persona):
     events, final = run(answerer, "How big should the connection pool of the returns API be?", persona)
     assert not final.abstained
-    assert final.answer.startswith("The knowledge base says nothing about returns API; the closest")
+    assert final.answer.startswith("The knowledge base says nothing about the returns API; the closest")
     assert final.citations, "the closest material is still quoted, with its sources"
     assert not final.notes, "the answer said it itself: no second notice"
     # a name the knowledge base has is not reported missing
