@@ -97,6 +97,7 @@ def status_notes(citations: list[Citation], passages: list[Passage], stale_days:
     """A note for each cited document that is superseded or deprecated (naming its successor and when), and for
     each cited document older than ``stale_days`` (RAG_STALE_DAYS)."""
     notes: list[str] = []
+    stale: list[str] = []
     documents: dict[str, Passage] = {}
     for citation in citations:
         documents.setdefault(citation.passage.source_key or citation.passage.path, citation.passage)
@@ -122,11 +123,11 @@ def status_notes(citations: list[Citation], passages: list[Passage], stale_days:
             continue
         age = age_days(passage.updated)
         if age is not None and age > stale_days:
-            notes.append(
+            stale.append(
                 f"{name} was last updated on {passage.updated}, {age} days ago: it may be out of date "
                 f"(documents older than {stale_days} days are flagged; RAG_STALE_DAYS)."
             )
-    return notes
+    return notes + stale  # what replaced a cited document matters more than its age
 
 
 class Answerer:

@@ -234,10 +234,11 @@ SUPERSEDED_WEIGHT = 0.5  # a retired document's passages keep half their score
 
 
 def demote_superseded(passages: list[Passage], query: str) -> list[Passage]:
-    """A superseded or deprecated document's passages lose half their score and, when its successor is among
-    the candidates, rank below the successor's best passage. Nothing is dropped. A question about the past keeps
-    the old document where it was ("history", "old") or, when it asks what came before ("before", "used to",
-    "originally"), puts it just above its successor; a question naming the old ADR's number leaves it alone."""
+    """A superseded or deprecated document's passages lose half their score; when its successor is among the
+    candidates, its best passage ranks right below the successor's best (the answer can say what changed) and
+    the rest below that. Nothing is dropped. A question about the past keeps the old document where it was
+    ("history", "old") or, when it asks what came before ("before", "used to", "originally"), puts it just
+    above its successor; a question naming the old ADR's number leaves it alone."""
     if not any(p.status in RETIRED for p in passages):
         return passages
     before = asks_what_came_before(query)
@@ -249,17 +250,20 @@ def demote_superseded(passages: list[Passage], query: str) -> list[Passage]:
         for name in document_names(passage.title, passage.source):
             best_of[name] = max(best_of.get(name, passage.score), passage.score)
     rescored = []
-    for passage in passages:
+    seen: set[str] = set()
+    for passage in passages:  # best first, so the first passage of a document is its best
         successor = best_of.get(passage.superseded_by)
         if passage.status not in RETIRED or document_names(passage.title, passage.source) & named:
             rescored.append(passage)
-        elif before and successor is not None:
-            rescored.append(replace(passage, score=max(passage.score, successor * (1 + 1e-6))))
+        elif successor is None:
+            rescored.append(passage if before else replace(passage, score=passage.score * SUPERSEDED_WEIGHT))
         elif before:
-            rescored.append(passage)
+            rescored.append(replace(passage, score=max(passage.score, successor * (1 + 1e-6))))
         else:
-            score = passage.score * SUPERSEDED_WEIGHT
-            rescored.append(replace(passage, score=score if successor is None else min(score, successor * (1 - 1e-6))))
+            first = passage.source_key not in seen
+            score = min(passage.score, successor * (1 - 1e-6)) if first else passage.score * SUPERSEDED_WEIGHT
+            rescored.append(replace(passage, score=min(score, successor * (1 - 1e-6))))
+        seen.add(passage.source_key)
     return sorted(rescored, key=lambda p: p.score, reverse=True)
 
 

@@ -83,9 +83,13 @@ OTHER = passage("references/queues.md", "Message queues", 0.7)
 
 
 def test_a_superseded_passage_ranks_below_its_successor_and_is_kept():
-    ranked = demote_superseded([OLD, OTHER, NEW], "do we still use RabbitMQ for tracking events?")
-    assert [p.source for p in ranked].index(NEW.source) < [p.source for p in ranked].index(OLD.source)
-    assert {p.id for p in ranked} == {OLD.id, NEW.id, OTHER.id}
+    old_too = Passage(**{**OLD.__dict__, "id": "old-2", "score": 0.8})
+    other_low = Passage(**{**OTHER.__dict__, "id": "other-2", "score": 0.3})
+    ranked = demote_superseded([OLD, old_too, OTHER, NEW, other_low], "do we still use RabbitMQ for tracking events?")
+    # the old document's best passage right below the successor's best, its other passages halved
+    assert [p.id for p in ranked] == [OTHER.id, NEW.id, OLD.id, old_too.id, other_low.id]
+    alone = demote_superseded([OLD, OTHER], "which broker carries tracking events?")
+    assert [(p.id, p.score) for p in alone] == [(OTHER.id, 0.7), (OLD.id, 0.45)]  # no successor: halved, kept
 
 
 def test_questions_about_the_past_or_naming_the_old_adr_keep_the_ranking():
@@ -109,14 +113,14 @@ def test_notes_name_the_successor_and_its_date_and_flag_stale_documents():
     old = Passage(**{**OLD.__dict__, "superseded_on": "2025-05-12"})
     stale = Passage(**{**OTHER.__dict__, "updated": "2020-01-01"})
     fresh = Passage(**{**NEW.__dict__, "updated": date.today().isoformat()})
-    citations = [Citation(1, old, "q"), Citation(2, stale, "q"), Citation(3, fresh, "q"), Citation(4, old, "q")]
+    citations = [Citation(1, stale, "q"), Citation(2, old, "q"), Citation(3, fresh, "q"), Citation(4, old, "q")]
     notes = status_notes(citations, [old, stale, fresh], stale_days=365)
     assert notes[0] == (
         'ADR-0003 was superseded by ADR-0011 on 2025-05-12. The current decision is "ADR-0011: Move to Kafka".'
     )
     assert len(notes) == 2 and notes[1].startswith("Message queues was last updated on 2020-01-01")
     assert "may be out of date" in notes[1]
-    assert status_notes(citations[1:2], [stale], stale_days=365 * 100) == []
+    assert status_notes(citations[:1], [stale], stale_days=365 * 100) == []
 
 
 # -- integration: a tiny corpus of two ADRs ---------------------------------------------------------
