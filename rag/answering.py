@@ -220,7 +220,14 @@ class Answerer:
     def _missing(self, question: str, passages: list[Passage]) -> list[str]:
         """What the question names that neither the passages nor (by keyword search) the rest of the knowledge
         base mention: the answer must say the knowledge base says nothing about it."""
-        unseen = missing_names(read_intent(question).names, [p.heading + "\n" + p.full_text for p in passages])
+        unseen = missing_names(read_intent(question).names, _texts(passages))
         return [
-            name.text for name in unseen if missing_names([name], self.retriever.keyword_texts(name.text), strict=True)
+            name.text
+            for name in unseen
+            if missing_names([name], _texts(self.retriever.keyword_passages(name.text)), strict=True)
         ]
+
+
+def _texts(passages: list[Passage]) -> list[str]:
+    """What a name may be mentioned in: a passage's title, section and text."""
+    return [f"{p.heading}\n{p.full_text}" for p in passages]

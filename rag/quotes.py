@@ -8,7 +8,7 @@ is left out when there is none. Code is never a unit (code examples are added wh
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(`])")
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -30,7 +30,6 @@ class Unit:
     order: int  # position in the passage
     passage_index: int = 0
     search_text: str = ""  # what is compared with the question (the text unless a table row)
-    extras: dict = field(default_factory=dict)
 
     @property
     def matched(self) -> str:

@@ -149,18 +149,19 @@ class Retriever:
         timings["total"] = time.perf_counter() - started
         return SearchResult(query, passages, confidence, timings["total"], mode, timings)
 
-    def keyword_texts(self, query: str, k: int = 10) -> list[str]:
-        """The texts (with title and section) of the best keyword hits for ``query`` across the whole store."""
+    def keyword_passages(self, query: str, k: int = 10) -> list[Passage]:
+        """The best keyword hits for ``query`` across the whole store, no filter, not fused."""
         if not self.store.exists():
             return []
         hits = self.keyword.search(query, k, None, None)
         if not hits:
             return []
-        got = self.store.get(ids=[chunk_id for chunk_id, _ in hits])
-        return [
-            f"{(meta or {}).get('title', '')}\n{(meta or {}).get('section', '')}\n{text or ''}"
-            for text, meta in zip(got["documents"], got["metadatas"])
-        ]
+        return self._read(ids=[chunk_id for chunk_id, _ in hits])
+
+    def _read(self, ids: list[str] | None = None, where: dict | None = None) -> list[Passage]:
+        """Chunks of the store as passages, in the store's order."""
+        got = self.store.get(ids=ids, where=where)
+        return [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
 
     def _dense(self, query: str, k: int, doc_type: str | None, source: str | None) -> list[Passage]:
         if not self.store.exists():
@@ -197,9 +198,7 @@ class Retriever:
         by_id = {p.id: p for p in dense}
         missing = [chunk_id for chunk_id in ranked if chunk_id not in by_id]
         if missing:  # only the keyword hits that made the cut are read from the store
-            got = self.store.get(ids=missing)
-            for chunk_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
-                by_id[chunk_id] = Passage.from_chunk(chunk_id, text, meta or {})
+            by_id.update((passage.id, passage) for passage in self._read(ids=missing))
         bm25 = dict(keyword)
         return [
             replace(by_id[chunk_id], score=scores[chunk_id], keyword_score=bm25.get(chunk_id))
@@ -225,8 +224,7 @@ class Retriever:
 
     def neighbourhood(self, passage: Passage) -> list[Passage]:
         """All chunks of the passage's section, in order (the "open the whole section" view)."""
-        got = self.store.get(where={"$and": [{"source_key": passage.source_key}, {"section": passage.section}]})
-        chunks = [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+        chunks = self._read(where={"$and": [{"source_key": passage.source_key}, {"section": passage.section}]})
         return sorted(chunks, key=lambda p: p.position)
 
 
