@@ -227,6 +227,11 @@ class Retriever:
         chunks = self._read(where={"$and": [{"source_key": passage.source_key}, {"section": passage.section}]})
         return sorted(chunks, key=lambda p: p.position)
 
+    def document(self, source_key: str | None = None, path: str | None = None) -> list[Passage]:
+        """All chunks of one document (by its source key or its path), in reading order."""
+        where = {"source_key": source_key} if source_key is not None else {"path": path}
+        return sorted(self._read(where=where), key=lambda p: p.position)
+
 
 SUPERSEDED_WEIGHT = 0.5  # a retired document's passages keep half their score
 

@@ -38,14 +38,10 @@ class Section:
 
 def document_sections(retriever, passage: Passage) -> list[Section]:
     """Every section of the passage's document in reading order; the passage's own section is marked cited."""
-    got = retriever.store.get(where={"source_key": passage.source_key})
-    chunks = sorted(
-        (int((meta or {}).get("position", 0)), str((meta or {}).get("section", "")), text or "")
-        for text, meta in zip(got["documents"], got["metadatas"])
-    )
     sections: list[Section] = []
     pieces: list[str] = []
-    for _, section, text in chunks:
+    for chunk in retriever.document(source_key=passage.source_key):
+        section, text = chunk.section, chunk.text
         if not sections or sections[-1].name != section:
             if sections:
                 sections[-1].text = join_chunks(pieces)
