@@ -61,6 +61,7 @@ class Chunk:
             "updated": self.document.updated,
             "commit_id": self.document.commit_id,
             "commit_date": self.document.commit_date,
+            "site": " > ".join(self.document.site),
         }
 
 

@@ -240,16 +240,20 @@ def _jekyll_prose(text: str, read_include: IncludeReader | None, seen: frozenset
 
 
 def include_reader(root: Path, page: Path, max_bytes: int) -> IncludeReader:
-    """Reads included files for a page under ``root``: Hugo includes from ``includes/`` (then the root, then
-    the page's folder), Jekyll ones from ``_includes/``; nothing outside ``root`` or over ``max_bytes`` is read."""
+    """Reads included files for a page under ``root``: Hugo includes from an ``includes/`` folder (Jekyll
+    ones from ``_includes/``) in the page's folder or the nearest folder above it, up to the root (a root
+    above the site's content folder, such as a repository holding ``docs/includes/``, still finds them),
+    then, for Hugo, the root and the page's folder; nothing outside ``root`` or over ``max_bytes`` is read."""
     real_root = root.resolve()
+    folders = [folder for folder in (page.parent, *page.parent.parents) if folder.is_relative_to(root)]
 
     def read(kind: str, argument: str) -> tuple[str, str] | None:
         relative = argument.lstrip("/")
         if kind == "hugo":
-            candidates = [real_root / "includes" / relative, real_root / relative, page.parent / argument]
+            candidates = [folder / "includes" / relative for folder in folders]
+            candidates += [real_root / relative, page.parent / argument]
         elif kind == "jekyll":
-            candidates = [real_root / "_includes" / relative]
+            candidates = [folder / "_includes" / relative for folder in folders]
         else:
             candidates = [page.parent / argument]
         for candidate in candidates:

@@ -422,3 +422,38 @@ def test_an_upload_with_front_matter_only_is_skipped_and_not_kept(settings, embe
     assert statuses == [("notes.md", "added", True), ("_index.md", "skipped", True)]
     assert "only front matter" in results[1].message
     assert sorted(p.name for p in uploads_dir(settings).iterdir()) == ["notes.md"]
+
+
+# -- place in the site ------------------------------------------------------------------------------
+
+
+def test_a_page_knows_its_place_in_the_site_from_its_folders_titles(tmp_path, embedder):
+    write_tree(
+        tmp_path,
+        {
+            "_index.md": "---\ntitle: Product Documentation\n---\n",  # the ingested root itself: not a place
+            "nginx/_index.md": "---\ntitle: NGINX Plus\n---\n",
+            "nginx/admin-guide/_index.md": "---\ntitle: Admin Guide\nweight: 100\n---\n\nWhat the guide covers.\n",
+            "nginx/admin-guide/load-balancer/http-health-check.md": """
+                ---
+                title: HTTP Health Checks
+                ---
+                ## Passive checks
+
+                A server is marked unavailable after max_fails failed attempts.
+                """,
+            "nginx/broken_section/_index.md": "---\ntitle: [unclosed\n---\n",
+            "nginx/broken_section/page.md": "# Page\n\nText.\n",
+        },
+    )
+    health = load_file(tmp_path / "nginx/admin-guide/load-balancer/http-health-check.md", tmp_path)
+    assert health.site == ["NGINX Plus", "Admin Guide", "Load balancer"]  # no _index.md: the folder's name
+    # a section page with text is its folder's own page: its path stops at the folder above
+    assert load_file(tmp_path / "nginx/admin-guide/_index.md", tmp_path).site == ["NGINX Plus"]
+    # a malformed section page costs only its title
+    assert load_file(tmp_path / "nginx/broken_section/page.md", tmp_path).site == ["NGINX Plus", "Broken section"]
+
+    from rag.chunking import chunk_document
+
+    [chunk] = chunk_document(health, embedder.count_tokens, 200, 32, embedder.max_seq_length)
+    assert chunk.metadata()["site"] == "NGINX Plus > Admin Guide > Load balancer"

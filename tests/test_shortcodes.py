@@ -84,6 +84,18 @@ def test_go_templates_and_plain_braces_are_left_alone():
     assert render(page) == page
 
 
+def test_hugo_includes_are_found_when_the_root_is_above_the_sites_content_folder(tmp_path: Path):
+    root = write_tree(
+        tmp_path / "repo",
+        {
+            "docs/includes/install/jwt.md": "Copy the JWT file to /etc/nginx/.\n",
+            "docs/nginx/admin-guide/install.md": "",
+        },
+    )
+    read = include_reader(root, root / "docs/nginx/admin-guide/install.md", MAX)
+    assert render('1. {{< include "install/jwt.md" >}}', read) == "1. Copy the JWT file to /etc/nginx/."
+
+
 def test_hugo_includes_are_resolved_under_the_root_and_cycles_are_cut(tmp_path: Path):
     root = write_tree(
         tmp_path / "site",
