@@ -26,7 +26,7 @@ from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words, rewrite_follow_up
 
 LABEL = "*Offline answer: quoted from the knowledge base, no language model.*"
-BODY_BUDGET = 700  # characters of quoted text (lead and points), so the answer stays short
+BODY_BUDGET = 750  # characters of quoted text (lead and points), so the answer stays short
 MAX_UNITS = 7
 LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along
 DUPLICATE = 0.9  # a unit this similar to one already chosen says the same thing
@@ -40,7 +40,8 @@ NUMBER_BONUS = 0.1  # a number question: a sentence carrying a quantity with its
 FENCED = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
 REASON = re.compile(
     r"\b(because|so that|since|reason|avoid|prevents?|otherwise|means|without|cannot|must|lets|allows?|"
-    r"trade-?offs?|instead of|rather than|risk|cost|safer|simpler|guarantee\w*)\b",
+    r"trade-?offs?|instead of|rather than|risk|cost|safer|simpler|guarantee\w*|causes?|caused|leads? to|"
+    r"results? in|so (?:any|the|that|a|an|it|they|every|each|no)|after an?|whenever|each time)\b",
     re.IGNORECASE,
 )
 REASON_SECTION = re.compile(r"\b(reasons?|why|decision|rationale|consequences?|motivation|trade-?offs?)\b", re.I)
@@ -82,10 +83,9 @@ class ExtractiveProvider:
             yield from _quoted(lead, passages, " ", shown)
             yield TextDelta("\n\n")
         for aspect, group in _by_aspect([u for u in points if u.kind != "row"], passages):
-            for unit in group:
-                yield TextDelta(f"- **{aspect}**: " if aspect else "- ")
-                yield from _quoted([unit], passages, "", shown)
-                yield TextDelta("\n")
+            yield TextDelta(f"- **{aspect}**: " if aspect else "- ")
+            yield from _quoted(group, passages, " ", shown)
+            yield TextDelta("\n")
         rows = [u for u in points if u.kind == "row"]
         if rows:
             yield TextDelta("\n")
@@ -139,7 +139,7 @@ class ExtractiveProvider:
             return False
         if sum(len(units[i].text) for i in chosen) + len(units[j].text) > BODY_BUDGET:
             return False
-        return all(float(vectors[i] @ vectors[j]) < DUPLICATE for i in chosen)
+        return all(float(vectors[i] @ vectors[j]) < DUPLICATE and not _overlap(units[i], units[j]) for i in chosen)
 
     def _units(self, passages: list[Passage]) -> list[Unit]:
         units: list[Unit] = []
@@ -192,6 +192,14 @@ class ExtractiveProvider:
                 if block.count("\n") <= 30:
                     return index, block
         return None
+
+
+def _overlap(a: Unit, b: Unit) -> bool:
+    """Two sentence units sharing a sentence, neither holding the other: quoting both repeats it."""
+    if a.kind != "sentence" or b.kind != "sentence":
+        return False
+    shared, first, second = set(a.quotes) & set(b.quotes), set(a.quotes), set(b.quotes)
+    return bool(shared) and not (first <= second or second <= first)
 
 
 def _form_bonus(intent: Intent, unit: Unit, passages: list[Passage]) -> float:

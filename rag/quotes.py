@@ -18,6 +18,14 @@ LEANS_BACK = re.compile(
     r"similarly|likewise|conversely|again|still|yet|meanwhile|even so|in other words|which)\b",
     re.IGNORECASE,
 )
+# a sentence about the document rather than its subject ("This page explains when to pick which.")
+ABOUT_THE_PAGE = re.compile(
+    r"^(?:(?:this|the following|these|the next) (?:page|document|doc|guide|section|article|topic|tutorial|chapter|"
+    r"sections|pages|topics)s? (?:explains?|describes?|covers?|shows?|walks?|lists?|outlines?|gives?|introduces?|"
+    r"summari[sz]es?|provides?|is about|will)\b|in this (?:page|document|guide|section|article|topic|tutorial),|"
+    r"learn how to\b|read on\b)",
+    re.IGNORECASE,
+)
 FENCE = ("```", "~~~")
 MIN_WORDS, MAX_WORDS = 4, 70
 
@@ -87,11 +95,12 @@ def units_of(text: str) -> list[Unit]:
 def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
     if sentence.endswith(":") or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
         return None
+    if ABOUT_THE_PAGE.match(sentence):
+        return None
     if LEANS_BACK.match(sentence):
         if not previous or previous.endswith(":") or len(previous.split()) > MAX_WORDS:
             return None  # it leans on something this passage does not hold
-        joined = f"{previous} {sentence}"
-        return Unit(joined, [joined], "sentence", order)
+        return Unit(f"{previous} {sentence}", [previous, sentence], "sentence", order)
     return Unit(sentence, [sentence], "sentence", order)
 
 

@@ -461,3 +461,21 @@ def test_marker_filter_strips_invalid_markers_split_across_deltas():
     markers = MarkerFilter(2)
     out = "".join(markers.feed(piece) for piece in pieces) + markers.flush()
     assert out == "Claim [1] and  and [2] then [abc] end ["
+
+
+def test_no_sentence_is_quoted_twice_and_one_section_makes_one_point(embedder, persona):
+    chain = passage(
+        1,
+        "WebSockets and SSE",
+        "Choosing",
+        "WebSocket and Server-Sent Events are the two browser push options. Both hold a long-lived connection "
+        "per client. That changes how load balancers and deploys treat them. Choose SSE for push-only features. "
+        "Choose WebSocket when clients send frequent messages.",
+    )
+    provider = ExtractiveProvider(embedder)
+    question = "Should we use WebSocket or SSE for browser push, and what changes with long-lived connections?"
+    text = "".join(e.text for e in provider.generate(question, question, [], persona, [chain]) if hasattr(e, "text"))
+    body = text.split("\nSee also:")[0]
+    for sentence in ("Both hold a long-lived connection per client.", "Choose SSE for push-only features."):
+        assert body.count(sentence) <= 1, text
+    assert body.count("**Choosing**") <= 1, text

@@ -60,3 +60,19 @@ def test_code_headings_and_fragments_are_not_units_even_when_a_chunk_cuts_a_bloc
     assert texts("# A heading line\n\nToo short.\n\nA sentence of enough words stays.") == [
         "A sentence of enough words stays."
     ]
+
+
+def test_a_sentence_about_the_page_itself_is_not_quoted():
+    text = (
+        "Server-Sent Events push text frames over plain HTTP. This page explains when to pick which. "
+        "In this guide, both are compared. Learn how to run either at scale."
+    )
+    assert texts(text) == ["Server-Sent Events push text frames over plain HTTP."]
+
+
+def test_a_leaning_sentence_is_quoted_as_the_two_sentences_it_is_made_of():
+    units = units_of("WebSocket and SSE hold a long-lived connection per client. It changes how capacity is planned.")
+    assert units[1].quotes == [
+        "WebSocket and SSE hold a long-lived connection per client.",
+        "It changes how capacity is planned.",
+    ]
