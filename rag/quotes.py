@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(`])")
+# a sentence ends at . ! or ? before a capital, a digit or a quote, but not at "..." (ALTER ROLE ... SET) or "e.g."
+SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\.\.\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)\s+(?=[A-Z0-9\"'(`])")
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 LEANS_BACK = re.compile(
     r"^(it|its|this|that|these|those|they|them|their|such|however|but|so|thus|hence|therefore|also|instead|"

@@ -76,3 +76,14 @@ def test_a_leaning_sentence_is_quoted_as_the_two_sentences_it_is_made_of():
         "WebSocket and SSE hold a long-lived connection per client.",
         "It changes how capacity is planned.",
     ]
+
+
+def test_an_ellipsis_or_an_abbreviation_does_not_end_a_sentence():
+    text = (
+        "Set the timeout per role with `ALTER ROLE ... SET idle_in_transaction_session_timeout` so it sticks. "
+        "Prefer short names, e.g. Orders or Billing, for roles."
+    )
+    assert texts(text) == [
+        "Set the timeout per role with `ALTER ROLE ... SET idle_in_transaction_session_timeout` so it sticks.",
+        "Prefer short names, e.g. Orders or Billing, for roles.",
+    ]
