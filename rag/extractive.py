@@ -36,6 +36,7 @@ RANK_PRIOR = 0.3  # the retrieval rank of a unit's passage (the first passage is
 RANK_DECAY = 0.5  # ...halved with each rank further down
 REASON_BONUS = 0.06  # a "why" question: a sentence that gives a reason...
 REASON_SECTION_BONUS = 0.06  # ...or one under a "Reasons"/"Decision"/"Trade-offs" heading
+HOW_BONUS = 0.05  # a "how" or "what should we do" question: a step, a list item or a recommendation
 NUMBER_BONUS = 0.1  # a number question: a sentence carrying a quantity with its unit
 FENCED = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
 REASON = re.compile(
@@ -48,6 +49,11 @@ REASON_SECTION = re.compile(r"\b(reasons?|why|decision|rationale|consequences?|m
 QUANTITY = re.compile(
     r"\d[\d,.]*\s*(%|percent|ms|milliseconds?|s\b|seconds?|minutes?|hours?|days?|weeks?|months?|years?|"
     r"[kmgt]i?b\b|bytes?|requests?|rps|per\b|times|x\b|nines|connections?|pods?|replicas?|keys?|calls?|attempts?)",
+    re.IGNORECASE,
+)
+RECOMMEND = re.compile(
+    r"\b(should|prefer|recommended|the (?:right|better|safe|usual) (?:default|fix|choice|way)|is the fix|"
+    r"the fix is|instead|rather than|the answer is)\b",
     re.IGNORECASE,
 )
 STEP = re.compile(r"^(use|set|add|run|configure|enable|disable|create|make|keep|put|give|call|check|move|split|"
@@ -210,7 +216,7 @@ def _form_bonus(intent: Intent, unit: Unit, passages: list[Passage]) -> float:
     if intent.form == "number":
         return NUMBER_BONUS if QUANTITY.search(text) else (-0.05 if not re.search(r"\d", text) else 0.0)
     if intent.form == "how":
-        return 0.05 * (unit.kind == "item" or bool(STEP.match(text)))
+        return HOW_BONUS * (unit.kind == "item" or bool(STEP.match(text)) or bool(RECOMMEND.search(text)))
     if intent.form == "compare" and intent.sides:
         return 0.05 * sum(_mentions(_about(unit, passages), side) for side in intent.sides)
     return 0.0

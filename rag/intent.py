@@ -25,8 +25,9 @@ NUMBER = re.compile(
     re.IGNORECASE,
 )
 HOW = re.compile(
-    r"^\s*(how (do|does|should|can|could|would|to|are|is)|what steps|what'?s the (best |right |usual )?(way|fix)|"
-    r"walk me through|steps to|what should (we|i) do|what do (we|i) do)|\b(fix|stop|prevent|avoid|keep)\b",
+    r"^\s*(how (do|does|should|can|could|would|to|are|is)|what steps|walk me through|steps to)|"
+    r"\b(what'?s the (best |right |usual |better )?(way|fix|design)|what (should|can|could|do) (we|i) (do|change|use)|"
+    r"should (we|i)|is it worth|fix|stop|prevent|avoid|keep)\b",
     re.IGNORECASE,
 )
 CONFIG = re.compile(
@@ -79,18 +80,26 @@ class Intent:
 
 def read_intent(question: str) -> Intent:
     text = question.strip()
+    asked = _asked(text)
     sides = comparison_sides(text)
     if sides or COMPARE.search(text):
         form = "compare"
-    elif WHY.search(text):
+    elif WHY.search(asked):
         form = "why"
-    elif NUMBER.search(text):
+    elif NUMBER.search(asked):
         form = "number"
-    elif HOW.search(text):
+    elif HOW.search(asked):
         form = "how"
     else:
         form = "what"
     return Intent(form, bool(CONFIG.search(text)), sides, named_things(text))
+
+
+def _asked(question: str) -> str:
+    """The sentences that ask (those ending in "?"), without the context told before them; the whole text when
+    none does ("we scaled to 10 pods. new pods get no traffic. what's wrong?" asks "what's wrong?")."""
+    asking = [s for s in re.split(r"(?<=[.!?])\s+", question) if s.rstrip().endswith("?")]
+    return " ".join(asking) or question
 
 
 def comparison_sides(question: str) -> list[str]:

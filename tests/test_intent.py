@@ -64,3 +64,13 @@ def test_strict_mentions_need_the_singling_out_word_next_to_the_head_noun():
     assert missing_names([name], texts) == []  # lenient: the word appears in the text
     assert missing_names([name], texts, strict=True) == [name]  # but "returns" is nowhere near "API"
     assert missing_names([name], ["Refunds go through the returns API."], strict=True) == []
+
+
+def test_the_form_comes_from_the_sentence_that_asks_not_the_story_before_it():
+    question = (
+        "We save the order row and then publish to Kafka, and the limit of retries is 3. "
+        "Every so often the event never shows up. What's the right way to do this?"
+    )
+    assert read_intent(question).form == "how"
+    assert read_intent("Is it worth starting with microservices for 12 engineers?").form == "how"
+    assert read_intent("Traffic spikes exhaust max_connections. Why does that happen?").form == "why"
