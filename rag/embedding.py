@@ -1,18 +1,30 @@
 """Embedding: the sentence-transformers model and its tokenizer, loaded lazily and offline.
 
-The tokenizer is loaded on its own (no torch import) so that chunking is cheap, and the model is
-only loaded when something has to be embedded.
+The tokenizer is loaded on its own (no torch import) so that chunking is cheap, and the encoder is
+only loaded when something has to be embedded. Two encoders give the same vectors (cosine about 0.99):
+``onnx-int8`` (the default, ``rag.onnx_encoder``: about twice as fast on a CPU, no torch import once
+its graph is cached) and ``torch`` (sentence-transformers itself). When the ONNX encoder cannot be
+built or loaded, the embedder says so in one warning line and uses torch; ``backend`` tells which one
+made the vectors, and the store refuses to mix the two (``rag.store``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from rag.config import DEFAULT_MODEL
+import numpy as np
+
+from rag.config import DEFAULT_MODEL, Settings
+from rag.onnx_encoder import BACKEND as ONNX_BACKEND
+
+if TYPE_CHECKING:
+    from rag.onnx_encoder import OnnxEncoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -21,6 +33,31 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 CACHE_SIZE = 4096
 CACHE_MAX_BATCH = 256
+TORCH_BACKEND = "torch"
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    backend: str
+    dimension: int
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    """sentence-transformers' own ``encode`` (fp32 torch)."""
+
+    backend = TORCH_BACKEND
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.dimension = int(model.get_embedding_dimension())
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+        )
 
 
 def resolve_model_path(name: str) -> str:
@@ -33,11 +70,60 @@ def resolve_model_path(name: str) -> str:
 
 
 class Embedder:
-    def __init__(self, model_name: str = DEFAULT_MODEL, batch_size: int = 64) -> None:
+    """``backend`` and ``cache_dir`` left ``None`` come from the settings (``RAG_EMBEDDING_BACKEND``,
+    ``RAG_MODEL_CACHE``); ``Embedder.for_settings`` passes them explicitly."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        batch_size: int = 64,
+        backend: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.model_name = model_name
         self.model_path = resolve_model_path(model_name)
         self.batch_size = batch_size
+        self.requested_backend = backend
+        self.cache_dir = cache_dir
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Embedder:
+        return cls(
+            settings.embedding_model, settings.embed_batch_size, settings.embedding_backend, settings.model_cache_dir
+        )
+
+    @cached_property
+    def encoder(self) -> Encoder:
+        """The configured encoder; torch, with one warning line, when the ONNX one cannot be had."""
+        backend, cache_dir = self.requested_backend, self.cache_dir
+        if backend is None or cache_dir is None:
+            from rag.config import load_settings
+
+            configured = load_settings()
+            backend = backend or configured.embedding_backend
+            cache_dir = cache_dir or configured.model_cache_dir
+        if backend == ONNX_BACKEND and Path(self.model_path).is_dir():
+            try:
+                return self._onnx_encoder(Path(cache_dir))
+            except Exception as error:
+                reason = " ".join(str(error).split())[:300] or type(error).__name__
+                log.warning(
+                    "warning: the int8 ONNX encoder is unavailable (%s); embedding with torch instead "
+                    "(RAG_EMBEDDING_BACKEND=torch silences this)",
+                    reason,
+                )
+        return TorchEncoder(self.model)
+
+    def _onnx_encoder(self, cache_dir: Path) -> OnnxEncoder:
+        from rag.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder.load(Path(self.model_path), cache_dir, self.max_seq_length)
+
+    @property
+    def backend(self) -> str:
+        """The backend that makes this embedder's vectors (loads the encoder)."""
+        return self.encoder.backend
 
     @cached_property
     def model(self):
@@ -76,9 +162,9 @@ class Embedder:
             return int(self._local_config["max_seq_length"])
         return int(self.model.max_seq_length)
 
-    @cached_property
+    @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        return int(self.encoder.dimension)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of the model's own tokenizer, without the special tokens."""
@@ -107,11 +193,12 @@ class Embedder:
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def embed_array(self, texts: list[str]) -> np.ndarray:
+        """Normalised float32 vectors, one row per text, without the memo (bulk embedding in ingest)."""
+        return self.encoder.encode(texts, self.batch_size)
+
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
-        )
-        return vectors.tolist()
+        return self.embed_array(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed([text])[0]

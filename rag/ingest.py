@@ -10,15 +10,21 @@ The store is marked ``ingest_pending`` before a run's first chunk write and the 
 revision bump, so a run killed after its last write is still finished by the next one (revision
 bumped, keyword index rebuilt). A root that lost more than half of its documents at once (an unmounted
 share) is not pruned without ``force_prune``. ``reindex`` builds aside and swaps in (``rag.reindex``).
+
+A text is embedded once per run: chunks with the same text to embed (an included snippet, a note repeated
+in many pages, the same file under two paths) share one vector (``RunVectors``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from rag import reindex as reindex_swap
 from rag.chunking import Chunk, chunk_document
@@ -79,6 +85,26 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+class RunVectors:
+    """The vectors of one run, by text: a text met again is not embedded again. Keyed by a digest of the text
+    and held as float32 rows, so remembering a large run costs about 1.5 KB per distinct text."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self._rows: dict[bytes, np.ndarray] = {}
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        keys = [hashlib.blake2b(text.encode(), digest_size=16).digest() for text in texts]
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts):
+            if key not in self._rows:
+                missing.setdefault(key, text)
+        if missing:
+            for key, row in zip(missing, self.embedder.embed_array(list(missing.values()))):
+                self._rows[key] = row
+        return np.stack([self._rows[key] for key in keys]) if keys else np.empty((0, 0), dtype=np.float32)
+
+
 @dataclass
 class _Pending:
     document: Document
@@ -101,7 +127,7 @@ def ingest(
 ) -> IngestReport:
     started = time.perf_counter()
     store = store or Store(settings)
-    embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
+    embedder = embedder or Embedder.for_settings(settings)
     found = discover(paths, follow_symlinks)
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
@@ -115,10 +141,13 @@ def ingest(
         work = _changed_files(found, records, doc_type, report, settings.max_file_bytes)
         gone = _vanished(found, records) if prune else []
         gone = gone if force_prune else _refuse_mass_prune(gone, records, report)
+        if work and target.exists():
+            target.check_backend(embedder.backend)  # refused before any file is touched, as another model is
         dropped = _drop_half_written(report.files_failed, found, records, target)
         dropped |= target.pending()  # a run killed after writing chunks, before its revision bump
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
+        vectors = RunVectors(embedder)
         pending: list[_Pending] = []
         commits = last_commits([ref.path for ref in work])  # one git walk per repository, not one per file
         for ref in work:
@@ -148,9 +177,9 @@ def ingest(
                 continue
             pending.append(_Pending(document, chunks, ref.key not in records))
             if sum(len(p.chunks) for p in pending) >= EMBED_GROUP_CHUNKS:
-                _commit(pending, target, embedder, records, report, tick)
+                _commit(pending, target, vectors, records, report, tick)
                 pending = []
-        _commit(pending, target, embedder, records, report, tick)
+        _commit(pending, target, vectors, records, report, tick)
         for record in gone:
             target.delete_chunks(target.chunk_ids_of(record.key))
             target.delete_file_records([record.key])
@@ -304,7 +333,7 @@ def _vanished(found: Discovery, records: dict[str, FileRecord]) -> list[FileReco
 def _commit(
     pending: list[_Pending],
     store: Store,
-    embedder: Embedder,
+    run_vectors: RunVectors,
     records: dict[str, FileRecord],
     report: IngestReport,
     tick: Callable[[str, str], None],
@@ -314,7 +343,7 @@ def _commit(
     now = time.time()
     store.save_file_records([_record(p, records.get(p.document.source.key), now, complete=False) for p in pending])
     chunks = [chunk for p in pending for chunk in p.chunks]
-    vectors = embedder.embed([chunk.embed_text for chunk in chunks])
+    vectors = run_vectors.vectors([chunk.embed_text for chunk in chunks])
     status = {id(p.document): status_metadata(p.document) for p in pending}
     if chunks:
         store.upsert_chunks(
@@ -322,6 +351,7 @@ def _commit(
             vectors,
             [c.text for c in chunks],
             [{**c.metadata(), **status[id(c.document)]} for c in chunks],
+            backend=run_vectors.embedder.backend,
         )
     report.chunks_embedded += len(chunks)
     for p in pending:

@@ -90,7 +90,7 @@ class Retriever:
     def __init__(self, settings: Settings, store: Store | None = None, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings)
-        self.embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
+        self.embedder = embedder or Embedder.for_settings(settings)
         self._keyword: KeywordIndex | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-search")
 
@@ -166,7 +166,8 @@ class Retriever:
     def _dense(self, query: str, k: int, doc_type: str | None, source: str | None) -> list[Passage]:
         if not self.store.exists():
             return []
-        result = self.store.query(self.embedder.embed_query(query), k, _where(doc_type, source))
+        vector = self.embedder.embed_query(query)
+        result = self.store.query(vector, k, _where(doc_type, source), backend=self.embedder.backend)
         passages = []
         for chunk_id, text, meta, distance in zip(
             result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]

@@ -9,8 +9,10 @@ collection's ``revision`` changes after every ingest that changed it; a long-liv
 reloads its client when it sees a new revision, because Chroma keeps the vector index it loaded in
 memory and would not see chunks another process added. ``ingest_pending`` is set before the first
 chunk write of an ingest and cleared by the revision bump at its end, so a run killed in between is
-detected by the next one. ``--reindex`` builds a second collection aside and swaps it in by renames
-(see ``rag.reindex``), so searches keep working during the rebuild.
+detected by the next one. The collection records the embedding model and backend (``torch`` or
+``onnx-int8``) of its vectors; writing or searching with another one is refused. ``--reindex`` builds a
+second collection aside and swaps it in by renames (see ``rag.reindex``), so searches keep working during
+the rebuild.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class FileRecord:
         )
 
 
+def recorded_backend(metadata: dict[str, Any]) -> str:
+    """The backend a collection's vectors were made with; a store from before backends were recorded is torch's."""
+    return str(metadata.get("embedding_backend") or "torch")
+
+
 def _not_found(error: Exception) -> bool:
     from chromadb.errors import NotFoundError
 
@@ -160,13 +167,13 @@ class Store:
                     raise
                 time.sleep(0.05)
 
-    def chunks(self, dimension: int | None = None):
-        """The chunk collection; created (with model and dimension recorded) when ``dimension`` is given."""
+    def chunks(self, dimension: int | None = None, backend: str | None = None):
+        """The chunk collection; created (with model, backend and dimension recorded) when ``dimension`` is given."""
         if self._chunks is not None:
             return self._chunks
         if self.exists():
             collection = self._get(self.name)
-            self._check_model(collection.metadata or {}, dimension)
+            self._check_model(collection.metadata or {}, dimension, backend)
             self._check_vectors(collection)
         elif dimension is None:
             raise StoreError(
@@ -177,6 +184,7 @@ class Store:
                 self.name,
                 metadata={
                     "embedding_model": self.settings.embedding_model,
+                    "embedding_backend": backend or self.settings.embedding_backend,
                     "dimension": dimension,
                     "revision": uuid.uuid4().hex,
                     "ingest_pending": True,
@@ -189,7 +197,8 @@ class Store:
         self._seen = (str(collection.id), str((collection.metadata or {}).get("revision", "")))
         return collection
 
-    def _check_model(self, metadata: dict[str, Any], dimension: int | None = None) -> None:
+    def _check_model(self, metadata: dict[str, Any], dimension: int | None = None, backend: str | None = None) -> None:
+        """``backend``: the one that made the vectors about to be written or searched with (unchecked when None)."""
         recorded = metadata.get("embedding_model")
         if recorded and recorded != self.settings.embedding_model:
             raise ModelMismatchError(
@@ -205,6 +214,18 @@ class Store:
                 f"the collection '{self.name}' at {self.location} was built with {expected}: the model files changed "
                 "behind the same name. Re-index with `python -m rag ingest --reindex`, or restore the earlier model."
             )
+        built_with = recorded_backend(metadata)
+        if backend is not None and built_with != backend:
+            raise ModelMismatchError(
+                f"the collection '{self.name}' at {self.location} was built with the '{built_with}' embedding "
+                f"backend, but this process embeds with '{backend}'. Vectors of two backends are not mixed: set "
+                f"RAG_EMBEDDING_BACKEND={built_with}, or re-index with `python -m rag ingest --reindex`."
+            )
+
+    def check_backend(self, backend: str) -> None:
+        """Raises ``ModelMismatchError`` when the existing collection was built with another embedding backend."""
+        if self.exists():
+            self._check_model(self.chunks().metadata or {}, backend=backend)
 
     def check_health(self) -> None:
         """Raises ``StoreDamagedError`` when the store's files are damaged (see ``_check_vectors``)."""
@@ -293,13 +314,17 @@ class Store:
             return False
         return bool((self._get(self.name).metadata or {}).get("ingest_pending"))
 
-    def upsert_chunks(self, ids: list[str], embeddings, documents: list[str], metadatas: list[dict]) -> None:
+    def upsert_chunks(
+        self, ids: list[str], embeddings, documents: list[str], metadatas: list[dict], backend: str | None = None
+    ) -> None:
+        """``backend``: the one that made ``embeddings`` (default: the setting)."""
         if not len(ids):
             return
         dimension = len(embeddings[0])
+        backend = backend or self.settings.embedding_backend
         self._mark_pending()
-        collection = self.chunks(dimension=dimension)
-        self._check_model(collection.metadata or {}, dimension)
+        collection = self.chunks(dimension=dimension, backend=backend)
+        self._check_model(collection.metadata or {}, dimension, backend)
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             end = start + step
@@ -397,10 +422,11 @@ class Store:
             page = collection.get(offset=offset, limit=PAGE, include=["documents", "metadatas"])
             yield page["ids"], page["documents"], page["metadatas"]
 
-    def query(self, embedding: list[float], k: int, where: dict | None = None) -> dict:
+    def query(self, embedding: list[float], k: int, where: dict | None = None, backend: str | None = None) -> dict:
+        """``backend``: the one that made ``embedding`` (default: the setting)."""
         self.sync()
         collection = self.chunks()
-        self._check_model(collection.metadata or {}, len(embedding))
+        self._check_model(collection.metadata or {}, len(embedding), backend or self.settings.embedding_backend)
         with self._reading("a search"):
             return collection.query(
                 query_embeddings=[embedding],

@@ -115,7 +115,7 @@ def watch(
     any other error stops the watcher (raised to the caller)."""
     stop = stop or threading.Event()
     store = store or Store(settings)
-    embedder = embedder or Embedder(settings.embedding_model, settings.embed_batch_size)
+    embedder = embedder or Embedder.for_settings(settings)
     folders = {str(p.resolve()) for p in paths if p.is_dir()}
     files = {str(p.parent.resolve() / p.name) for p in paths if not p.is_dir()}  # events name the link, not its target
     changes = _Changes(folders, files, {str(Path(settings.data_dir).resolve())})

@@ -4,6 +4,8 @@ ingested store, subprocess runners for the command line, and a real ``chroma run
 Everything is real: no mocks. Fixtures that other test files are expected to reuse:
 
 - ``embedder`` (session): one ``Embedder`` for the whole run; its model loads on first use.
+- ``MODEL_CACHE``: one model cache for the session (``RAG_MODEL_CACHE``, also handed to subprocesses), so the
+  int8 ONNX graph is built once per run rather than once per temporary data directory.
 - ``settings``: ``Settings`` with ``data_dir`` under ``tmp_path``, untouched by ``RAG_*`` variables or a ``.env``.
 - ``write_docs``: writes ``{relative path: text}`` under a folder (str or bytes values).
 - ``sample_corpus``: a small mixed corpus (references/ and team docs) under ``tmp_path/"corpus"``.
@@ -18,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -29,13 +33,19 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import Settings
+from rag.config import DEFAULT_BACKEND, Settings
 from rag.embedding import Embedder
 from rag.ingest import ingest
 from rag.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+MODEL_CACHE = Path(tempfile.mkdtemp(prefix="rag-test-models-"))
+os.environ["RAG_MODEL_CACHE"] = str(MODEL_CACHE)  # Settings made without make_settings share it too
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(MODEL_CACHE, ignore_errors=True)
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -47,13 +57,14 @@ def make_settings(data_dir: Path, **values) -> Settings:
         for name in list(os.environ):
             if name.startswith("RAG_"):
                 patch.delenv(name)
+        values.setdefault("model_cache", MODEL_CACHE)
         return Settings(_env_file=None, data_dir=data_dir, **values)
 
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    """The real default model, shared by the whole session (the weights load on first ``embed``)."""
-    return Embedder()
+    """The real default model and backend, shared by the whole session (the encoder loads on first ``embed``)."""
+    return Embedder(backend=DEFAULT_BACKEND, cache_dir=MODEL_CACHE)
 
 
 @pytest.fixture
@@ -357,6 +368,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    env["RAG_MODEL_CACHE"] = str(MODEL_CACHE)
     env.update(extra)
     return env
 

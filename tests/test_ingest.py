@@ -74,6 +74,34 @@ def test_unchanged_reingest_does_not_load_the_model(settings, sample_corpus, emb
     assert (report.files_seen, *counts(report)) == (8, 0, 0, 8, 0)
     assert report.chunks_embedded == 0 and report.chunks_total == Store(settings).count()
     assert "model" not in fresh.__dict__, "a no-change ingest loaded the embedding model"
+    assert "encoder" not in fresh.__dict__, "a no-change ingest loaded the encoder"
+
+
+def test_a_text_is_embedded_once_per_run(settings, tmp_path, embedder, write_docs):
+    """The same file under two folders, and a note repeated in many files: each distinct text is encoded once,
+    and every chunk still gets its vector. Counted on the real encoder's calls."""
+    notes = {f"note-{i:03}.md": f"# Note {i}\n\nService {i} retries calls to {i} twice.\n" for i in range(140)}
+    write_docs(tmp_path / "docs" / "a", notes)
+    write_docs(tmp_path / "docs" / "b", notes)
+    encoded: list[str] = []
+    encoder = embedder.encoder
+    real_encode = encoder.encode
+
+    def counting_encode(texts, batch_size=64):
+        encoded.extend(texts)
+        return real_encode(texts, batch_size)
+
+    encoder.encode = counting_encode
+    try:
+        report = ingest([tmp_path / "docs"], settings, embedder=embedder)
+    finally:
+        del encoder.encode
+    assert report.files_added == 280 and report.chunks_embedded == 280 == Store(settings).count()
+    assert len(encoded) == len(set(encoded)) == 140
+    store = Store(settings).chunks()
+    pair = store.get(where={"source": "a/note-007.md"}, include=["embeddings"])["embeddings"][0]
+    twin = store.get(where={"source": "b/note-007.md"}, include=["embeddings"])["embeddings"][0]
+    assert list(pair) == list(twin)
 
 
 def test_changed_file_has_its_old_chunks_replaced(settings, tmp_path, embedder):

@@ -28,6 +28,7 @@ def test_collection_records_model_dimension_and_cosine(settings):
     store.upsert_chunks(["a", "b"], tiny(2), ["one", "two"], [{"source_key": "r::a"}, {"source_key": "r::b"}])
     collection = Store(settings).chunks()
     assert collection.metadata["embedding_model"] == settings.embedding_model
+    assert collection.metadata["embedding_backend"] == "onnx-int8"
     assert collection.metadata["dimension"] == 3
     assert collection.configuration["hnsw"]["space"] == "cosine"
     assert Store(settings).count() == 2
@@ -46,6 +47,32 @@ def test_other_embedding_model_is_refused_with_reindex_advice(settings, sample_c
     (sample_corpus / "team" / "new.md").write_text("# New\n\nA new design doc.\n")
     with pytest.raises(ModelMismatchError):
         ingest([sample_corpus], other, embedder=embedder)
+    assert Store(settings).count() == before
+    assert_store_consistent(settings)
+
+
+def test_other_embedding_backend_is_refused_naming_both(settings, sample_corpus, embedder, tmp_path):
+    """A store keeps the backend of its vectors; a fallback to torch builds a torch store that keeps working."""
+    from rag.embedding import Embedder
+    from rag.retrieval import Retriever
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the model cache should be")
+    fallback = Embedder(backend="onnx-int8", cache_dir=blocked)  # cannot build its graph: falls back to torch
+    report = ingest([sample_corpus], settings, embedder=fallback)
+    assert report.files_added == 8 and not report.files_failed
+    assert Store(settings).chunks().metadata["embedding_backend"] == "torch"
+    assert Retriever(settings, embedder=fallback).search("How are card payments retried?", k=3)
+    before = Store(settings).count()
+
+    with pytest.raises(ModelMismatchError) as caught:
+        Retriever(settings, embedder=embedder).search("How are card payments retried?", k=3)
+    message = str(caught.value)
+    assert "'torch'" in message and "'onnx-int8'" in message and "RAG_EMBEDDING_BACKEND=torch" in message
+    # an ingest embedding with the other backend stops before writing anything
+    (sample_corpus / "team" / "new.md").write_text("# New\n\nA new design doc.\n")
+    with pytest.raises(ModelMismatchError, match="'onnx-int8'"):
+        ingest([sample_corpus], settings, embedder=embedder)
     assert Store(settings).count() == before
     assert_store_consistent(settings)
 

@@ -158,4 +158,6 @@ def app_env(data_dir: Path, agents_dir: Path) -> dict[str, str]:
     env.pop("ANTHROPIC_API_KEY", None)
     env.pop("ANTHROPIC_BASE_URL", None)
     env.update(RAG_DATA_DIR=str(data_dir), RAG_AGENTS_DIR=str(agents_dir), HF_HUB_OFFLINE="1")
+    if "RAG_MODEL_CACHE" in os.environ:  # the session's model cache (tests/conftest.py)
+        env["RAG_MODEL_CACHE"] = os.environ["RAG_MODEL_CACHE"]
     return env

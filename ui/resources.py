@@ -48,15 +48,21 @@ def get_settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Loading the embedding model (once per process)...")
-def get_embedder(model_name: str, batch_size: int = 64) -> Embedder:
-    embedder = Embedder(model_name, batch_size)
+def get_embedder(model_name: str, batch_size: int, backend: str, cache_dir: str) -> Embedder:
+    embedder = Embedder(model_name, batch_size, backend, Path(cache_dir))
     embedder.embed_query("warm up")  # load the weights now, not on the first question
     return embedder
 
 
 @st.cache_resource(show_spinner="Opening the knowledge base...")
 def _retriever(fingerprint: str, _settings: Settings) -> Retriever:
-    return Retriever(_settings, embedder=get_embedder(_settings.embedding_model, _settings.embed_batch_size))
+    embedder = get_embedder(
+        _settings.embedding_model,
+        _settings.embed_batch_size,
+        _settings.embedding_backend,
+        str(_settings.model_cache_dir),
+    )
+    return Retriever(_settings, embedder=embedder)
 
 
 def get_retriever(settings: Settings) -> Retriever:

@@ -1,0 +1,243 @@
+"""ONNX encoder: the sentence-transformers model as a fused, int8-quantised ONNX graph run by onnxruntime.
+
+The graph is made on this machine from the shipped weights, never downloaded: torch's exporter writes the
+transformer to ONNX (dynamic batch and sequence axes), onnxruntime's transformer optimiser fuses attention,
+layer norms and GELU, and onnxruntime's dynamic quantisation turns the weights into int8 (per channel, reduced
+range: the per-tensor default visibly loses quality on this CPU). Before it is cached, the int8 graph must agree
+with the torch model on a few probe sentences. The file is cached under ``<cache>/<hash of the model's files>/``
+and written to a temporary name and renamed, so a killed build never leaves a broken file; a file that still
+fails to load is rebuilt once.
+
+Encoding mirrors sentence-transformers: the model's own tokenizer with its truncation (``max_seq_length``),
+mean pooling over the attention mask, L2 normalisation. Texts are tokenised once and batched in order of
+token length, so a batch carries little padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+BACKEND = "onnx-int8"
+RECIPE = "export-eager-opset17+bert-fusion+int8-per-channel-reduce-range/1"  # part of the cache key
+MODEL_FILE = "model-int8.onnx"
+MIN_AGREEMENT = 0.98  # cosine of int8 against fp32 on the probes; below it the build is refused
+PROBES = [
+    "How do I invalidate entries in a Redis cache after a write?",
+    "The order service writes events to an outbox table in the same transaction as the order.",
+    "Calls to the card processor are retried three times with exponential backoff and jitter.",
+    "A B-tree index keeps keys sorted, serving equality and range queries in logarithmic time.",
+]
+SKIPPED_FILES = {"README.md", ".gitattributes"}
+
+log = logging.getLogger(__name__)
+
+
+class OnnxUnavailable(RuntimeError):
+    """The model cannot be run as an int8 ONNX graph (unsupported layout, failed export, broken runtime)."""
+
+
+def model_fingerprint(model_path: Path) -> str:
+    """A hash of the model's files (weights, config, tokenizer) and of the build recipe."""
+    digest = hashlib.sha256(RECIPE.encode())
+    for path in sorted(p for p in model_path.rglob("*") if p.is_file() and p.name not in SKIPPED_FILES):
+        digest.update(path.relative_to(model_path).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def check_layout(model_path: Path) -> None:
+    """Only a transformer + mean pooling (+ normalisation) model is encoded here; anything else stays on torch."""
+    modules_file = model_path / "modules.json"
+    if not modules_file.is_file():
+        raise OnnxUnavailable(f"{model_path} has no modules.json (not a sentence-transformers folder)")
+    modules = json.loads(modules_file.read_text())
+    kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(kind != "Normalize" for kind in kinds[2:]):
+        raise OnnxUnavailable(f"modules {kinds} are not transformer + pooling (+ normalize)")
+    if modules[0].get("path"):
+        raise OnnxUnavailable("the transformer is not at the top of the model folder")
+    pooling = json.loads((model_path / modules[1]["path"] / "config.json").read_text())
+    modes = [key for key, value in pooling.items() if key.startswith("pooling_mode_") and value]
+    if modes != ["pooling_mode_mean_tokens"]:
+        raise OnnxUnavailable(f"pooling {modes} is not mean pooling")
+
+
+def cached_model(model_path: Path, cache_dir: Path, max_seq_length: int) -> Path:
+    """The int8 graph of ``model_path``, built into ``cache_dir`` first if it is not there yet."""
+    target = cache_dir / model_fingerprint(model_path) / MODEL_FILE
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(target.parent / "build.lock")):  # a second process waits for the first build
+        if not target.is_file():
+            started = time.perf_counter()
+            build(model_path, target, max_seq_length)
+            log.info("built %s in %.1f s", target, time.perf_counter() - started)
+    return target
+
+
+def build(model_path: Path, target: Path, max_seq_length: int) -> None:
+    """Exports, fuses, quantises and checks the model, then renames the result to ``target``."""
+    check_layout(model_path)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as work, _quiet():
+        work_dir = Path(work)
+        reference = _export(model_path, work_dir / "fp32.onnx")
+        _fuse(model_path, work_dir / "fp32.onnx", work_dir / "fused.onnx")
+        _quantise(work_dir / "fused.onnx", work_dir / MODEL_FILE)
+        encoder = OnnxEncoder(work_dir / MODEL_FILE, model_path, max_seq_length)
+        agreement = float(np.min(np.sum(encoder.encode(PROBES) * reference, axis=1)))
+        if agreement < MIN_AGREEMENT:
+            raise OnnxUnavailable(f"the int8 model agrees with the original only to cosine {agreement:.3f}")
+        os.replace(work_dir / MODEL_FILE, target)
+
+
+def _export(model_path: Path, destination: Path) -> np.ndarray:
+    """Writes the fp32 transformer to ONNX; returns the sentence-transformers vectors of the probes."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    class LastHiddenState(torch.nn.Module):
+        """The transformer with three positional inputs and one output, as the exported graph has them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            # eager attention exports the plain matmul/softmax pattern that onnxruntime's optimiser fuses
+            self.transformer = AutoModel.from_pretrained(str(model_path), attn_implementation="eager").eval()
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.transformer(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    sample = torch.ones(2, 8, dtype=torch.long)
+    with torch.no_grad():
+        torch.onnx.export(
+            LastHiddenState(),
+            (sample, sample, torch.zeros_like(sample)),
+            str(destination),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes={name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]},
+            opset_version=17,
+            dynamo=False,
+        )
+    reference = SentenceTransformer(str(model_path), device="cpu")
+    return reference.encode(PROBES, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+
+def _fuse(model_path: Path, source: Path, destination: Path) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = json.loads((model_path / "config.json").read_text())
+    optimised = optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+    )
+    optimised.save_model_to_file(str(destination))
+
+
+def _quantise(source: Path, destination: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(destination),
+        per_channel=True,
+        reduce_range=True,
+        weight_type=QuantType.QInt8,
+        # the fused operators (Attention, SkipLayerNormalization) are outside shape inference's domain
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter and quantiser warn about tracing and pre-processing; none of it concerns the user."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+class OnnxEncoder:
+    """Runs an exported sentence-transformers graph: tokenise, sort by length, batch, pool, normalise."""
+
+    backend = BACKEND
+
+    def __init__(self, graph: Path, model_path: Path, max_seq_length: int) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = len(os.sched_getaffinity(0))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.inputs = {item.name for item in self.session.get_inputs()}
+        self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_seq_length)
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        self.dimension = int(self.encode(["dimension probe"]).shape[1])
+
+    @classmethod
+    def load(cls, model_path: Path, cache_dir: Path, max_seq_length: int) -> OnnxEncoder:
+        """The cached int8 graph (built when missing); a cached file that fails to load is rebuilt once."""
+        graph = cached_model(model_path, cache_dir, max_seq_length)
+        try:
+            return cls(graph, model_path, max_seq_length)
+        except Exception as error:
+            log.info("rebuilding %s, which failed to load: %s", graph, error)
+            graph.unlink(missing_ok=True)
+            return cls(cached_model(model_path, cache_dir, max_seq_length), model_path, max_seq_length)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Normalised float32 vectors, one row per text, in the order given."""
+        encodings = self.tokenizer.encode_batch([text.strip() for text in texts], add_special_tokens=True)
+        lengths = np.array([len(encoding.ids) for encoding in encodings])
+        order = np.argsort(lengths, kind="stable")
+        vectors: np.ndarray | None = None
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows].max())
+            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for row, index in enumerate(rows):
+                ids[row, : lengths[index]] = encodings[index].ids
+                mask[row, : lengths[index]] = 1
+            pooled = self._pooled(ids, mask)
+            if vectors is None:
+                vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            vectors[rows] = pooled
+        return vectors if vectors is not None else np.empty((0, 0), dtype=np.float32)
+
+    def _pooled(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, {name: value for name, value in feeds.items() if name in self.inputs})[0]
+        weights = mask[:, :, None].astype(np.float32)
+        summed = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return summed / np.clip(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12, None)
