@@ -2,7 +2,8 @@
 
 Sections come from LangChain's Markdown syntax splitter (which keeps code fences intact and
 whitespace as written). Inside a section, paragraphs, tables and code blocks are packed whole into
-chunks up to the token budget; only a block that alone exceeds the budget is cut, by LangChain's
+chunks up to the token budget; only a block that alone exceeds the budget is cut: a code block between
+lines and fenced again, a table between rows with its header row repeated, prose by LangChain's
 recursive splitter with the same token counter. The budget always leaves room for the title and
 section prefix that is embedded with each chunk, so no text is ever past the model's limit.
 
@@ -25,6 +26,7 @@ SPECIAL_TOKENS = 2  # [CLS] and [SEP] for BERT-style encoders
 MAX_CHARS_PER_TOKEN = 8  # English runs about 4.5; only runs without spaces (base64, minified code) reach it
 LONG_BLOCK_CHARS = 20_000
 FENCE_LINE = re.compile(r"^\s*(```|~~~)")
+TABLE_RULE_CHARACTERS = set("|:- \t")
 
 
 @dataclass
@@ -206,13 +208,24 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str], int]) -> list[tuple[str, int, int]]:
-    if len(block.text) > LONG_BLOCK_CHARS:
-        return _cut_long(block.text, block.offset, budget, count_tokens)
-    tokens = count_tokens(block.text)
+    long = len(block.text) > LONG_BLOCK_CHARS
+    tokens = budget + 1 if long else count_tokens(block.text)
     if tokens <= budget:
         return [(block.text, block.offset, tokens)]
-    if FENCE_LINE.match(block.text):
+    if FENCE_LINE.match(block.text) and not long:
         return _fit_code(block, budget, overlap, count_tokens)
+    table = _table_lines(block.text)
+    if table is not None:
+        return _fit_table(block, table, budget, overlap, count_tokens)
+    return _split_text(block.text, block.offset, budget, overlap, count_tokens)
+
+
+def _split_text(
+    text: str, offset: int, budget: int, overlap: int, count_tokens: Callable[[str], int]
+) -> list[tuple[str, int, int]]:
+    """Prose too long for one chunk, cut at the last paragraph, line, sentence or word break that fits."""
+    if len(text) > LONG_BLOCK_CHARS:
+        return _cut_long(text, offset, budget, count_tokens)
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     splitter = RecursiveCharacterTextSplitter(
@@ -224,12 +237,12 @@ def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str],
     )
     pieces = []
     cursor = 0
-    for piece in splitter.split_text(block.text):
+    for piece in splitter.split_text(text):
         piece = piece.strip()
-        found = block.text.find(piece, cursor)
+        found = text.find(piece, cursor)
         local = found if found >= 0 else cursor
         cursor = local + 1 if found >= 0 else cursor
-        pieces.append((piece, block.offset + local, count_tokens(piece)))
+        pieces.append((piece, offset + local, count_tokens(piece)))
     return pieces
 
 
@@ -269,6 +282,73 @@ def _fit_code(
         offset = block.offset if not pieces else block.offset + body_start + local  # the first keeps its fence
         pieces.append((fenced, offset, count_tokens(fenced)))
     return pieces
+
+
+def _table_lines(text: str) -> tuple[int, int] | None:
+    """The first and past-the-last line of the first Markdown pipe table in ``text`` (header, rule, rows)."""
+    lines = text.split("\n")
+    for index in range(len(lines) - 1):
+        if "|" in lines[index] and _is_table_rule(lines[index + 1]):
+            end = index + 2
+            while end < len(lines) and "|" in lines[end]:
+                end += 1
+            return index, end
+    return None
+
+
+def _is_table_rule(line: str) -> bool:
+    """``| --- | :--: |``: the line under a table's header (checked without a regex: lines can be huge)."""
+    return "|" in line and "---" in line and not set(line) - TABLE_RULE_CHARACTERS
+
+
+def _fit_table(
+    block: _Block, table: tuple[int, int], budget: int, overlap: int, count_tokens: Callable[[str], int]
+) -> list[tuple[str, int, int]]:
+    """A table too long for one chunk is cut between rows, and every piece starts with the header row and
+    its rule, so each chunk is still a table a reader (and the answerer) can read column by column. A
+    single row longer than a chunk is the only thing cut inside a row; its pieces keep the header too."""
+    lines = block.text.split("\n")
+    starts = [block.offset]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    first, end = table
+    header = "\n".join(lines[first : first + 2])
+    room = budget - count_tokens(header)
+    pieces: list[tuple[str, int, int]] = []
+    before = "\n".join(lines[:first]).strip()
+    if before:
+        pieces += _fit(_Block(before, block.offset), budget, overlap, count_tokens)
+    if room < budget // 3:  # a header as long as a chunk: rows cannot carry it, cut the table as text
+        pieces += _split_text("\n".join(lines[first:end]), starts[first], budget, overlap, count_tokens)
+    else:
+        rows: list[int] = []  # line indexes of the rows gathered for the next piece
+        used = 0
+        for index in range(first + 2, end):
+            size = count_tokens(lines[index])
+            if rows and used + size > room:
+                pieces.append(_table_piece(header, lines, rows, starts, first, count_tokens))
+                rows, used = [], 0
+            if size > room:
+                for text, offset, _ in _split_text(lines[index], starts[index], room, overlap, count_tokens):
+                    pieces.append((f"{header}\n{text}", offset, count_tokens(f"{header}\n{text}")))
+                continue
+            rows.append(index)
+            used += size
+        if rows:
+            pieces.append(_table_piece(header, lines, rows, starts, first, count_tokens))
+    after = "\n".join(lines[end:]).strip()
+    if after:
+        pieces += _fit(_Block(after, starts[end]), budget, overlap, count_tokens)
+    return pieces
+
+
+def _table_piece(
+    header: str, lines: list[str], rows: list[int], starts: list[int], first: int, count_tokens: Callable[[str], int]
+) -> tuple[str, int, int]:
+    """The header and the given rows; it starts where its first row is, or at the header for the first piece."""
+    text = header + "\n" + "\n".join(lines[index] for index in rows)
+    offset = starts[first] if rows[0] == first + 2 else starts[rows[0]]
+    return text, offset, count_tokens(text)
 
 
 def _pack(pieces: list[tuple[str, int, int]], budget: int, count_tokens: Callable[[str], int]):

@@ -30,6 +30,10 @@ def limit(embedder) -> int:
     return embedder.max_seq_length - SPECIAL_TOKENS
 
 
+def is_table_rule(line: str) -> bool:
+    return "|" in line and "---" in line and not set(line) - set("|:- ")
+
+
 def assert_offsets_point_at_text(chunks: list[Chunk]) -> None:
     for chunk in chunks:
         lines = chunk.text.splitlines()
@@ -37,19 +41,35 @@ def assert_offsets_point_at_text(chunks: list[Chunk]) -> None:
         source = chunk.document.text[chunk.start_offset :]
         if first_line.startswith("```") and not source.startswith(first_line):
             first_line = lines[1]  # a piece of a cut code block is fenced again: its code starts at the offset
+        if len(lines) > 2 and is_table_rule(lines[1]) and not source.startswith(first_line):
+            first_line = lines[2]  # a later piece of a cut table repeats the header: its rows start at the offset
         assert source.startswith(first_line), (chunk.position, first_line)
+
+
+def repeated_lines(text: str) -> set[str]:
+    """Lines a chunk may carry again: table headers and their rules."""
+    lines = text.splitlines()
+    return {line for i, line in enumerate(lines[:-1]) if is_table_rule(lines[i + 1])} | set(
+        filter(is_table_rule, lines)
+    )
 
 
 def assert_covers_source(doc: Document, chunks: list[Chunk]) -> None:
     """Chunks, in order, are pieces of the source (whitespace aside) that together leave nothing out
-    but the heading lines (those live in each chunk's section path). Fence lines are left out of the
-    comparison: each piece of a cut code block carries the fence again."""
-    body = "\n".join(line for line in doc.text.splitlines() if not line.startswith(("#", "```")))
-    source = "".join(body.split())
+    but the heading lines (those live in each chunk's section path, or as heading lines of merged
+    sections). Fence lines and table headers are left out of the comparison: each piece of a cut code
+    block carries the fence again, each piece of a cut table its header."""
+    skipped = repeated_lines(doc.text)
+
+    def kept(text: str) -> str:
+        lines = text.splitlines()
+        return "".join(line for line in lines if not line.startswith(("#", "```")) and line not in skipped)
+
+    source = "".join(kept(doc.text).split())
     covered = bytearray(len(source))
     previous = -1
     for chunk in chunks:
-        piece = "".join("".join(line for line in chunk.text.splitlines() if not line.startswith("```")).split())
+        piece = "".join(kept(chunk.text).split())
         found = source.find(piece, previous + 1)
         assert found >= 0, f"chunk {chunk.position} is not a piece of the source: {chunk.text[:80]!r}"
         covered[found : found + len(piece)] = b"\x01" * len(piece)
@@ -89,6 +109,42 @@ def test_title_heading_is_not_repeated_in_the_section_path(embedder):
     assert [(c.section, c.text) for c in chunks] == [("", "Intro."), ("Invalidation > Write-through", "Write both.")]
     assert chunks[1].embed_text == "Guide > Invalidation > Write-through\nWrite both."
     assert [c.position for c in chunks] == [0, 1]
+
+
+def _reference_table(rows: int) -> str:
+    body = "\n".join(f"| `proxy_option_{i}` | {' '.join(WORDS[: 3 + i % 7])} | `{i}s` |" for i in range(rows))
+    return f"| Directive | Description | Default |\n|-----------|-------------|:-------:|\n{body}"
+
+
+def test_a_long_table_is_cut_between_rows_and_every_piece_repeats_the_header(embedder):
+    table = _reference_table(60)
+    doc = document(f"# Guide\n\n## Reference\n\nThe directives:\n\n{table}\n")
+    chunks = chunks_of(doc, embedder)
+    pieces = [chunk for chunk in chunks if "proxy_option_" in chunk.text]
+    assert len(pieces) >= 3
+    rows = table.splitlines()[2:]
+    seen = []
+    for chunk in pieces:
+        lines = chunk.text.splitlines()
+        start = lines.index("| Directive | Description | Default |")
+        assert lines[start + 1] == "|-----------|-------------|:-------:|"
+        assert all(line in rows for line in lines[start + 2 :]), "a row was cut"
+        seen += lines[start + 2 :]
+        assert embedder.count_tokens(chunk.embed_text) <= 200
+    assert seen == rows  # every row once, in order
+    assert_offsets_point_at_text(chunks)
+    assert_covers_source(doc, chunks)
+
+
+def test_a_table_row_longer_than_a_chunk_is_cut_with_the_header_kept(embedder):
+    row = "| `proxy_long` | " + _giant_paragraph(300) + " | `off` |"
+    doc = document(f"## Reference\n\n| Directive | Description | Default |\n| --- | --- | --- |\n{row}\n")
+    chunks = chunks_of(doc, embedder)
+    assert len(chunks) > 1
+    assert all(
+        chunk.text.startswith("| Directive | Description | Default |\n| --- | --- | --- |\n") for chunk in chunks
+    )
+    assert all(embedder.count_tokens(chunk.embed_text) <= 200 for chunk in chunks)
 
 
 def _giant_paragraph(words: int = 4000) -> str:
