@@ -47,6 +47,7 @@ IDENTIFIER = re.compile(
     r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+"  # snake_case keys
     r"|[a-z][a-z0-9]*(?:\.[a-z][a-z0-9]*)+(?=[\s,?)]|$)"  # dotted.keys
     r"|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*){2,}"  # CamelCase alert or type names (three humps or more)
+    r"|[a-z]+(?:[A-Z][a-z0-9]+)+"  # camelCase fields: canaryAnalysis, createdAt
     r"|[A-Z]{2,}[-_]?\d+[A-Z0-9]*"  # KIP-848, SEV0
     r"|[a-z][a-z0-9]*(?:-[a-z0-9]+)*-\d[a-z0-9]*"  # eu-central-1
     r"|[xX]-[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+"  # x-request-id headers

@@ -36,6 +36,8 @@ def test_specific_names_are_found_and_generic_ones_left_out():
     question = "Why did ADR-0012 change max_poll_records and the DiskFullAlertHigh alert?"
     found = [n.text for n in read_intent(question).names]
     assert set(found) == {"ADR-0012", "max_poll_records", "DiskFullAlertHigh alert"}
+    camel = "How do I set the canaryAnalysis field of a VirtualServer?"
+    assert [n.text for n in read_intent(camel).names] == ["canaryAnalysis"]
 
 
 PASSAGES = [
