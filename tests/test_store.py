@@ -75,6 +75,10 @@ def test_other_embedding_backend_is_refused_naming_both(settings, sample_corpus,
         ingest([sample_corpus], settings, embedder=embedder)
     assert Store(settings).count() == before
     assert_store_consistent(settings)
+    # the advice works: a reindex rebuilds the store with the configured backend
+    ingest([sample_corpus], settings, embedder=embedder, reindex=True)
+    assert Store(settings).chunks().metadata["embedding_backend"] == "onnx-int8"
+    assert Retriever(settings, embedder=embedder).search("How are card payments retried?", k=3)
 
 
 def test_upsert_and_delete_more_than_the_max_batch_size(settings):
