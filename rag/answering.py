@@ -82,6 +82,7 @@ def abstention_text(passages: list[Passage]) -> str:
     return text + " Rephrase the question, or add the relevant design doc to the knowledge base."
 
 
+RARE_WORD_CHUNKS = 3
 FOLLOW_UP_MARGIN = 0.12
 
 
@@ -224,8 +225,15 @@ class Answerer:
         return [
             name.text
             for name in unseen
-            if missing_names([name], _texts(self.retriever.keyword_passages(name.text)), strict=True)
+            if (not name.compound or self._has_rare_word(name.text))
+            and missing_names([name], _texts(self.retriever.keyword_passages(name.text)), strict=True)
         ]
+
+    def _has_rare_word(self, term: str) -> bool:
+        """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one
+        with a word few chunks use ("permessage-deflate") names a thing of its own."""
+        return any(len(self.retriever.keyword.search(word, RARE_WORD_CHUNKS + 1)) <= RARE_WORD_CHUNKS
+                   for word in term.split("-"))
 
 
 def _texts(passages: list[Passage]) -> list[str]:

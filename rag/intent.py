@@ -56,6 +56,14 @@ IDENTIFIER = re.compile(
     r"|(?:GET|POST|PUT|PATCH|DELETE) /[\w/{}.-]+"  # an endpoint
     r")(?![\w-])"
 )
+# a hyphenated term ("permessage-deflate", "blue-green"); one that only describes ("app-wide", "multi-table",
+# "Cassandra-style", "force-pushed", "read-then-update") names nothing
+COMPOUND = re.compile(r"(?<![\w-])[A-Za-z][a-z0-9]+(?:-[a-z0-9]+)+(?![\w-])")
+DESCRIPTIVE_PARTS = frozenset(
+    """wide style like based driven aware free friendly safe heavy level bound then and or to by of in on
+    multi double single triple mid force non pre re self cross semi co sub well high low long short real near
+    one two three per all end full time day""".split()
+)
 VERSION = re.compile(r"\b[A-Z][\w-]* v?\d+(?:\.\d+)+\b")
 NEAR = 4  # words either side of a head noun where its singling-out words count as naming it
 GENERIC = frozenset(
@@ -69,6 +77,7 @@ GENERIC = frozenset(
 class Name:
     text: str  # as the question words it
     modifiers: tuple[str, ...] = ()  # for "the returns API": the words that single it out ("returns")
+    compound: bool = False  # a hyphenated term: it names something only when one of its words is rare
 
 
 @dataclass
@@ -143,6 +152,10 @@ def named_things(question: str) -> list[Name]:
         modifiers = [w for w in match.group(1).split() if w.lower() not in STOPWORDS | GENERIC and not w.isdigit()]
         if modifiers:
             found.append(Name(" ".join(modifiers[-2:] + [match.group(2)]), tuple(m.lower() for m in modifiers[-2:])))
+    for match in COMPOUND.finditer(question):
+        parts = match.group(0).lower().split("-")
+        if not DESCRIPTIVE_PARTS & set(parts) and not parts[-1].endswith(("ed", "ing")):
+            found.append(Name(match.group(0), compound=True))
     patterns = [(ADR, 0), (IDENTIFIER, 1), (VERSION, 0)]
     for pattern, group in patterns:
         for match in pattern.finditer(question):

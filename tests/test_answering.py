@@ -274,6 +274,14 @@ def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, pers
     assert "says nothing about" not in known.answer and not known.notes
 
 
+def test_a_hyphenated_term_is_missing_only_when_one_of_its_words_is_rare(answerer, persona):
+    _, rare = run(answerer, "Does the connection pool support zorblax-mode for the orders database?", persona)
+    assert rare.answer.startswith("The knowledge base says nothing about zorblax-mode")
+    # ordinary words joined by a hyphen are wording, not a name the knowledge base lacks
+    _, ordinary = run(answerer, "How big should a connection-pool be for the database?", persona)
+    assert "says nothing about" not in ordinary.answer and not ordinary.notes
+
+
 def test_an_llm_answer_that_ignores_a_missing_name_gets_a_notice(answer_store, embedder, persona):
     settings, retriever = answer_store
 

@@ -32,10 +32,13 @@ def test_a_comparison_names_both_sides():
 def test_specific_names_are_found_and_generic_ones_left_out():
     names = [n.text for n in read_intent("What is our SLO for the returns API?").names]
     assert names == ["returns API"]
-    assert read_intent("How should we rate-limit our API?").names == []
+    # a hyphenated verb is only a candidate (compound): the answer names it missing only when a word of it is rare
+    assert [n for n in read_intent("How should we rate-limit our API?").names if not n.compound] == []
     question = "Why did ADR-0012 change max_poll_records and the DiskFullAlertHigh alert?"
     found = [n.text for n in read_intent(question).names]
     assert set(found) == {"ADR-0012", "max_poll_records", "DiskFullAlertHigh alert"}
+    hyphenated = "Can app-wide multi-table reads use permessage-deflate or a Cassandra-style blue-green cutover?"
+    assert [n.text for n in read_intent(hyphenated).names if n.compound] == ["permessage-deflate", "blue-green"]
     camel = "How do I set the canaryAnalysis field of a VirtualServer?"
     assert [n.text for n in read_intent(camel).names] == ["canaryAnalysis"]
 
