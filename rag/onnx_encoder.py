@@ -204,6 +204,9 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        # idle threads sleep instead of spinning: on a machine shared with other work (chunking in this process,
+        # other processes) spinning took CPU time from them and made encoding slower, not faster
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.inputs = {item.name for item in self.session.get_inputs()}
