@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -86,6 +86,7 @@ class KeywordIndex:
     doc_types: list[str]
     sources: list[str]  # relpath and display path of each chunk's file, for the source filter
     revision: str
+    _position: dict[str, int] | None = field(default=None, repr=False)  # chunk id -> place, built on first use
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -180,6 +181,17 @@ class KeywordIndex:
                 if len(documents) <= RARE_CHUNKS:
                     found.update(self.ids[int(d)] for d in documents)
         return found
+
+    def documents_of(self, chunk_ids: list[str]) -> dict[str, str]:
+        """The file (its display path) of each of ``chunk_ids`` that the index holds."""
+        position = self._positions()
+        found = [position[chunk_id] for chunk_id in chunk_ids if chunk_id in position]
+        return {self.ids[i]: self.sources[i].split("\n")[-1] for i in found}
+
+    def _positions(self) -> dict[str, int]:
+        if self._position is None:
+            self._position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
+        return self._position
 
     def search(
         self, query: str, k: int, doc_type: str | None = None, source: str | None = None
