@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rag.config import DEFAULT_MODEL
@@ -91,8 +92,14 @@ def test_default_backend_is_onnx_int8_and_agrees_with_torch(embedder, torch_embe
     agreement = (onnx_vectors * torch_vectors).sum(axis=1)
     assert agreement.min() >= 0.98, agreement
     assert embedder.dimension == torch_embedder.dimension == 384
-    # order is kept although the encoder batches by token length
+    # order is kept although the texts run in parallel
     assert cosine(embedder.embed([REAL_SENTENCES[2], REAL_SENTENCES[0]])[1], list(torch_vectors[0])) >= 0.98
+
+
+def test_a_text_gets_the_same_vector_whatever_it_is_embedded_with(embedder):
+    alone = embedder.encoder.encode([REAL_SENTENCES[0]])
+    among_others = embedder.encoder.encode([REAL_SENTENCES[-1], REAL_SENTENCES[0], *REAL_SENTENCES[1:4]])
+    assert np.array_equal(alone[0], among_others[1])
 
 
 def test_onnx_tokenizer_truncates_like_sentence_transformers(embedder, torch_embedder):
