@@ -89,7 +89,7 @@ def test_section_paths_follow_the_heading_hierarchy(embedder, tmp_path):
         + textwrap.dedent(CACHING_MD).split("---\n", 2)[2].replace("# Caching strategies", "# Caching")
     )
     doc = load(SourceFile(source, "docs", "caching.md"), 10**7)
-    chunks = chunks_of(doc, embedder)
+    chunks = chunks_of(doc, embedder, chunk_tokens=40)  # too small for two sections to share a chunk
     by_text = {chunk.text.splitlines()[0]: chunk.section for chunk in chunks}
     write_through = "The service writes to the cache and the database in the same request, so the cache is never stale."
     assert by_text[write_through] == "Caching > Invalidation > Write-through"
@@ -104,11 +104,68 @@ def test_section_paths_follow_the_heading_hierarchy(embedder, tmp_path):
 
 
 def test_title_heading_is_not_repeated_in_the_section_path(embedder):
-    doc = document("# Guide\n\nIntro.\n\n## Invalidation\n\n### Write-through\n\nWrite both.\n")
-    chunks = chunks_of(doc, embedder)
-    assert [(c.section, c.text) for c in chunks] == [("", "Intro."), ("Invalidation > Write-through", "Write both.")]
-    assert chunks[1].embed_text == "Guide > Invalidation > Write-through\nWrite both."
+    intro, body = "A cache keeps hot data close to the service. " * 3, "Write both in the same request. " * 3
+    doc = document(f"# Guide\n\n{intro}\n\n## Invalidation\n\n### Write-through\n\n{body}\n")
+    chunks = chunks_of(doc, embedder, chunk_tokens=40)  # too small for both sections in one chunk
+    assert [(c.section, c.text) for c in chunks] == [
+        ("", intro.strip()),
+        ("Invalidation > Write-through", body.strip()),
+    ]
+    assert chunks[1].embed_text == "Guide > Invalidation > Write-through\n" + body.strip()
     assert [c.position for c in chunks] == [0, 1]
+
+
+def _tiny_sections(count: int) -> str:
+    return "".join(
+        f"### Option {i}\n\nSets the {WORDS[i % len(WORDS)]} limit to {i} for each worker.\n\n" for i in range(count)
+    )
+
+
+def test_small_sections_under_one_parent_share_a_chunk_with_their_headings(embedder):
+    text = (
+        "# Guide\n\n## Health checks\n\nNGINX marks a server as failed after errors.\n\n"
+        "### Passive checks\n\nA passive check counts failed requests.\n\n"
+        "### Active checks\n\nAn active check sends its own requests.\n\n"
+        f"## Replication\n\n{_giant_paragraph(400)}\n"
+    )
+    chunks = chunks_of(doc := document(text), embedder)
+    first = chunks[0]
+    assert first.section == "Health checks"
+    assert first.text == (
+        "NGINX marks a server as failed after errors.\n\n### Passive checks\n\nA passive check counts failed requests."
+        "\n\n### Active checks\n\nAn active check sends its own requests."
+    )
+    assert first.embed_text.startswith("Guide > Health checks\n")
+    # a section too long to share a chunk keeps its own chunks and its own path
+    assert {chunk.section for chunk in chunks[1:]} == {"Replication"}
+    assert_covers_source(doc, chunks)
+
+
+def test_merged_sections_fill_chunks_up_to_the_budget_and_keep_every_heading(embedder):
+    doc = document("# Guide\n\n## Directives\n\n" + _tiny_sections(60))
+    chunks = chunks_of(doc, embedder)
+    assert len(chunks) <= 8  # 60 sections of about 15 tokens, about 12 to a 200-token chunk
+    assert all(embedder.count_tokens(chunk.text) <= 200 for chunk in chunks)
+    assert {chunk.section for chunk in chunks} == {"Directives"}
+    headings = [line for chunk in chunks for line in chunk.text.splitlines() if line.startswith("#")]
+    assert headings == [f"### Option {i}" for i in range(60)]
+    assert_covers_source(doc, chunks)
+    # each merged chunk starts, in the source, at the heading line it opens with
+    assert_offsets_point_at_text(chunks)
+
+
+def test_sections_that_share_only_the_document_keep_their_own_chunks(embedder):
+    text = (
+        "# Guide\n\n## Install\n\n### Linux\n\nUse the package.\n\n### macOS\n\nUse the tap.\n\n"
+        "## Upgrade\n\nStop, then replace.\n"
+    )
+    chunks = chunks_of(doc := document(text), embedder)
+    assert [(c.section, c.text) for c in chunks] == [
+        ("Install", "### Linux\n\nUse the package.\n\n### macOS\n\nUse the tap."),
+        ("Upgrade", "Stop, then replace."),
+    ]
+    assert chunks[0].embed_text.startswith("Guide > Install\n### Linux")
+    assert chunks[0].start_offset == doc.text.index("### Linux")
 
 
 def _reference_table(rows: int) -> str:
@@ -130,9 +187,19 @@ def test_a_long_table_is_cut_between_rows_and_every_piece_repeats_the_header(emb
         assert lines[start + 1] == "|-----------|-------------|:-------:|"
         assert all(line in rows for line in lines[start + 2 :]), "a row was cut"
         seen += lines[start + 2 :]
-        assert embedder.count_tokens(chunk.embed_text) <= 200
+        assert embedder.count_tokens(chunk.text) <= 200 and embedder.count_tokens(chunk.embed_text) <= limit(embedder)
     assert seen == rows  # every row once, in order
     assert_offsets_point_at_text(chunks)
+    assert_covers_source(doc, chunks)
+
+
+def test_a_long_table_with_its_lead_in_and_a_note_in_the_same_block_keeps_them(embedder):
+    table = _reference_table(60)
+    doc = document(f"## Reference\n\nThe directives:\n{table}\nDefaults apply per server.\n")
+    chunks = chunks_of(doc, embedder)
+    assert chunks[0].text.startswith("The directives:")
+    assert chunks[-1].text.endswith("Defaults apply per server.")
+    assert all(c.text.startswith("| Directive |") for c in chunks if "proxy_option_" in c.text.splitlines()[0])
     assert_covers_source(doc, chunks)
 
 
@@ -144,7 +211,7 @@ def test_a_table_row_longer_than_a_chunk_is_cut_with_the_header_kept(embedder):
     assert all(
         chunk.text.startswith("| Directive | Description | Default |\n| --- | --- | --- |\n") for chunk in chunks
     )
-    assert all(embedder.count_tokens(chunk.embed_text) <= 200 for chunk in chunks)
+    assert all(embedder.count_tokens(chunk.text) <= 200 for chunk in chunks)
 
 
 def _giant_paragraph(words: int = 4000) -> str:
@@ -188,11 +255,27 @@ def test_no_chunk_exceeds_the_model_limit(embedder, case, chunk_tokens):
     doc = document(text, title="A rather long document title about distributed caching and replication")
     chunks = chunks_of(doc, embedder, chunk_tokens=chunk_tokens)
     assert len(chunks) > 1
-    ceiling = min(chunk_tokens, limit(embedder))
     worst = max(embedder.count_tokens(chunk.embed_text) for chunk in chunks)
-    assert worst <= ceiling, f"{case}: an embedded chunk has {worst} tokens, over {ceiling}"
+    assert worst <= limit(embedder), f"{case}: an embedded chunk has {worst} tokens, over {limit(embedder)}"
+    longest = max(embedder.count_tokens(chunk.text) for chunk in chunks)
+    assert longest <= chunk_tokens, f"{case}: a chunk's text has {longest} tokens, over {chunk_tokens}"
     assert_offsets_point_at_text(chunks)
     assert_covers_source(doc, chunks)
+
+
+def test_the_budget_counts_the_text_and_the_heading_prefix_takes_the_rest_of_the_window(embedder):
+    title = "Converting a hardware load balancer configuration to the software proxy"
+    paragraphs = "\n\n".join(
+        f"Step {i}: move the {WORDS[i % len(WORDS)]} setting to the upstream block." for i in range(40)
+    )
+    doc = document(f"## Virtual servers and their listeners\n\n{paragraphs}\n", title=title)
+    chunks = chunks_of(doc, embedder, chunk_tokens=100)
+    prefix = embedder.count_tokens(chunks[0].prefix)
+    assert prefix > 15
+    # text up to the chunk size, not the chunk size less the title and section line
+    assert max(chunk.tokens for chunk in chunks) > 100 - prefix
+    assert all(chunk.tokens <= 100 for chunk in chunks)
+    assert all(embedder.count_tokens(chunk.embed_text) <= limit(embedder) for chunk in chunks)
 
 
 def test_long_title_leaves_room_for_the_text(embedder):
@@ -242,14 +325,14 @@ def test_ids_are_deterministic_and_unique_per_root(embedder, tmp_path):
         (tmp_path / root / "README.md").write_text(textwrap.dedent(CACHING_MD).lstrip())
     found = discover([tmp_path / "team-a", tmp_path / "team-b"])
     docs = [load(ref, 10**7) for ref in found.files]
-    first = [[c.id for c in chunks_of(doc, embedder)] for doc in docs]
-    again = [[c.id for c in chunks_of(load(ref, 10**7), embedder)] for ref in found.files]
+    first = [[c.id for c in chunks_of(doc, embedder, chunk_tokens=40)] for doc in docs]
+    again = [[c.id for c in chunks_of(load(ref, 10**7), embedder, chunk_tokens=40)] for ref in found.files]
     assert first == again
     assert len(set(first[0])) == len(first[0])
     assert not set(first[0]) & set(first[1])
     # the id follows the content: an edit changes the ids of the chunks it touches
     edited = Document(docs[0].source, docs[0].text.replace("never stale", "rarely stale"), docs[0].title, "team", "x")
-    changed = [c.id for c in chunks_of(edited, embedder)]
+    changed = [c.id for c in chunks_of(edited, embedder, chunk_tokens=40)]
     assert changed != first[0] and set(changed) & set(first[0])
 
 
