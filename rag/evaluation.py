@@ -177,7 +177,7 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
     confidence = {q.id: retriever.search(q.query, k=CUTOFF).confidence for q in questions}
     positives = [confidence[q.id] for q in questions if q.answerable]
     negatives = [confidence[q.id] for q in questions if q.unanswerable]
-    abstain = _best_cut(positives, negatives)
+    abstain = _best_cut(positives, negatives, max_refused=MAX_REFUSED)
 
     rng = random.Random(7)
     pairs: list[tuple[str, str, bool]] = []
@@ -202,17 +202,24 @@ def calibrate(questions: list[Question], retriever: Retriever) -> dict:
     }
 
 
-def _best_cut(positives: list[float], negatives: list[float]) -> dict:
-    """The threshold (midpoint between neighbouring scores) with the best balanced accuracy.
+MAX_REFUSED = 0.05  # share of answerable questions the abstention threshold may refuse
+
+
+def _best_cut(positives: list[float], negatives: list[float], max_refused: float | None = None) -> dict:
+    """The threshold (midpoint between neighbouring scores) with the best balanced accuracy, among those that
+    keep at least ``1 - max_refused`` of the positives when ``max_refused`` is given.
 
     Balanced, because the classes are uneven (far more answerable questions than unanswerable ones):
-    plain accuracy would happily answer everything.
+    plain accuracy would happily answer everything. Capped, because refusing a question the knowledge base
+    answers costs a reader more than a weak answer to one it does not.
     """
     values = sorted(set(positives + negatives))
     candidates = [(a + b) / 2 for a, b in zip(values, values[1:])] or values
     best = (-1.0, 0.0)
     for cut in candidates:
         kept = sum(p >= cut for p in positives) / max(1, len(positives))
+        if max_refused is not None and 1 - kept > max_refused + 1e-9:
+            continue
         refused = sum(n < cut for n in negatives) / max(1, len(negatives))
         balanced = (kept + refused) / 2
         if balanced > best[0]:

@@ -177,3 +177,12 @@ def test_run_eval_reads_a_question_file(mini_corpus_store, mini_retriever, tmp_p
     report = run_eval(settings, write_questions(tmp_path / "q.jsonl", MINI_QUESTIONS[:2]), mini_retriever)
     assert report["questions"] == 2 and report["seconds"] >= 0
     assert report["abstention"]["accuracy_on_unanswerable"] is None
+
+
+def test_abstention_cut_refuses_at_most_five_percent_of_answerable_questions():
+    answerable = [0.30, 0.32, 0.345] + [0.6] * 37  # 5% of 40 is 2: refusing two lows is allowed, a third is not
+    unanswerable = [0.31, 0.33, 0.34, 0.35]
+    free = _best_cut(answerable, unanswerable)
+    assert free["value"] > 0.35  # balanced accuracy alone refuses all three lows
+    capped = _best_cut(answerable, unanswerable, max_refused=0.05)
+    assert 0.34 < capped["value"] <= 0.345
