@@ -2,9 +2,8 @@
 
 Sections come from LangChain's Markdown syntax splitter (which keeps code fences intact and
 whitespace as written). Inside a section, paragraphs, tables and code blocks are packed whole into
-chunks up to the token budget; only a block that alone exceeds the budget is cut: a code block between
-lines and fenced again, a table between rows with its header row repeated, prose by LangChain's
-recursive splitter with the same token counter.
+chunks up to the token budget; only a block that alone exceeds the budget is cut (``rag.block_cutting``:
+code between lines, tables between rows with their header, prose at the last break that fits).
 
 Chunks are shaped by the document, not by the accident of its heading count: adjacent sections under one
 parent heading that fit one chunk together share it (a section longer than a chunk keeps its own chunks,
@@ -17,10 +16,9 @@ chunk's text; the budget counts the text, and that prefix takes what the model's
 text is ever past the model's limit. The file's place in its site (``Document.site``) is metadata only:
 in the embedded prefix it lowered retrieval on our question set.
 
-Hostile input keeps time, memory and chunk length bounded: a chunk is measured as the larger of its
-tokens and its characters / ``MAX_CHARS_PER_TOKEN`` (a 1 MB run without spaces is one unknown token to
-the tokenizer, yet must not become one chunk), and a block longer than ``LONG_BLOCK_CHARS`` is cut by
-windows, a few tokenizer calls per chunk, instead of word by word.
+Hostile input keeps time, memory and chunk length bounded: every text is measured as the larger of its
+tokens and its characters / ``MAX_CHARS_PER_TOKEN``, and long blocks are cut by windows
+(``rag.block_cutting``).
 """
 
 from __future__ import annotations
@@ -30,14 +28,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rag.block_cutting import MAX_CHARS_PER_TOKEN, fit
 from rag.loading import Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] for BERT-style encoders
-MAX_CHARS_PER_TOKEN = 8  # English runs about 4.5; only runs without spaces (base64, minified code) reach it
-LONG_BLOCK_CHARS = 20_000
-FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 SECTION_SEPARATOR = " > "
-TABLE_RULE_CHARACTERS = set("|:- \t")
 
 
 @dataclass
@@ -176,7 +171,11 @@ def _section_chunks(
         if tokens <= budget:
             part = _Part(section.path, whole, section.blocks[0].offset, tokens)
         else:
-            pieces = [piece for block in section.blocks for piece in _fit(block, budget, overlap, count_tokens)]
+            pieces = [
+                piece
+                for block in section.blocks
+                for piece in fit(block.text, block.offset, budget, overlap, count_tokens)
+            ]
             packed = list(_pack(pieces, budget, count_tokens))
             yield from _merge(document.text, run, budget_of, count_tokens)
             run = []
@@ -216,8 +215,8 @@ def _merge_fits(run: list[_Part], budget_of: Callable[[str], int], count_tokens:
 
 
 def _merge(source: str, run: list[_Part], budget_of: Callable[[str], int], count_tokens: Callable[[str], int]):
-    """The run of parts as one chunk. Its section is the path the parts share (their common parent; empty
-    when only the document holds them all), and the embedding prefix names that parent. The heading of
+    """The run of parts as one chunk. Its section is the path the parts share (their common parent heading),
+    and the embedding prefix names that parent. The heading of
     every merged section below the parent stays in the text as a Markdown heading line, so a reader and
     the keyword index still see which subsection each paragraph comes from."""
     if not run:
@@ -268,37 +267,6 @@ def _bounded_measure(count_tokens: Callable[[str], int]) -> Callable[[str], int]
     return measure
 
 
-def _cut_long(text: str, offset: int, budget: int, measure: Callable[[str], int]) -> list[tuple[str, int, int]]:
-    """Cuts a very long block into pieces of at most ``budget``, each ended at the last paragraph, line,
-    sentence or word break in its second half. The window is sized from the characters per token seen so
-    far, so a piece costs one or two tokenizer calls on chunk-sized text. No overlap: this path is for
-    pathological input and stays linear in its length."""
-    pieces: list[tuple[str, int, int]] = []
-    chars_per_token = 4.0
-    start = 0
-    while start < len(text):
-        while start < len(text) and text[start].isspace():
-            start += 1
-        if start >= len(text):
-            break
-        end = min(len(text), start + int(budget * min(chars_per_token * 1.1, MAX_CHARS_PER_TOKEN)))
-        size = measure(text[start:end])
-        while size > budget and end - start > 1:
-            end = start + max(1, int((end - start) * budget / size * 0.95))
-            size = measure(text[start:end])
-        chars_per_token = max(1.0, (end - start) / max(size, 1))
-        if end < len(text):
-            for separator in ("\n\n", "\n", ". ", " "):
-                at = text.rfind(separator, start + (end - start) // 2, end)
-                if at > start:
-                    end = at + len(separator)
-                    break
-        piece = text[start:end].rstrip()
-        pieces.append((piece, offset + start, measure(piece)))
-        start = end
-    return pieces
-
-
 def _sections(document: Document) -> list[_Section]:
     from langchain_text_splitters import ExperimentalMarkdownSyntaxTextSplitter
 
@@ -339,150 +307,6 @@ def _heading_path(metadata: dict, title: str) -> tuple[tuple[int, str], ...]:
 def _paragraphs(text: str) -> list[str]:
     """Blank-line separated blocks: a table or a list without blank lines stays one block."""
     return [block.strip() for block in re.split(r"\n\s*\n", text) if block.strip()]
-
-
-def _fit(block: _Block, budget: int, overlap: int, count_tokens: Callable[[str], int]) -> list[tuple[str, int, int]]:
-    long = len(block.text) > LONG_BLOCK_CHARS
-    tokens = budget + 1 if long else count_tokens(block.text)
-    if tokens <= budget:
-        return [(block.text, block.offset, tokens)]
-    if FENCE_LINE.match(block.text) and not long:
-        return _fit_code(block, budget, overlap, count_tokens)
-    table = _table_lines(block.text)
-    if table is not None:
-        return _fit_table(block, table, budget, overlap, count_tokens)
-    return _split_text(block.text, block.offset, budget, overlap, count_tokens)
-
-
-def _split_text(
-    text: str, offset: int, budget: int, overlap: int, count_tokens: Callable[[str], int]
-) -> list[tuple[str, int, int]]:
-    """Prose too long for one chunk, cut at the last paragraph, line, sentence or word break that fits."""
-    if len(text) > LONG_BLOCK_CHARS:
-        return _cut_long(text, offset, budget, count_tokens)
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
-
-    splitter = RecursiveCharacterTextSplitter(
-        chunk_size=budget,
-        chunk_overlap=min(overlap, budget // 2),
-        length_function=count_tokens,
-        separators=["\n\n", "\n", ". ", "; ", ", ", " ", ""],
-        keep_separator="end",
-    )
-    pieces = []
-    cursor = 0
-    for piece in splitter.split_text(text):
-        piece = piece.strip()
-        found = text.find(piece, cursor)
-        local = found if found >= 0 else cursor
-        cursor = local + 1 if found >= 0 else cursor
-        pieces.append((piece, offset + local, count_tokens(piece)))
-    return pieces
-
-
-def _fit_code(
-    block: _Block, budget: int, overlap: int, count_tokens: Callable[[str], int]
-) -> list[tuple[str, int, int]]:
-    """A code block too long for one chunk is cut between lines, and every piece is fenced again
-    (same language tag) with its indentation intact, so each chunk is still a valid code block."""
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
-
-    lines = block.text.split("\n")
-    opening = lines[0]
-    closing = lines[-1] if len(lines) > 1 and FENCE_LINE.match(lines[-1]) else opening[:3]
-    body = "\n".join(lines[1:-1] if closing == lines[-1] else lines[1:])
-    body_start = len(opening) + 1
-    room = max(8, budget - count_tokens(f"{opening}\n{closing}"))
-    splitter = RecursiveCharacterTextSplitter(
-        chunk_size=room,
-        chunk_overlap=min(overlap, room // 2),
-        length_function=count_tokens,
-        separators=["\n\n", "\n", " ", ""],
-        keep_separator="end",
-        strip_whitespace=False,
-    )
-    pieces: list[tuple[str, int, int]] = []
-    previous = ""
-    cursor = 0
-    for piece in splitter.split_text(body):
-        piece = piece.strip("\n")
-        if not piece.strip() or (pieces and piece in previous):  # a tail that the overlap already holds
-            continue
-        previous = piece
-        found = body.find(piece, cursor)
-        local = found if found >= 0 else cursor
-        cursor = local + 1 if found >= 0 else cursor
-        fenced = f"{opening}\n{piece}\n{closing}"
-        offset = block.offset if not pieces else block.offset + body_start + local  # the first keeps its fence
-        pieces.append((fenced, offset, count_tokens(fenced)))
-    return pieces
-
-
-def _table_lines(text: str) -> tuple[int, int] | None:
-    """The first and past-the-last line of the first Markdown pipe table in ``text`` (header, rule, rows)."""
-    lines = text.split("\n")
-    for index in range(len(lines) - 1):
-        if "|" in lines[index] and _is_table_rule(lines[index + 1]):
-            end = index + 2
-            while end < len(lines) and "|" in lines[end]:
-                end += 1
-            return index, end
-    return None
-
-
-def _is_table_rule(line: str) -> bool:
-    """``| --- | :--: |``: the line under a table's header (checked without a regex: lines can be huge)."""
-    return "|" in line and "---" in line and not set(line) - TABLE_RULE_CHARACTERS
-
-
-def _fit_table(
-    block: _Block, table: tuple[int, int], budget: int, overlap: int, count_tokens: Callable[[str], int]
-) -> list[tuple[str, int, int]]:
-    """A table too long for one chunk is cut between rows, and every piece starts with the header row and
-    its rule, so each chunk is still a table a reader (and the answerer) can read column by column. A
-    single row longer than a chunk is the only thing cut inside a row; its pieces keep the header too."""
-    lines = block.text.split("\n")
-    starts = [block.offset]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    first, end = table
-    header = "\n".join(lines[first : first + 2])
-    room = budget - count_tokens(header)
-    pieces: list[tuple[str, int, int]] = []
-    before = "\n".join(lines[:first]).strip()
-    if before:
-        pieces += _fit(_Block(before, block.offset), budget, overlap, count_tokens)
-    if room < budget // 3:  # a header as long as a chunk: rows cannot carry it, cut the table as text
-        pieces += _split_text("\n".join(lines[first:end]), starts[first], budget, overlap, count_tokens)
-    else:
-        rows: list[int] = []  # line indexes of the rows gathered for the next piece
-        used = 0
-        for index in range(first + 2, end):
-            size = count_tokens(lines[index])
-            if rows and used + size > room:
-                pieces.append(_table_piece(header, lines, rows, starts, first, count_tokens))
-                rows, used = [], 0
-            if size > room:
-                for text, offset, _ in _split_text(lines[index], starts[index], room, overlap, count_tokens):
-                    pieces.append((f"{header}\n{text}", offset, count_tokens(f"{header}\n{text}")))
-                continue
-            rows.append(index)
-            used += size
-        if rows:
-            pieces.append(_table_piece(header, lines, rows, starts, first, count_tokens))
-    after = "\n".join(lines[end:]).strip()
-    if after:
-        pieces += _fit(_Block(after, starts[end]), budget, overlap, count_tokens)
-    return pieces
-
-
-def _table_piece(
-    header: str, lines: list[str], rows: list[int], starts: list[int], first: int, count_tokens: Callable[[str], int]
-) -> tuple[str, int, int]:
-    """The header and the given rows; it starts where its first row is, or at the header for the first piece."""
-    text = header + "\n" + "\n".join(lines[index] for index in rows)
-    offset = starts[first] if rows[0] == first + 2 else starts[rows[0]]
-    return text, offset, count_tokens(text)
 
 
 def _pack(pieces: list[tuple[str, int, int]], budget: int, count_tokens: Callable[[str], int]):
