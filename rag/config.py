@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     persona: str = Field("backend-architecture-expert")
     top_k: int = Field(6, ge=1, description="Passages given to the answerer.")
     # Both thresholds are calibrated on corpus/eval/questions.jsonl by `python -m rag calibrate`.
-    abstain_threshold: float = Field(  # 0.46 refused 5.9-6.7 % of answerable questions on corpus/eval (onnx-int8)
-        0.44, description="Below this best cosine similarity the answer abstains."
+    abstain_threshold: float = Field(  # 0.46 refused 5.9 % of answerable questions on corpus/eval (onnx-int8)
+        0.43, description="Below this best cosine similarity the answer abstains."
     )
     support_threshold: float = Field(0.64, description="A cited sentence scoring below this is flagged unsupported.")
     stale_days: int = Field(
