@@ -19,7 +19,7 @@ from rag.doc_status import RETIRED, adr_id, age_days, document_names
 from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
 from rag.intent import missing_names, read_intent
 from rag.personas import Persona
-from rag.retrieval import Passage, Retriever, last_turn_context
+from rag.retrieval import STOPWORDS, Passage, Retriever, last_turn_context
 
 
 class Provider(Protocol):
@@ -232,8 +232,8 @@ class Answerer:
     def _has_rare_word(self, term: str) -> bool:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one
         with a word few chunks use ("permessage-deflate") names a thing of its own."""
-        return any(len(self.retriever.keyword.search(word, RARE_WORD_CHUNKS + 1)) <= RARE_WORD_CHUNKS
-                   for word in term.split("-"))
+        words = [w for w in term.lower().split("-") if len(w) > 2 and w not in STOPWORDS]
+        return any(len(self.retriever.keyword.search(word, RARE_WORD_CHUNKS + 1)) <= RARE_WORD_CHUNKS for word in words)
 
 
 def _texts(passages: list[Passage]) -> list[str]:

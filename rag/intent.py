@@ -60,7 +60,7 @@ IDENTIFIER = re.compile(
 # "Cassandra-style", "force-pushed", "read-then-update") names nothing
 COMPOUND = re.compile(r"(?<![\w-])[A-Za-z][a-z0-9]+(?:-[a-z0-9]+)+(?![\w-])")
 DESCRIPTIVE_PARTS = frozenset(
-    """wide style like based driven aware free friendly safe heavy level bound then and or to by of in on
+    """wide style like based driven aware free friendly safe heavy level bound then and or to by in on
     multi double single triple mid force non pre re self cross semi co sub well high low long short real near
     one two three per all end full time day""".split()
 )
@@ -152,15 +152,16 @@ def named_things(question: str) -> list[Name]:
         modifiers = [w for w in match.group(1).split() if w.lower() not in STOPWORDS | GENERIC and not w.isdigit()]
         if modifiers:
             found.append(Name(" ".join(modifiers[-2:] + [match.group(2)]), tuple(m.lower() for m in modifiers[-2:])))
-    for match in COMPOUND.finditer(question):
-        parts = match.group(0).lower().split("-")
-        if not DESCRIPTIVE_PARTS & set(parts) and not parts[-1].endswith(("ed", "ing")):
-            found.append(Name(match.group(0), compound=True))
     patterns = [(ADR, 0), (IDENTIFIER, 1), (VERSION, 0)]
     for pattern, group in patterns:
         for match in pattern.finditer(question):
             if match.group(group).lower() not in STOPWORDS | GENERIC:
                 found.append(Name(match.group(group)))
+    for match in COMPOUND.finditer(question):  # after the identifiers: "invoice-service" is one of those
+        parts = match.group(0).lower().split("-")
+        shaped = any(match.group(0).lower() in name.text.lower() for name in found)
+        if not shaped and not DESCRIPTIVE_PARTS & set(parts) and not parts[-1].endswith(("ed", "ing")):
+            found.append(Name(match.group(0), compound=True))
     unique: list[Name] = []
     for name in found:
         if not any(name.text.lower() in other.text.lower() for other in unique):
