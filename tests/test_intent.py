@@ -39,6 +39,9 @@ def test_specific_names_are_found_and_generic_ones_left_out():
     assert set(found) == {"ADR-0012", "max_poll_records", "DiskFullAlertHigh alert"}
     hyphenated = "Can app-wide multi-table reads use permessage-deflate or a Cassandra-style blue-green cutover?"
     assert [n.text for n in read_intent(hyphenated).names if n.compound] == ["permessage-deflate", "blue-green"]
+    # a service-shaped name is an identifier, never a common-word compound that needs a rare word
+    names = read_intent("Who owns the invoice-service?").names
+    assert [(n.text, n.compound) for n in names] == [("invoice-service", False)]
     camel = "How do I set the canaryAnalysis field of a VirtualServer?"
     assert [n.text for n in read_intent(camel).names] == ["canaryAnalysis"]
 
