@@ -169,9 +169,10 @@ class ExtractiveProvider:
         weight = {w: math.log(1 + len(units) / (1 + sum(w in words for words in unit_words))) for w in query_words}
         total = sum(weight.values()) or 1.0
         scores = []
+        rank = _own_rank(passages)
         for unit, words, sim in zip(units, unit_words, similarity):
             overlap = sum(weight[w] for w in query_words & words) / total
-            prior = RANK_PRIOR * RANK_DECAY**unit.passage_index
+            prior = RANK_PRIOR * RANK_DECAY ** rank[unit.passage_index]
             scores.append(float(sim) + OVERLAP_WEIGHT * overlap + prior + _form_bonus(intent, unit, passages))
         return scores
 
@@ -198,6 +199,16 @@ class ExtractiveProvider:
                 if block.count("\n") <= 30:
                     return index, block
         return None
+
+
+def _own_rank(passages: list[Passage]) -> list[int]:
+    """Each passage's rank by its own similarity to the question: the search's order also lifts a file that
+    matches in several places, which says which document to read, not which passage answers best."""
+    order = sorted(range(len(passages)), key=lambda i: -(passages[i].dense_score or 0.0))
+    rank = [0] * len(passages)
+    for position, index in enumerate(order):
+        rank[index] = position
+    return rank
 
 
 def _overlap(a: Unit, b: Unit) -> bool:

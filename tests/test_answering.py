@@ -487,3 +487,14 @@ def test_no_sentence_is_quoted_twice_and_one_section_makes_one_point(embedder, p
     for sentence in ("Both hold a long-lived connection per client.", "Choose SSE for push-only features."):
         assert body.count(sentence) <= 1, text
     assert body.count("**Choosing**") <= 1, text
+
+
+def test_the_answer_ranks_passages_by_their_own_likeness_to_the_question_not_the_file_lift():
+    from rag.extractive import _own_rank
+
+    lifted = passage(1, "Caching guide", "Overview", "Caches come in many shapes.")
+    lifted.dense_score = 0.41  # first in the search only because its file matched in several places
+    answering = passage(2, "Redis eviction", "Policies", "Set maxmemory-policy to allkeys-lru.")
+    answering.dense_score = 0.74
+    keyword_only = passage(3, "Redis", "Config", "maxmemory-policy allkeys-lru")  # no dense score at all
+    assert _own_rank([lifted, answering, keyword_only]) == [1, 0, 2]
