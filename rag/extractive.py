@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from rag.doc_status import RETIRED
 from rag.embedding import Embedder
 from rag.events import Citation, CitationEvent, TextDelta
 from rag.intent import HEADS, Intent, read_intent
@@ -203,11 +204,14 @@ class ExtractiveProvider:
 
 def _own_rank(passages: list[Passage]) -> list[int]:
     """Each passage's rank by its own similarity to the question: the search's order also lifts a file that
-    matches in several places, which says which document to read, not which passage answers best."""
-    order = sorted(range(len(passages)), key=lambda i: -(passages[i].dense_score or 0.0))
+    matches in several places, which says which document to read, not which passage answers best. A superseded
+    or deprecated document keeps the place the search gave it (it is moved for what the question asks about the
+    past, see ``rag.retrieval.demote_superseded``)."""
+    kept = {i for i, p in enumerate(passages) if p.status in RETIRED}
+    free = sorted((i for i in range(len(passages)) if i not in kept), key=lambda i: -(passages[i].dense_score or 0.0))
     rank = [0] * len(passages)
-    for position, index in enumerate(order):
-        rank[index] = position
+    for position in range(len(passages)):
+        rank[position if position in kept else free.pop(0)] = position
     return rank
 
 

@@ -498,3 +498,5 @@ def test_the_answer_ranks_passages_by_their_own_likeness_to_the_question_not_the
     answering.dense_score = 0.74
     keyword_only = passage(3, "Redis", "Config", "maxmemory-policy allkeys-lru")  # no dense score at all
     assert _own_rank([lifted, answering, keyword_only]) == [1, 0, 2]
+    lifted.status = "superseded"  # placed by what the question asks about the past: it keeps its place
+    assert _own_rank([lifted, answering, keyword_only]) == [0, 1, 2]
