@@ -12,7 +12,7 @@ and written to a temporary name and renamed, so a killed build never leaves a br
 fails to load is rebuilt once.
 
 Encoding mirrors sentence-transformers: the model's own tokenizer with its truncation (``max_seq_length``),
-mean pooling over the attention mask, L2 normalisation. Each text is run on its own (no padding, and a vector
+mean pooling over the tokens, L2 normalisation. Each text is run on its own (no padding, and a vector
 that never depends on the texts embedded with it), on as many single-threaded runs at once as there are cores.
 """
 
@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -242,14 +243,16 @@ class OnnxEncoder:
             return np.empty((0, 0), dtype=np.float32)
         ids = [np.array([encoding.ids], dtype=np.int64) for encoding in encodings]
         if self.workers <= 1 or len(ids) == 1:
-            return np.vstack([self._pooled(row, np.ones_like(row)) for row in ids])
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            rows = pool.map(lambda row: self._pooled(row, np.ones_like(row)), ids, chunksize=max(1, batch_size // 8))
-            return np.vstack(list(rows))
+            return np.vstack([self._vector(row) for row in ids])
+        return np.vstack(list(self._pool.map(self._vector, ids, chunksize=max(1, batch_size // 8))))
 
-    def _pooled(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    @cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnx-encode")
+
+    def _vector(self, ids: np.ndarray) -> np.ndarray:
+        """One text's vector: the mean of its token states (a text alone has no padding to mask), normalised."""
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, {name: value for name, value in feeds.items() if name in self.inputs})[0]
-        weights = mask[:, :, None].astype(np.float32)
-        summed = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return summed / np.clip(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12, None)
+        mean = hidden.mean(axis=1)
+        return mean / np.clip(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12, None)

@@ -166,6 +166,13 @@ def answerer(answer_store, embedder) -> Answerer:
     return Answerer(settings, retriever, ExtractiveProvider(embedder))
 
 
+class ScriptedProvider:
+    """A provider whose answer a test writes: it searches the question as asked."""
+
+    def rewrite(self, question, history):
+        return question
+
+
 def run(answerer: Answerer, question: str, persona, history: list[dict] | None = None):
     events = list(answerer.answer(question, persona, history=history))
     assert isinstance(events[-1], Final)
@@ -285,11 +292,8 @@ def test_a_hyphenated_term_is_missing_only_when_one_of_its_words_is_rare(answere
 def test_an_llm_answer_that_ignores_a_missing_name_gets_a_notice(answer_store, embedder, persona):
     settings, retriever = answer_store
 
-    class Forgetful:
+    class Forgetful(ScriptedProvider):
         name, model = "forgetful", "test"
-
-        def rewrite(self, question, history):
-            return question
 
         def generate(self, question, query, history, persona, passages, missing=None):
             assert missing == ["ADR-0042"]
@@ -395,13 +399,10 @@ def test_verify_flags_a_plausible_citation_to_the_wrong_passage_on_the_same_topi
 def test_unsupported_claims_reach_the_final_record(answer_store, embedder, persona):
     settings, retriever = answer_store
 
-    class WrongCitations:
+    class WrongCitations(ScriptedProvider):
         """A provider that cites the right words to the wrong passage (what careless assistants do)."""
 
         name, model = "wrong", "wrong-citations"
-
-        def rewrite(self, question, history):
-            return question
 
         def generate(self, question, query, history, persona, passages, missing=None):
             right = next(i for i, p in enumerate(passages, 1) if "cores of the database host" in p.full_text)
