@@ -1,8 +1,8 @@
 """Store: the Chroma collections (chunks, and the manifest of ingested files) behind one class.
 
 The embedded ``PersistentClient`` lives under the data directory; when a server host is configured
-the same code talks to ``chroma run`` through ``HttpClient``. Writes to an embedded store happen
-under a file lock, because two writing processes can corrupt its index.
+the same code talks to ``chroma run`` through ``HttpClient`` (``rag.store_files``). Writes to an embedded
+store happen under a file lock (``rag.write_lock``).
 
 Readers never create anything: a missing store reads as empty (and the command line says so). The
 collection's ``revision`` changes after every ingest that changed it; a long-lived reader (the UI)
@@ -10,9 +10,9 @@ reloads its client when it sees a new revision, because Chroma keeps the vector 
 memory and would not see chunks another process added. ``ingest_pending`` is set before the first
 chunk write of an ingest and cleared by the revision bump at its end, so a run killed in between is
 detected by the next one. The collection records the embedding model and backend (``torch`` or
-``onnx-int8``) of its vectors; writing or searching with another one is refused. ``--reindex`` builds a
-second collection aside and swaps it in by renames (see ``rag.reindex``), so searches keep working during
-the rebuild.
+``onnx-int8``) of its vectors; writing or searching with another one is refused (``rag.collection_metadata``).
+``--reindex`` builds a second collection aside and swaps it in by renames (see ``rag.reindex``), so searches
+keep working during the rebuild.
 """
 
 from __future__ import annotations
@@ -22,9 +22,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from rag.collection_metadata import (
+    check_compatible,
+    new_collection_metadata,
+    revision_of,
+    updated_metadata,
+)
 from rag.config import Settings
 from rag.store_files import (
     StoreDamagedError,
@@ -36,21 +41,14 @@ from rag.store_files import (
     replica_stale,
     retire,
 )
+from rag.write_lock import exclusive_writer
 
-__all__ = ["FileRecord", "ModelMismatchError", "Store", "StoreBusyError", "StoreDamagedError", "StoreError"]
+__all__ = ["FileRecord", "Store", "StoreDamagedError", "StoreError"]
 
 PAGE = 2000
 ASIDE = "-reindex"  # the collection a reindex builds (see rag.reindex)
 REPLACED = "-replaced"  # the old collection for the moment of the swap
 SWAP_WAIT = 2.0  # seconds a reader waits for a swap in progress
-
-
-class StoreBusyError(StoreError):
-    pass
-
-
-class ModelMismatchError(StoreError):
-    pass
 
 
 @dataclass
@@ -92,11 +90,6 @@ class FileRecord:
             ingested_at=float(meta.get("ingested_at", 0.0)),
             complete=bool(meta.get("complete", False)),
         )
-
-
-def recorded_backend(metadata: dict[str, Any]) -> str:
-    """The backend a collection's vectors were made with; a store from before backends were recorded is torch's."""
-    return str(metadata.get("embedding_backend") or "torch")
 
 
 def _not_found(error: Exception) -> bool:
@@ -182,45 +175,21 @@ class Store:
         else:
             collection = self.client.create_collection(
                 self.name,
-                metadata={
-                    "embedding_model": self.settings.embedding_model,
-                    "embedding_backend": backend or self.settings.embedding_backend,
-                    "dimension": dimension,
-                    "revision": uuid.uuid4().hex,
-                    "ingest_pending": True,
-                },
+                metadata=new_collection_metadata(
+                    self.settings.embedding_model, backend or self.settings.embedding_backend, dimension
+                ),
                 configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
             self._pending_marked = True
         self._chunks = collection
-        self._seen = (str(collection.id), str((collection.metadata or {}).get("revision", "")))
+        self._seen = (str(collection.id), revision_of(collection.metadata))
         return collection
 
     def _check_model(self, metadata: dict[str, Any], dimension: int | None = None, backend: str | None = None) -> None:
         """``backend``: the one that made the vectors about to be written or searched with (unchecked when None)."""
-        recorded = metadata.get("embedding_model")
-        if recorded and recorded != self.settings.embedding_model:
-            raise ModelMismatchError(
-                f"the collection '{self.name}' at {self.location} was built with the embedding model "
-                f"'{recorded}' ({metadata.get('dimension')} dimensions), but '{self.settings.embedding_model}' is "
-                "configured. Mixing models gives meaningless results. Re-index with "
-                "`python -m rag ingest --reindex`, or use another --collection."
-            )
-        expected = metadata.get("dimension")
-        if dimension is not None and expected and int(expected) != dimension:
-            raise ModelMismatchError(
-                f"the embedding model '{self.settings.embedding_model}' now gives {dimension}-dimension vectors, but "
-                f"the collection '{self.name}' at {self.location} was built with {expected}: the model files changed "
-                "behind the same name. Re-index with `python -m rag ingest --reindex`, or restore the earlier model."
-            )
-        built_with = recorded_backend(metadata)
-        if backend is not None and built_with != backend:
-            raise ModelMismatchError(
-                f"the collection '{self.name}' at {self.location} was built with the '{built_with}' embedding "
-                f"backend, but this process embeds with '{backend}'. Vectors of two backends are not mixed: set "
-                f"RAG_EMBEDDING_BACKEND={built_with}, or re-index with `python -m rag ingest --reindex`."
-            )
+        where = f"the collection '{self.name}' at {self.location}"
+        check_compatible(metadata, self.settings.embedding_model, where, dimension, backend)
 
     def check_backend(self, backend: str) -> None:
         """Raises ``ModelMismatchError`` when the existing collection was built with another embedding backend."""
@@ -263,33 +232,11 @@ class Store:
     # -- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        """Exclusive writer for an embedded store; the server handles many writers itself."""
-        if self.settings.server_mode:
+        """Exclusive writer for an embedded store (``rag.write_lock``); the server handles many writers itself."""
+        with exclusive_writer(self.settings):
+            if not self.settings.server_mode:
+                self.forget_client()  # another writer may have changed the store while this process held an old view
             yield
-            return
-        from filelock import FileLock, Timeout
-
-        lock_path = Path(self.settings.data_dir) / "write.lock"
-        lock = FileLock(str(lock_path))
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            lock.acquire(timeout=self.settings.lock_timeout)
-        except Timeout:
-            raise StoreBusyError(
-                f"another process is writing to the store in {self.settings.data_dir} (lock {lock_path} held for "
-                f"{self.settings.lock_timeout:g} s). Wait for it to finish and try again; for many writers run a "
-                "Chroma server (RAG_CHROMA_HOST)."
-            ) from None
-        except OSError as error:
-            raise StoreError(
-                f"cannot write to the data directory {Path(self.settings.data_dir).resolve()} "
-                f"({error.strerror or error}): ingest where the store is writable; readers here are fine"
-            ) from None
-        try:
-            self.forget_client()  # another writer may have changed the store while this process held an old view
-            yield
-        finally:
-            lock.release()
 
     def drop(self) -> None:
         for name in (self.name, self.files_collection_name):
@@ -302,10 +249,7 @@ class Store:
         if self._pending_marked or not self.exists():
             return
         collection = self.chunks()
-        metadata = dict(collection.metadata or {})
-        metadata.pop("hnsw:space", None)
-        metadata["ingest_pending"] = True
-        collection.modify(metadata=metadata)
+        collection.modify(metadata=updated_metadata(collection.metadata, ingest_pending=True))
         self._pending_marked = True
 
     def pending(self) -> bool:
@@ -325,15 +269,15 @@ class Store:
         self._mark_pending()
         collection = self.chunks(dimension=dimension, backend=backend)
         self._check_model(collection.metadata or {}, dimension, backend)
-        step = self.client.get_max_batch_size()
-        for start in range(0, len(ids), step):
-            end = start + step
+        for part in self._batches(len(ids)):
             collection.upsert(
-                ids=ids[start:end],
-                embeddings=embeddings[start:end],
-                documents=documents[start:end],
-                metadatas=metadatas[start:end],
+                ids=ids[part], embeddings=embeddings[part], documents=documents[part], metadatas=metadatas[part]
             )
+
+    def _batches(self, count: int) -> Iterator[slice]:
+        """Slices of ``count`` items no longer than Chroma takes in one call."""
+        step = self.client.get_max_batch_size()
+        return (slice(start, start + step) for start in range(0, count, step))
 
     def chunk_ids_of(self, source_key: str) -> list[str]:
         if not self.exists():
@@ -344,9 +288,8 @@ class Store:
         if not ids:
             return
         self._mark_pending()
-        step = self.client.get_max_batch_size()
-        for start in range(0, len(ids), step):
-            self.chunks().delete(ids=ids[start : start + step])
+        for part in self._batches(len(ids)):
+            self.chunks().delete(ids=ids[part])
 
     def save_file_records(self, records: list[FileRecord]) -> None:
         if records:
@@ -366,11 +309,7 @@ class Store:
             return ""  # no chunk was ever written (only removals, or an ingest killed before its first upsert)
         revision = uuid.uuid4().hex
         collection = self.chunks()
-        metadata = dict(collection.metadata or {})
-        metadata.pop("hnsw:space", None)
-        metadata["revision"] = revision
-        metadata["ingest_pending"] = False
-        collection.modify(metadata=metadata)
+        collection.modify(metadata=updated_metadata(collection.metadata, revision=revision, ingest_pending=False))
         self._pending_marked = False
         self._seen = (str(collection.id), revision)
         return revision
@@ -393,7 +332,7 @@ class Store:
                 self._seen = None
                 return
             raise
-        seen = (str(current.id), str((current.metadata or {}).get("revision", "")))
+        seen = (str(current.id), revision_of(current.metadata))
         if seen != self._seen:
             self.forget_client()
             self._seen = None
@@ -409,7 +348,7 @@ class Store:
         if not self.exists():
             return ""
         self.sync()
-        return str((self._get(self.name).metadata or {}).get("revision", ""))
+        return revision_of(self._get(self.name).metadata)
 
     def count(self) -> int:
         return self.chunks().count() if self.exists() else 0

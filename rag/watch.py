@@ -30,7 +30,8 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.ingest import IngestReport, ingest
 from rag.loading import SUPPORTED_SUFFIXES
-from rag.store import Store, StoreBusyError
+from rag.store import Store
+from rag.write_lock import StoreBusyError
 
 ReportCallback = Callable[[IngestReport], None]
 BUSY_RETRY_SECONDS = 5.0

@@ -7,11 +7,12 @@ import uuid
 import pytest
 from conftest import MINI_CORPUS, assert_store_consistent, make_settings, parse_json_output, run_rag
 
+from rag.collection_metadata import ModelMismatchError
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
 from rag.loading import root_label
 from rag.stats import collect_stats
-from rag.store import ModelMismatchError, Store, StoreError
+from rag.store import Store, StoreError
 
 pytestmark = pytest.mark.server
 

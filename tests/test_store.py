@@ -11,8 +11,10 @@ import pytest
 from conftest import REPO, assert_store_consistent, clean_env
 
 from rag import cli
+from rag.collection_metadata import ModelMismatchError
 from rag.ingest import ingest
-from rag.store import FileRecord, ModelMismatchError, Store, StoreBusyError, StoreError
+from rag.store import FileRecord, Store, StoreError
+from rag.write_lock import StoreBusyError
 
 
 def tiny(n: int, dim: int = 3) -> list[list[float]]:

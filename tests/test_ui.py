@@ -31,8 +31,9 @@ from rag.config import Settings
 from rag.conversations import ConversationStore
 from rag.feedback import FeedbackStore
 from rag.ingest import ingest
-from rag.store import Store, StoreBusyError
+from rag.store import Store
 from rag.uploads import UploadRejected, add_uploads, remove_upload, safe_filename, save_upload, uploads_dir
+from rag.write_lock import StoreBusyError
 from ui.render import cited_words_note, highlight, passage_view
 from ui.resources import OFFLINE_NOTICE
 

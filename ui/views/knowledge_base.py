@@ -16,8 +16,9 @@ from pathlib import Path
 import streamlit as st
 
 from rag.stats import collect_stats
-from rag.store import StoreBusyError, StoreError
+from rag.store import StoreError
 from rag.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remove_upload, uploads_dir
+from rag.write_lock import StoreBusyError
 from ui import render
 from ui.resources import get_retriever, get_settings
 
