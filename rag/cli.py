@@ -132,8 +132,8 @@ def _require_store(settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.discovery import UnsafePathError, printable, refuse_unsafe_paths
     from rag.ingest import ingest
-    from rag.loading import UnsafePathError, printable, refuse_unsafe_paths
 
     paths = [Path(p) for p in args.paths] if args.paths else [Path("corpus")]
     try:

@@ -1,5 +1,4 @@
-"""Collection metadata: what a chunk collection records about itself (embedding model, backend, dimension,
-``revision``, ``ingest_pending``), and the refusal to write or search it with vectors of another model or backend."""
+"""Collection metadata: a chunk collection's model, backend, dimension and revision, and the model-mismatch check."""
 
 from __future__ import annotations
 

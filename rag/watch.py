@@ -27,9 +27,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from rag.config import Settings
+from rag.discovery import SUPPORTED_SUFFIXES
 from rag.embedding import Embedder
 from rag.ingest import IngestReport, ingest
-from rag.loading import SUPPORTED_SUFFIXES
 from rag.store import Store
 from rag.write_lock import StoreBusyError
 

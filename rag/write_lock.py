@@ -1,5 +1,4 @@
-"""Write lock: one writing process at a time for an embedded store (two writers can corrupt its index); a
-Chroma server takes many writers itself, so none is needed there."""
+"""Write lock: one writing process at a time for an embedded store (a Chroma server takes many writers)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,8 @@ class StoreBusyError(StoreError):
 
 @contextlib.contextmanager
 def exclusive_writer(settings: Settings) -> Iterator[None]:
-    """Holds ``write.lock`` in the data directory for an embedded store, waiting up to ``lock_timeout``."""
+    """Holds ``write.lock`` in the data directory of an embedded store (two writing processes can corrupt its
+    index), waiting up to ``lock_timeout``."""
     if settings.server_mode:
         yield
         return

@@ -169,7 +169,7 @@ def run_eval(data_dir: Path, backend: str, model_cache: Path) -> dict:
 
 
 def source_files(paths: list[Path]) -> tuple[list[Path], int]:
-    from rag.loading import discover
+    from rag.discovery import discover
 
     files = [ref.path for ref in discover(paths).files]
     return files, sum(len(path.read_text(encoding="utf-8", errors="replace")) for path in files)

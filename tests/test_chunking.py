@@ -10,7 +10,8 @@ import pytest
 from conftest import CACHING_MD
 
 from rag.chunking import SPECIAL_TOKENS, Chunk, chunk_document
-from rag.loading import Document, SourceFile, discover, load
+from rag.discovery import SourceFile, discover
+from rag.loading import Document, load
 
 WORDS = (
     "cache invalidation replica shard consistency latency throughput idempotency backpressure queue partition "

@@ -19,10 +19,11 @@ from conftest import assert_store_consistent, clean_env, parse_json_output, run_
 from rag import cli
 from rag.chunking import MAX_CHARS_PER_TOKEN, chunk_document
 from rag.collection_metadata import ModelMismatchError
+from rag.discovery import SourceFile
 from rag.feedback import FeedbackEntry, FeedbackStore
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
-from rag.loading import Document, LoadError, SourceFile, load
+from rag.loading import Document, LoadError, load
 from rag.retrieval import Retriever
 from rag.store import Store, StoreDamagedError
 from rag.uploads import add_uploads, safe_filename, save_upload

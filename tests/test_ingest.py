@@ -9,10 +9,11 @@ from conftest import MINI_CORPUS, REPO, assert_store_consistent, make_settings, 
 
 from rag import cli
 from rag.chunking import chunk_document
+from rag.discovery import SourceFile, root_label
 from rag.embedding import Embedder
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
-from rag.loading import SourceFile, load, root_label
+from rag.loading import load
 from rag.stats import collect_stats
 from rag.store import Store
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from conftest import REPO, assert_store_consistent, clean_env, make_settings, store_state
 
 from rag.chunking import chunk_document
+from rag.discovery import SourceFile
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
-from rag.loading import SourceFile, load
+from rag.loading import load
 from rag.store import FileRecord, Store
 
 FILES = 30

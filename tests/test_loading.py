@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_store_consistent, make_settings, parse_json_output, run_rag, write_tree
 
-from rag.loading import Document, LoadError, SourceFile, discover, infer_doc_type, load
+from rag.discovery import SourceFile, discover
+from rag.loading import Document, LoadError, infer_doc_type, load
 
 MAX = 10 * 1024 * 1024
 

@@ -8,9 +8,9 @@ import pytest
 from conftest import MINI_CORPUS, assert_store_consistent, make_settings, parse_json_output, run_rag
 
 from rag.collection_metadata import ModelMismatchError
+from rag.discovery import root_label
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
-from rag.loading import root_label
 from rag.stats import collect_stats
 from rag.store import Store, StoreError
 
