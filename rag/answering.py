@@ -9,6 +9,7 @@ Providers: an OpenAI-compatible endpoint (``rag.openai_compat``) when ``RAG_LLM_
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Protocol
@@ -84,6 +85,9 @@ def abstention_text(passages: list[Passage]) -> str:
 
 RARE_WORD_CHUNKS = 3
 FOLLOW_UP_MARGIN = 0.12
+# a long question's best similarity runs lower (its words spread over more than one passage's worth of
+# topic): past LONG_QUESTION words, each word lowers the bar by LENGTH_SLOPE, by MAX_LENGTH_ALLOWANCE at most
+LONG_QUESTION, LENGTH_SLOPE, MAX_LENGTH_ALLOWANCE = 14, 0.004, 0.06
 
 
 def unsaid_near_misses(answer: str, missing: list[str]) -> list[str]:
@@ -167,7 +171,9 @@ class Answerer:
         )
         # a follow-up stays on a topic the last answer found in the knowledge base: only a far lower confidence
         # (its rewrite is a short query, whose best similarity runs lower) means there is nothing to say
-        threshold = self.settings.abstain_threshold - (FOLLOW_UP_MARGIN if standalone != question else 0.0)
+        threshold = self.settings.abstain_threshold - (
+            FOLLOW_UP_MARGIN if standalone != question else length_allowance(question)
+        )
         if not passages or result.confidence < threshold:
             final.abstained = True
             final.answer = abstention_text(passages)
@@ -239,3 +245,9 @@ class Answerer:
 def _texts(passages: list[Passage]) -> list[str]:
     """What a name may be mentioned in: a passage's title, section and text."""
     return [f"{p.heading}\n{p.full_text}" for p in passages]
+
+
+def length_allowance(question: str) -> float:
+    """How much lower the abstention bar sits for a question of this many words."""
+    words = len(re.findall(r"[\w'-]+", question))
+    return min(MAX_LENGTH_ALLOWANCE, LENGTH_SLOPE * max(0, words - LONG_QUESTION))

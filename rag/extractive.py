@@ -26,7 +26,7 @@ from rag.personas import Persona
 from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words, rewrite_follow_up
 
-LABEL = "*Offline answer: quoted from the knowledge base, no language model.*"
+LABEL = "*Offline answer: quotes only, no language model.*"
 BODY_BUDGET = 750  # characters of quoted text (lead and points), so the answer stays short
 MAX_UNITS = 7
 LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_settings, write_tree
 
-from rag.answering import Answerer
+from rag.answering import MAX_LENGTH_ALLOWANCE, Answerer, length_allowance
 from rag.citations import MARKER, MarkerFilter, cited_claims, strip_invalid_markers, verify
 from rag.events import CitationEvent, Final, TextDelta
 from rag.extractive import LABEL, ExtractiveProvider
@@ -324,6 +324,27 @@ def test_an_off_topic_question_abstains(answer_store, embedder, persona):
     assert not MARKER.search(final.answer) and not final.citations and not final.checks
     assert not any(isinstance(e, CitationEvent) for e in events)
     assert final.to_dict()["abstained"] is True
+
+
+def test_a_question_that_tells_a_story_before_it_asks_is_answered(answer_store, embedder, persona):
+    settings, retriever = answer_store  # the configured threshold
+    question = (
+        "we moved offices last month, the coffee machine broke, the office plants died, the wifi drops every "
+        "hour, and on top of it all: how big should the connection pool be?"
+    )
+    whole = max(p.dense_score or 0.0 for p in retriever._dense(question, 5, None, None))
+    assert whole < settings.abstain_threshold  # the story drowns the question as a whole...
+    _, final = run(Answerer(settings, retriever, ExtractiveProvider(embedder)), question, persona)
+    assert not final.abstained  # ...but its asking clause finds the pooling guide
+    assert final.confidence >= settings.abstain_threshold
+    assert final.citations and all("connection-pooling" in c.passage.path for c in final.citations[:1])
+
+
+def test_long_questions_get_a_lower_abstention_bar_up_to_a_cap():
+    assert length_allowance("How big should the connection pool be?") == 0.0
+    story = " ".join(["word"] * 24)
+    assert 0.0 < length_allowance(story) < length_allowance(story + " more words here")
+    assert length_allowance(" ".join(["word"] * 200)) == MAX_LENGTH_ALLOWANCE
 
 
 def test_a_follow_up_is_searched_as_its_standalone_rewrite(answerer, persona):

@@ -161,7 +161,7 @@ def test_ask_json_with_the_extractive_provider(runs):
     data = output(runs["ask"])
     assert {"answer", "citations", "abstained", "provider", "timings"} <= set(data)
     assert data["provider"] == "extractive" and data["abstained"] is False
-    assert data["answer"].endswith("*Offline answer: quoted from the knowledge base, no language model.*")
+    assert data["answer"].endswith("*Offline answer: quotes only, no language model.*")
     assert data["citations"] and all(CITATION_KEYS <= set(c) for c in data["citations"])
     first = data["citations"][0]
     assert first["n"] == 1 and first["source"].endswith("references/rate-limiting.md")
