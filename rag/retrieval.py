@@ -46,6 +46,7 @@ class Passage:
     superseded_by: str = ""  # e.g. ADR-0011
     superseded_on: str = ""
     updated: str = ""  # the document's date, YYYY-MM-DD
+    tokens: int | None = None  # the chunk's length in the embedding model's tokens (None: not recorded)
 
     @property
     def full_text(self) -> str:
@@ -72,6 +73,7 @@ class Passage:
             superseded_by=str(meta.get("superseded_by", "")),
             superseded_on=str(meta.get("superseded_on", "")),
             updated=str(meta.get("updated", "")),
+            tokens=int(meta["tokens"]) if meta.get("tokens") is not None else None,
         )
 
 

@@ -4,10 +4,10 @@ The store is ingested by a fixture from a small generated corpus. The first test
 for the streamed answer and its source cards (which must name real files of that corpus), follows ``[1]``
 to its source card, opens the reader (the cited passage highlighted and scrolled into view), reloads the
 page (the conversation stays), uploads a Markdown file with a fact found nowhere else on the Knowledge
-base page, then asks about it and finds the fact in the answer. The second answers from a local LLM that
-streams slowly, stops the answer with the stop button and finds the partial answer saved after a reload.
-A screenshot per view goes to ``test-artifacts/``. No browser is ever downloaded: without
-``/usr/bin/chromium`` the tests are skipped, except under CI (``CI`` set), where they fail.
+base page and shows its chunks there, then asks about it and finds the fact in the answer. The second
+answers from a local LLM that streams slowly, stops the answer with the stop button and finds the partial
+answer saved after a reload. A screenshot per view goes to ``test-artifacts/``. No browser is ever
+downloaded: without ``/usr/bin/chromium`` the tests are skipped, except under CI (``CI`` set), where they fail.
 """
 
 from __future__ import annotations
@@ -202,6 +202,13 @@ def test_ask_upload_and_ask_again(app_url, browser, site, tmp_path):
         diagram = page.locator(".st-key-hit-1 [data-testid='stMermaidChart'] img").first
         expect(diagram).to_be_visible(timeout=30_000)
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=diagram.element_handle())
+
+        # the chunks of the uploaded document, each with its position, section and token count
+        chunks_of = page.get_by_role("combobox", name="Show the chunks of")
+        chunks_of.click()
+        chunks_of.press_sequentially(UPLOAD_NAME[:6])  # typed keys open the list (a filled value does not)
+        page.get_by_role("option", name=re.compile(re.escape(UPLOAD_NAME))).click()
+        expect(page.locator(".st-key-chunk-0")).to_contain_text(re.compile(r"#0 · .+ · \d+ tokens"), timeout=30_000)
 
         # 3. back in the chat, the conversation is still there and the new fact is answered
         page.get_by_role("link", name="Chat").click()

@@ -541,7 +541,11 @@ def test_knowledge_base_page_lists_documents_and_searches(ui_store):
     at.selectbox(key="kb_chunks_of").select("corpus/references/caching.md").run()
     chunks = [c for c in at.container if (c.key or "").startswith("chunk-")]
     assert [c.key for c in chunks] == ["chunk-0", "chunk-1"]
-    assert "Cache-aside" in plain(chunks[0].caption[0].value) and "tokens" in plain(chunks[0].caption[0].value)
+    stored = Store(ui_store).get(where={"path": "corpus/references/caching.md"})["metadatas"]
+    tokens = {meta["position"]: meta["tokens"] for meta in stored}
+    captions = [plain(c.caption[0].value) for c in chunks]
+    assert captions[0].startswith("#0 · Cache-aside") and captions[1].startswith("#1 · ")
+    assert [caption.rsplit(" · ", 1)[1] for caption in captions] == [f"{tokens[0]} tokens", f"{tokens[1]} tokens"]
     assert "request coalescing" in chunks[1].markdown[0].value.lower()
 
     at.text_input(key="kb_query").input("circuit breaker half-open").run()

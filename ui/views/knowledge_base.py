@@ -2,9 +2,9 @@
 (per document its chunk count and last-ingested time, the chunks themselves on request; an uploaded
 document can be removed here).
 
-Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search`` and uploads go through
-``rag.uploads.add_uploads`` (which calls ``rag.ingest.ingest``), removal ``rag.uploads.remove_upload``;
-nothing here retrieves on its own.
+Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search``, a document's chunks are
+``Retriever.document``, and uploads go through ``rag.uploads.add_uploads`` (which calls
+``rag.ingest.ingest``), removal ``rag.uploads.remove_upload``; nothing here reads the store on its own.
 """
 
 from __future__ import annotations
@@ -98,18 +98,17 @@ def show_chunks(retriever, paths: list[str]) -> None:
     if not path:
         return
     try:
-        got = retriever.store.get(where={"path": path})
+        chunks = retriever.document(path=path)
     except Exception as error:
         st.error(f"Cannot read the chunks of {path}: {error}")
         return
-    chunks = sorted(zip(got["metadatas"], got["documents"]), key=lambda pair: int((pair[0] or {}).get("position", 0)))
     st.caption(f"{len(chunks)} chunks")
-    for meta, text in chunks:
-        meta = meta or {}
-        with st.container(border=True, key=f"chunk-{meta.get('position', 0)}"):
-            section = render.escape_markdown(render.section_label(str(meta.get("section", ""))))
-            st.caption(f"#{meta.get('position', 0)} · {section} · {meta.get('tokens', '?')} tokens")
-            st.markdown(text or "")
+    for chunk in chunks:
+        with st.container(border=True, key=f"chunk-{chunk.position}"):
+            section = render.escape_markdown(render.section_label(chunk.section))
+            tokens = "?" if chunk.tokens is None else chunk.tokens
+            st.caption(f"#{chunk.position} · {section} · {tokens} tokens")
+            st.markdown(chunk.text)
 
 
 def uploaded_paths(settings, files: list[dict]) -> dict[str, str]:
