@@ -12,9 +12,9 @@ sections have in common, and each merged section's heading stays in the text as 
 so a reader, the keyword index and the answerer still see which subsection a paragraph comes from.
 Sections that share only the document are not merged: measured on our question set, such chunks drew
 off-topic questions above the abstention threshold. The title and section path are embedded before each
-chunk's text; the budget counts the text, and that prefix takes what the model's window has left, so no
-text is ever past the model's limit. The file's place in its site (``Document.site``) is metadata only:
-in the embedded prefix it lowered retrieval on our question set.
+chunk's text (without its markup: ``rag.embedded_text``); the budget counts the text, and that prefix takes
+what the model's window has left, so no text is ever past the model's limit. The file's place in its site
+(``Document.site``) is metadata only: in the embedded prefix it lowered retrieval on our question set.
 
 Hostile input keeps time, memory and chunk length bounded: every text is measured as the larger of its
 tokens and its characters / ``MAX_CHARS_PER_TOKEN``, and long blocks are cut by windows
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag.block_cutting import MAX_CHARS_PER_TOKEN, fit
+from rag.embedded_text import embedded_text
 from rag.loading import Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] for BERT-style encoders
@@ -49,7 +50,8 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        return (self.prefix or embedding_prefix(self.title, self.section)) + self.text
+        """What the encoder reads: the heading line, then the text without its markup (``rag.embedded_text``)."""
+        return embedded_text(self.prefix or embedding_prefix(self.title, self.section), self.text)
 
     def metadata(self) -> dict[str, str | int]:
         source = self.document.source

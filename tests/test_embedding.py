@@ -157,3 +157,39 @@ def test_backend_setting_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RAG_EMBEDDING_BACKEND", "onnx")
     with pytest.raises(ValueError, match="embedding_backend"):
         Settings(_env_file=None)
+
+
+# -- what the encoder reads of a chunk ------------------------------------------------------------------
+
+
+def test_markup_is_not_embedded_but_its_words_are(embedder):
+    from rag.embedded_text import embedded_text
+
+    text = (
+        'Set [`proxy_cache_lock`](https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_cache_lock "ref") '
+        'to on.<br/> Click <span style="color:#4a95c7;">Save</span>.\n\n'
+        '<img src="/images/cache.png" alt="Cache hit ratio panel" width="600" />\n\n'
+        "| Field | Default |\n|:------|--------:|\n| `lock_age` | 5 s |\n\n"
+        "Replace <hostname> with your server's name."
+    )
+    embedded = embedded_text("Caching > Locking\n", text)
+    assert embedded == (
+        "Caching > Locking\nSet `proxy_cache_lock` to on.  Click  Save .\n\n Cache hit ratio panel\n\n"
+        "| Field | Default |\n| `lock_age` | 5 s |\n\nReplace <hostname> with your server's name."
+    )
+    assert embedder.count_tokens(embedded) < embedder.count_tokens("Caching > Locking\n" + text) * 0.6
+
+
+def test_a_long_code_block_does_not_crowd_out_the_prose():
+    """The prose after a long configuration sample is still read; the sample past its first lines is not."""
+    from rag.embedded_text import CODE_LINES, embedded_text
+
+    config = "\n".join(f"    server backend{i}.example.com:8080 weight={i};" for i in range(40))
+    text = f"The upstream spreads requests by weight.\n\n```nginx\nupstream app {{\n{config}\n}}\n```\n\nThen reload."
+    embedded = embedded_text("Load balancing\n", text)
+    assert embedded.startswith("Load balancing\nThe upstream spreads requests by weight.\n\n```nginx\nupstream app {")
+    assert embedded.endswith(f"weight={CODE_LINES - 2};\n```\n\nThen reload.")
+    assert f"weight={CODE_LINES - 1};" not in embedded
+    # markup inside code is code: kept as written
+    html = "```html\n<a href=\"/status\">[status](/status)</a>\n```"
+    assert embedded_text("", html) == html

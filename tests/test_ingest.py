@@ -346,3 +346,25 @@ def test_concurrent_keyword_rebuilds_never_fail(settings, sample_corpus, embedde
     assert index is not None and set(index.ids) == set(Store(settings).get()["ids"])
     leftovers = [p.name for p in settings.data_dir.iterdir() if p.name.startswith(".keyword")]
     assert leftovers == []
+
+
+def test_a_line_deep_in_a_config_sample_is_found_by_keyword_search(settings, tmp_path, embedder, write_docs):
+    """The encoder reads only the first lines of a code block (``rag.embedded_text``); the chunk stores the whole
+    sample, so a question about a line the encoder never read still finds the chunk by its words."""
+    config = "\n".join(f"    server app{i}.internal;" for i in range(1, 13))
+    write_docs(
+        tmp_path / "docs",
+        {
+            "upstreams.md": "# Upstreams\n\n## Weights\n\nRequests are spread by weight across the servers.\n\n"
+            f"```nginx\nupstream app {{\n{config}\n    zone app_zone_deep 64k;\n}}\n```\n",
+            "caching.md": "# Caching\n\nResponses are cached for ten minutes by default.\n",
+        },
+    )
+    ingest([tmp_path / "docs"], settings, embedder=embedder)
+    document = load(SourceFile(tmp_path / "docs" / "upstreams.md", "docs", "upstreams.md"), settings.max_file_bytes)
+    [chunk] = chunk_document(document, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap, 256)
+    assert "app_zone_deep" in chunk.text and "app_zone_deep" not in chunk.embed_text
+    assert "Requests are spread by weight" in chunk.embed_text
+    [(best, _)] = KeywordIndex.load(settings.data_dir).search("app_zone_deep zone", k=1)
+    stored = Store(settings).get(ids=[best])
+    assert stored["metadatas"][0]["source"] == "upstreams.md" and "zone app_zone_deep 64k;" in stored["documents"][0]
