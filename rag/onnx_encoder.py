@@ -2,14 +2,17 @@
 
 The graph is made on this machine from the shipped weights, never downloaded: torch's exporter writes the
 transformer to ONNX (dynamic batch and sequence axes), onnxruntime's transformer optimiser fuses attention,
-layer norms and GELU, and onnxruntime's dynamic quantisation turns the weights into int8 (per channel, reduced
-range: the per-tensor default visibly loses quality on this CPU). Two parts stay fp32 because quantising them
-cost retrieval quality on the shipped question set (hybrid MRR@10 0.8931 with torch, 0.8851 with everything
-int8, 0.8897 with these two kept): the word-embedding table, and each layer's FFN output projection, whose input
-(after GELU) has the widest range of values. Before it is cached, the int8 graph must agree
-with the torch model on a few probe sentences. The file is cached under ``<cache>/<hash of the model's files>/``
-and written to a temporary name and renamed, so a killed build never leaves a broken file; a file that still
-fails to load is rebuilt once.
+layer norms and GELU, and onnxruntime's dynamic quantisation turns the weights into int8, per channel. The
+word-embedding table stays fp32. How far the rest goes depends on the CPU (``int8_recipe``): one with VNNI
+(or AMX) multiplies int8 without saturating, so its weights use the full 8 bits and every matrix product is
+int8; measured on a VNNI CPU against the former recipe, that encodes 38 % more tokens per CPU second (12.2 K
+against 8.8 K) at equal quality (corpus/ hybrid MRR@10 0.908 against 0.900, torch fp32 0.899; NGINX dev set
+0.795 against 0.794). Without VNNI the weights keep 7 bits (onnxruntime's advice against saturation), and each
+layer's FFN output projection, whose input (after GELU) has the widest range of values, stays fp32: quantising
+it with 7-bit weights cost retrieval quality (hybrid MRR@10 0.8851 against 0.8897). Before it is cached, the
+int8 graph must agree with the torch model on a few probe sentences. The file is cached under
+``<cache>/<hash of the model's files and the recipe>/`` and written to a temporary name and renamed, so a
+killed build never leaves a broken file; a file that still fails to load is rebuilt once.
 
 Encoding mirrors sentence-transformers: the model's own tokenizer with its truncation (``max_seq_length``),
 mean pooling over the tokens, L2 normalisation. Each text is run on its own (no padding, and a vector
@@ -34,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 BACKEND = "onnx-int8"
-RECIPE = "export-eager-opset17+bert-fusion+int8-per-channel-reduce-range-ffn-out-fp32/2"  # part of the cache key
+RECIPE = "export-eager-opset17+bert-fusion+int8-per-channel/3"  # with ``int8_recipe()``, part of the cache key
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # int8 dot products that do not saturate at 8-bit weights
 MODEL_FILE = "model-int8.onnx"
 MIN_AGREEMENT = 0.98  # cosine of int8 against fp32 on the probes; below it the build is refused
 PROBES = [
@@ -53,9 +57,23 @@ class OnnxUnavailable(RuntimeError):
     """The model cannot be run as an int8 ONNX graph (unsupported layout, failed export, broken runtime)."""
 
 
+def int8_recipe(cpu_flags: set[str] | None = None) -> str:
+    """``full-range`` (8-bit weights, every matrix product int8) on a CPU with VNNI, else the cautious recipe."""
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    return "full-range" if flags & VNNI_FLAGS else "reduce-range-ffn-out-fp32"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the cautious recipe
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
 def model_fingerprint(model_path: Path) -> str:
     """A hash of the model's files (weights, config, tokenizer) and of the build recipe."""
-    digest = hashlib.sha256(RECIPE.encode())
+    digest = hashlib.sha256(f"{RECIPE}+{int8_recipe()}".encode())
     for path in sorted(p for p in model_path.rglob("*") if p.is_file() and p.name not in SKIPPED_FILES):
         digest.update(path.relative_to(model_path).as_posix().encode() + b"\0")
         with path.open("rb") as handle:
@@ -165,6 +183,7 @@ def _quantise(source: Path, destination: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    full_range = int8_recipe() == "full-range"
     graph = onnx.load(str(source), load_external_data=False).graph
     gelu_outputs = {name for node in graph.node if node.op_type in GELU_OPS for name in node.output}
     ffn_outputs = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[0] in gelu_outputs]
@@ -172,10 +191,10 @@ def _quantise(source: Path, destination: Path) -> None:
         str(source),
         str(destination),
         per_channel=True,
-        reduce_range=True,
+        reduce_range=not full_range,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Attention"],  # not EmbedLayerNormalization: the embedding table stays fp32
-        nodes_to_exclude=ffn_outputs,
+        nodes_to_exclude=[] if full_range else ffn_outputs,
         # the fused operators (Attention, SkipLayerNormalization) are outside shape inference's domain
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )

@@ -8,8 +8,8 @@ each has a fresh interpreter and its own peak RSS:
 
 - ``ours onnx-int8`` / ``ours torch``: ``rag.ingest.ingest`` into a fresh data directory with that backend
   (model load and the keyword index included; the int8 graph is built beforehand and its one-time build
-  reported apart), with a breakdown of where the time went (load+chunk, encode, Chroma upsert, BM25), then
-  the time of a second ingest with nothing changed.
+  reported apart), with a breakdown of where the time went (load+chunk, encode, Chroma upsert, BM25) and the
+  tokens the encoder read, then the time of a second ingest with nothing changed.
 - ``langchain``: the plain default pipeline: every file read as text, RecursiveCharacterTextSplitter
   (1000/200), HuggingFaceEmbeddings on the same local model, langchain-chroma Chroma, documents added in
   batches of Chroma's max batch size.
@@ -75,10 +75,13 @@ def child_ingest(paths: list[Path], data_dir: Path, backend: str, model_cache: P
     timed(store.Store, "upsert_chunks", "upsert")
     timed(keyword.KeywordIndex, "rebuild", "bm25")
     settings = load_settings(data_dir=data_dir, embedding_backend=backend, model_cache=model_cache)
+    counter = ingest_module.Embedder.for_settings(settings)
+    count_tokens, window = counter.count_tokens, counter.max_seq_length - 2
     cpu = time.process_time()
     report = ingest_module.ingest(paths, settings)
     cpu = time.process_time() - cpu
     texts_out.write_text(json.dumps(embedded))
+    tokens = sum(min(count_tokens(text), window) + 2 for text in embedded)  # what the encoder read, [CLS]/[SEP] in
     again = ingest_module.ingest(paths, settings)  # nothing changed: nothing loaded, nothing embedded
     spent["load, chunk, other"] = report.seconds - sum(spent.values())
     return {
@@ -88,6 +91,7 @@ def child_ingest(paths: list[Path], data_dir: Path, backend: str, model_cache: P
         "failed": len(report.files_failed),
         "chunks": report.chunks_embedded,
         "distinct_texts": len(embedded),
+        "tokens": tokens,
         "stages": spent,
         "rss_mb": _peak_rss_mb(),
         "no_change_seconds": again.seconds,
@@ -262,7 +266,8 @@ def print_table(paths, file_count, characters, ours, langchain, ceilings, scores
         print(f"| {name:38} | {seconds:8.1f} | {rate:9,.0f} | {cpu:7.1f} | {chunks:>7} | {rss:6.0f}MB |")
     for backend, result in ours.items():
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["stages"].items())
-        print(f"ours {backend}: {result['distinct_texts']} distinct texts of {result['chunks']} chunks; {stages}")
+        texts = f"{result['distinct_texts']} distinct texts ({result['tokens']:,} tokens) of {result['chunks']} chunks"
+        print(f"ours {backend}: {texts}; {stages}")
         again = f"{result['no_change_seconds']:.2f} s, {result['no_change_embedded']} embedded"
         print(f"ours {backend}: no-change re-ingest of {result['files']} files: {again}")
     if langchain:

@@ -115,6 +115,21 @@ def test_onnx_tokenizer_truncates_like_sentence_transformers(embedder, torch_emb
     assert len(encoder.tokenizer.encode(REAL_SENTENCES[-1]).ids) == 256
 
 
+def test_a_vnni_cpu_gets_every_matrix_product_in_int8(embedder):
+    """On a CPU with VNNI the FFN output projections are int8 too (38 % more tokens per CPU second); without
+    VNNI they stay fp32 with 7-bit weights elsewhere, the recipe that does not saturate there."""
+    import onnx
+    from conftest import MODEL_CACHE
+
+    from rag.onnx_encoder import cached_model, int8_recipe
+
+    assert int8_recipe({"avx2", "fma"}) == "reduce-range-ffn-out-fp32" == int8_recipe(set())
+    assert int8_recipe({"avx2", "avx512_vnni"}) == int8_recipe({"avx_vnni"}) == "full-range"
+    graph = onnx.load(str(cached_model(Path(embedder.model_path), MODEL_CACHE, embedder.max_seq_length))).graph
+    fp32_products = [node.name for node in graph.node if node.op_type == "MatMul"]
+    assert len(fp32_products) == (0 if int8_recipe() == "full-range" else 6), fp32_products
+
+
 def test_a_corrupt_cached_graph_is_rebuilt(tmp_path, embedder):
     """A cached file that does not load (a disk error, a copy cut short) is replaced by a fresh build."""
     from rag.onnx_encoder import MODEL_FILE, model_fingerprint
