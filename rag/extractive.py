@@ -46,7 +46,8 @@ REASON = re.compile(
     r"results? in|so (?:any|the|that|a|an|it|they|every|each|no)|after an?|whenever|each time)\b",
     re.IGNORECASE,
 )
-REASON_SECTION = re.compile(r"\b(reasons?|why|decision|rationale|consequences?|motivation|trade-?offs?)\b", re.I)
+REASON_SECTION = re.compile(r"\b(reasons?|why|decision|rationale|motivation|trade-?offs?)\b", re.I)
+WHY_LEAD_WINDOW = 0.2  # a "why" leads with a unit of a reasons section scoring within this much of the best
 QUANTITY = re.compile(
     r"\d[\d,.]*\s*(%|percent|ms|milliseconds?|s\b|seconds?|minutes?|hours?|days?|weeks?|months?|years?|"
     r"[kmgt]i?b\b|bytes?|requests?|rps|per\b|times|x\b|nines|connections?|pods?|replicas?|keys?|calls?|attempts?)",
@@ -170,7 +171,7 @@ class ExtractiveProvider:
         weight = {w: math.log(1 + len(units) / (1 + sum(w in words for words in unit_words))) for w in query_words}
         total = sum(weight.values()) or 1.0
         scores = []
-        rank = _own_rank(passages)
+        rank = _own_rank(passages, intent)
         for unit, words, sim in zip(units, unit_words, similarity):
             overlap = sum(weight[w] for w in query_words & words) / total
             prior = RANK_PRIOR * RANK_DECAY ** rank[unit.passage_index]
@@ -190,6 +191,10 @@ class ExtractiveProvider:
             picked = [side[0] for side in mentions if side]
             if picked:
                 return [units[i] for i in dict.fromkeys(picked)]
+        if intent.form == "why":
+            reasons = [i for i in order if REASON_SECTION.search(passages[units[i].passage_index].section)]
+            if reasons and relevance[reasons[0]] >= relevance[order[0]] - WHY_LEAD_WINDOW:
+                return [units[reasons[0]]]
         return [units[order[0]]]
 
     def _code_block(self, intent: Intent, used: list[int], passages: list[Passage]) -> tuple[int, str] | None:
@@ -202,13 +207,20 @@ class ExtractiveProvider:
         return None
 
 
-def _own_rank(passages: list[Passage]) -> list[int]:
+def _own_rank(passages: list[Passage], intent: Intent | None = None) -> list[int]:
     """Each passage's rank by its own similarity to the question: the search's order also lifts a file that
     matches in several places, which says which document to read, not which passage answers best. A superseded
     or deprecated document keeps the place the search gave it (it is moved for what the question asks about the
     past, see ``rag.retrieval.demote_superseded``)."""
     kept = {i for i, p in enumerate(passages) if p.status in RETIRED}
-    free = sorted((i for i in range(len(passages)) if i not in kept), key=lambda i: -(passages[i].dense_score or 0.0))
+    why = intent is not None and intent.form == "why"
+    reasons = {  # a "why": the top document's reasons come before its other sections
+        i for i, p in enumerate(passages) if why and p.path == passages[0].path and REASON_SECTION.search(p.section)
+    }
+    free = sorted(
+        (i for i in range(len(passages)) if i not in kept),
+        key=lambda i: (i not in reasons, -(passages[i].dense_score or 0.0)),
+    )
     rank = [0] * len(passages)
     for position in range(len(passages)):
         rank[position if position in kept else free.pop(0)] = position

@@ -6,6 +6,7 @@ Real model, real store: the citations are checked against the passages that were
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from rag.citations import MARKER, MarkerFilter, cited_claims, strip_invalid_mark
 from rag.events import CitationEvent, Final, TextDelta
 from rag.extractive import LABEL, ExtractiveProvider
 from rag.ingest import ingest
+from rag.intent import read_intent
 from rag.personas import load_persona
 from rag.retrieval import Passage, Retriever
 
@@ -268,6 +270,24 @@ def test_a_comparison_leads_with_both_sides(answerer, persona):
     lead = final.answer.split("\n\n")[0].lower()
     assert "on a miss it loads the value from the database" in lead
     assert "write-through cache writes every change" in lead
+
+
+def test_a_why_question_leads_with_the_reasons_not_the_sentence_restating_it(embedder):
+    adr = "corpus/team/adr-0007.md"
+    context, reasons = (
+        replace(passage(n, "ADR-0007: Orders stay in PostgreSQL", section, text), path=adr, dense_score=score)
+        for n, section, text, score in [
+            (1, "Context", "In 2025 a proposal was made to move the orders data from PostgreSQL to MongoDB. "
+             "The proposal came from the squad building merchant custom fields.", 0.75),
+            (2, "Reasons", "Creating a shipment writes five rows, and all five must commit together or not at "
+             "all. In PostgreSQL that is one ordinary transaction; in the MongoDB prototype it was three times "
+             "slower.", 0.6),
+        ]
+    )
+    question = "Why did we keep orders in PostgreSQL instead of moving them to MongoDB?"
+    lead, _ = ExtractiveProvider(embedder).select(question, read_intent(question), [context, reasons])
+    assert lead and all(unit.passage_index == 1 for unit in lead)
+    assert "proposal" not in " ".join(unit.text for unit in lead)
 
 
 def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, persona):
