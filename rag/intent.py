@@ -207,7 +207,8 @@ def _mentioned(name: Name, normal_texts: list[str], prose_texts: list[str], stri
             if not strict and len(wanted) == 1 and any(form in bare for form in wanted[0]):
                 return True  # one singling-out word ("the checkout API"): anywhere in the same text will do
             for at in (i for i, word in enumerate(words) if word.strip(".,;:()") in head):
-                near = {w.strip(".,;:()") for w in words[max(0, at - NEAR) : at + NEAR + 1]}
+                # strict: before the noun, as a name is written ("the returns API"; "the API returns 429" is not)
+                near = {w.strip(".,;:()") for w in words[max(0, at - NEAR) : at + (0 if strict else NEAR + 1)]}
                 if all(any(form in near for form in forms) for forms in wanted):
                     return True
     return False

@@ -72,6 +72,8 @@ def test_strict_mentions_need_the_singling_out_word_next_to_the_head_noun():
     assert missing_names([name], texts) == []  # lenient: the word appears in the text
     assert missing_names([name], texts, strict=True) == [name]  # but "returns" is nowhere near "API"
     assert missing_names([name], ["Refunds go through the returns API."], strict=True) == []
+    # a verb right after the noun names nothing: "the API returns 429" is no returns API
+    assert missing_names([name], ["When the bucket is empty the API returns 429."], strict=True) == [name]
 
 
 def test_the_form_comes_from_the_sentence_that_asks_not_the_story_before_it():
