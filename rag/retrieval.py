@@ -47,6 +47,7 @@ class Passage:
     superseded_on: str = ""
     updated: str = ""  # the document's date, YYYY-MM-DD
     tokens: int | None = None  # the chunk's length in the embedding model's tokens (None: not recorded)
+    site: str = ""  # where the file sits in its documentation site: its folders' titles, "A > B"
 
     @property
     def full_text(self) -> str:
@@ -73,6 +74,7 @@ class Passage:
             superseded_by=str(meta.get("superseded_by", "")),
             superseded_on=str(meta.get("superseded_on", "")),
             updated=str(meta.get("updated", "")),
+            site=str(meta.get("site", "")),
             tokens=int(meta["tokens"]) if meta.get("tokens") is not None else None,
         )
 

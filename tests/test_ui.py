@@ -209,6 +209,23 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     assert [b.label for b in at.sidebar.button if (b.key or "").startswith("open-")] == [ON_TOPIC_QUESTION]
 
 
+def test_a_source_card_shows_where_its_page_sits_in_the_docs_site(ui_store, embedder):
+    site = {
+        "gateway/_index.md": "---\ntitle: Edge Gateway\n---\n",
+        "gateway/limits/_index.md": "---\ntitle: Rate Limits\n---\n",
+        "gateway/limits/zephyr-quota.md": "# Zephyr quota\n\nThe zephyr quota gateway allows 40 requests per "
+        "second per tenant, with bursts of up to 80 requests.\n",
+    }
+    for name, text in site.items():
+        (Path("corpus") / name).parent.mkdir(parents=True, exist_ok=True)
+        (Path("corpus") / name).write_text(text)
+    ingest([Path("corpus")], ui_store, embedder=embedder)
+    at = ask(start(), "How many requests per second does the zephyr quota gateway allow per tenant?")
+    captions = [plain(card.caption[0].value) for card in source_cards(at)]
+    [caption] = [c for c in captions if "zephyr-quota.md" in c]
+    assert caption.startswith(":material/account_tree: Edge Gateway › Rate Limits · ")
+    assert not any("account_tree" in c for c in captions if c != caption)  # a file at the root has no site path
+
 def test_doc_type_filter_and_number_of_passages_reach_the_answerer(ui_store):
     at = start()
     at.sidebar.selectbox(key="doc_type").select("Team docs")

@@ -135,8 +135,10 @@ def source_card(message: Message, citation: Citation, chat: Chat) -> None:
         if url:
             where += f" ([open in Git]({url}))"
         dated = render.status_label(passage.status, passage.superseded_by, passage.updated)
+        site = f":material/account_tree: {render.escape_markdown(render.site_label(passage.site))} · "
         st.caption(
-            f":material/folder: {render.escape_markdown(passage.doc_type or 'unknown')} · "
+            (site if passage.site else "")
+            + f":material/folder: {render.escape_markdown(passage.doc_type or 'unknown')} · "
             f":material/segment: {render.escape_markdown(render.section_label(passage.section))} · "
             f":material/description: {where}"
             + (f" · {dated}" if dated else "")
