@@ -30,6 +30,7 @@ HOW = re.compile(
     r"should (we|i)|is it worth|fix|stop|prevent|avoid|keep)\b",
     re.IGNORECASE,
 )
+HOW_ASKED = re.compile(r"\s*how (do|does|should|can|could|would|to)\b", re.IGNORECASE)
 CONFIG = re.compile(
     r"\b(config|configure|configuration|example|code|snippet|yaml|sql|script|command|show me|set up|syntax)\b",
     re.IGNORECASE,
@@ -96,6 +97,8 @@ def read_intent(question: str) -> Intent:
         form = "compare"
     elif WHY.search(asked):
         form = "why"
+    elif HOW_ASKED.match(asked):  # "how should we rate-limit our API?" asks for a way, not a limit
+        form = "how"
     elif NUMBER.search(asked):
         form = "number"
     elif HOW.search(asked):

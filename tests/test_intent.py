@@ -14,6 +14,8 @@ from rag.intent import missing_names, read_intent
         ("Why did we pick Postgres for orders?", "why"),
         ("What is our rate limit on the public API?", "number"),
         ("How do we stop one tenant reading another tenant's rows?", "how"),
+        ("How should we rate-limit our public API?", "how"),  # a way to limit, not the limit
+        ("How long do we keep idempotency keys?", "number"),
         ("What is a consumer group?", "what"),
     ],
 )
