@@ -47,6 +47,7 @@ REASON = re.compile(
     re.IGNORECASE,
 )
 REASON_SECTION = re.compile(r"\b(reasons?|why|decision|rationale|motivation|trade-?offs?)\b", re.I)
+HOW_LEAD_WINDOW = 0.1  # a "how" leads with advice (a recommendation or a step) within this much of the best
 WHY_LEAD_WINDOW = 0.2  # a "why" leads with a unit of a reasons section scoring within this much of the best
 QUANTITY = re.compile(
     r"\d[\d,.]*\s*(%|percent|ms|milliseconds?|s\b|seconds?|minutes?|hours?|days?|weeks?|months?|years?|"
@@ -195,6 +196,10 @@ class ExtractiveProvider:
             reasons = [i for i in order if REASON_SECTION.search(passages[units[i].passage_index].section)]
             if reasons and relevance[reasons[0]] >= relevance[order[0]] - WHY_LEAD_WINDOW:
                 return [units[reasons[0]]]
+        if intent.form == "how" and HOW_LEAD_WINDOW:
+            advice = [i for i in order if RECOMMEND.search(units[i].matched) or STEP.match(units[i].matched)]
+            if advice and relevance[advice[0]] >= relevance[order[0]] - HOW_LEAD_WINDOW:
+                return [units[advice[0]]]
         return [units[order[0]]]
 
     def _code_block(self, intent: Intent, used: list[int], passages: list[Passage]) -> tuple[int, str] | None:

@@ -290,6 +290,21 @@ def test_a_why_question_leads_with_the_reasons_not_the_sentence_restating_it(emb
     assert "proposal" not in " ".join(unit.text for unit in lead)
 
 
+def test_a_how_question_leads_with_the_advice_over_a_slightly_closer_fact(embedder):
+    pool = passage(
+        1,
+        "Connection pooling",
+        "Pool size",
+        "Every connection in the pool costs the database server memory. Keep the pool small: set "
+        "it to about twice the number of CPU cores of the database server.",
+    )
+    question = "How do we pick a connection pool size?"
+    lead, _ = ExtractiveProvider(embedder).select(question, read_intent(question), [replace(pool, dense_score=0.7)])
+    assert [unit.text for unit in lead][:1] == [
+        "Keep the pool small: set it to about twice the number of CPU cores of the database server."
+    ]
+
+
 def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, persona):
     events, final = run(answerer, "How big should the connection pool of the returns API be?", persona)
     assert not final.abstained
