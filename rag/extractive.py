@@ -26,8 +26,10 @@ from rag.personas import Persona
 from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words, rewrite_follow_up
 
-LABEL = "*Offline answer: quotes only, no language model.*"
-BODY_BUDGET = 750  # characters of quoted text (lead and points), so the answer stays short
+# what the reader is told about an offline answer: by the CLI after it, by the UI on the answer's caption; kept
+# out of the answer text, as a written answer carries no such line either
+OFFLINE_NOTE = "offline answer: quoted from the knowledge base, no language model"
+BODY_BUDGET = 790  # characters of quoted text (lead and points), so the answer stays short
 MAX_UNITS = 7
 LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along
 DUPLICATE = 0.9  # a unit this similar to one already chosen says the same thing
@@ -106,8 +108,7 @@ class ExtractiveProvider:
             yield TextDelta(f"\nExample ({passages[index].heading}):\n\n{block}\n[{index + 1}]\n")
         used = list(dict.fromkeys(u.passage_index for u in lead + points))
         if used:
-            yield TextDelta(f"\nSee also: {_see_also([passages[i] for i in used])}.\n\n")
-        yield TextDelta(LABEL)
+            yield TextDelta(f"\nSee also: {_see_also([passages[i] for i in used])}.")
 
     def select(self, query: str, intent: Intent, passages: list[Passage]) -> tuple[list[Unit], list[Unit]]:
         """The lead (one or two units) and the supporting points.

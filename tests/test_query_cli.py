@@ -74,6 +74,7 @@ def runs(mini_corpus_store, tmp_path_factory):
     commands = {
         "batch": ["search", "--batch", str(batch), "--k", "3", *store],
         "ask": ["ask", QUESTION, "--json", "--provider", "extractive", *agents, *store],
+        "ask-text": ["ask", QUESTION, "--provider", "extractive", *agents, *store],
         "ask-claude": ["ask", QUESTION, "--json", "--provider", "claude", *agents, *store],
         "eval": ["eval", "--questions", str(questions), "--json", *store],
         "ask-batch": ["ask", "--batch", str(asks), "--provider", "extractive", *agents, *store],
@@ -157,11 +158,21 @@ def test_search_batch_writes_one_jsonl_line_per_question(runs):
     assert [line["retrieved"][0]["source"].split("corpus/")[-1] for line in lines] == expected
 
 
+def test_ask_says_after_the_answer_that_it_is_an_offline_one(runs):
+    run = runs["ask-text"]
+    assert run.returncode == 0, run.stderr
+    answer, after = run.stdout.split("\nnote: ", 1)
+    assert "See also: " in answer and "language model" not in answer
+    assert after.startswith("offline answer: quoted from the knowledge base, no language model\n")
+    assert "\n[1] " in after  # then the sources
+
+
 def test_ask_json_with_the_extractive_provider(runs):
     data = output(runs["ask"])
     assert {"answer", "citations", "abstained", "provider", "timings"} <= set(data)
     assert data["provider"] == "extractive" and data["abstained"] is False
-    assert data["answer"].endswith("*Offline answer: quotes only, no language model.*")
+    # it ends with the sections it used; that it is an offline answer is said beside it, not in it
+    assert "\n" not in data["answer"].rsplit("\nSee also: ", 1)[1] and "language model" not in data["answer"]
     assert data["citations"] and all(CITATION_KEYS <= set(c) for c in data["citations"])
     first = data["citations"][0]
     assert first["n"] == 1 and first["source"].endswith("references/rate-limiting.md")

@@ -127,13 +127,14 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     reply = assistant_replies(at)[0]
     message = at.session_state["messages"][1]
     answer = reply.markdown[0].value
-    assert "Offline answer" in answer and "stampede" in answer.lower()
+    assert "stampede" in answer.lower() and "language model" not in answer
     # each [n] links to its source card
     assert f"[\\[1\\]](#cite-{message.id}-1)" in answer
     assert not at.warning and not at.error
     # what the answer was made with is written on it
     assert "backend-architecture-expert" in plain(reply.caption[0].value)
     assert "extractive" in plain(reply.caption[0].value) and "searched all documents" in plain(reply.caption[0].value)
+    assert "offline answer: quoted from the knowledge base, no language model" in plain(reply.caption[0].value)
 
     final = message.final
     assert not final.abstained and final.citations
