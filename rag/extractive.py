@@ -29,7 +29,7 @@ from rag.retrieval import Passage, content_words, rewrite_follow_up
 # what the reader is told about an offline answer: by the CLI after it, by the UI on the answer's caption; kept
 # out of the answer text, as a written answer carries no such line either
 OFFLINE_NOTE = "offline answer: quoted from the knowledge base, no language model"
-BODY_BUDGET = 790  # characters of quoted text (lead and points), so the answer stays short
+ANSWER_BUDGET = 1030  # about how long an answer's quotes, labels and "See also" may run (see _length)
 MAX_UNITS = 7
 LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along
 DUPLICATE = 0.9  # a unit this similar to one already chosen says the same thing
@@ -131,7 +131,7 @@ class ExtractiveProvider:
             if relevance[i] < best - RELEVANCE_WINDOW:
                 break
             for j in [i] + ([i + 1] if self._follows(units, i) else []):
-                if self._fits(units, chosen, j, unit_vectors):
+                if self._fits(units, chosen, j, unit_vectors, passages):
                     chosen.append(j)
         chosen = [i for i in chosen if not any(
             i != j and units[i].text in units[j].text for j in chosen)]  # a sentence a leaning one repeats
@@ -144,10 +144,10 @@ class ExtractiveProvider:
         return i + 1 < len(units) and units[i + 1].passage_index == units[i].passage_index
 
     @staticmethod
-    def _fits(units: list[Unit], chosen: list[int], j: int, vectors: np.ndarray) -> bool:
+    def _fits(units: list[Unit], chosen: list[int], j: int, vectors: np.ndarray, passages: list[Passage]) -> bool:
         if j in chosen or len(chosen) >= MAX_UNITS:
             return False
-        if sum(len(units[i].text) for i in chosen) + len(units[j].text) > BODY_BUDGET:
+        if _length([units[i] for i in chosen + [j]], passages) > ANSWER_BUDGET:
             return False
         return all(float(vectors[i] @ vectors[j]) < DUPLICATE and not _overlap(units[i], units[j]) for i in chosen)
 
@@ -211,6 +211,19 @@ class ExtractiveProvider:
                 if block.count("\n") <= 30:
                     return index, block
         return None
+
+
+def _length(units: list[Unit], passages: list[Passage]) -> int:
+    """About how long an answer quoting ``units`` runs, so that a unit from one more section pays for the label
+    and the "See also" entry it adds: each quote with its marker, each section's name twice (label and "See
+    also") and each document's title once. An answer from one section has room for more quotes."""
+    sections = {passages[u.passage_index].heading for u in units}
+    titles = {passages[u.passage_index].title for u in units}
+    return (
+        sum(len(u.text) + 5 for u in units)
+        + sum(2 * len(section.split(" > ")[-1]) + 8 for section in sections)
+        + sum(len(title) for title in titles)
+    )
 
 
 def _own_rank(passages: list[Passage], intent: Intent | None = None) -> list[int]:
