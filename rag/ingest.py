@@ -29,20 +29,11 @@ import numpy as np
 from rag import reindex as reindex_swap
 from rag.chunking import Chunk, chunk_document
 from rag.config import Settings
+from rag.discovery import Discovery, Failure, SourceFile, discover
 from rag.doc_status import status_metadata
 from rag.embedding import Embedder
 from rag.git_dates import last_commits
-from rag.loading import (
-    Discovery,
-    Document,
-    Failure,
-    LoadError,
-    SkippedFile,
-    SourceFile,
-    discover,
-    file_hash,
-    load,
-)
+from rag.loading import Document, LoadError, SkippedFile, file_hash, load
 from rag.store import FileRecord, Store, StoreDamagedError
 from rag.store_files import move_damaged_aside
 

@@ -17,11 +17,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Discovery, Failure and discover are re-exported: rag.ingest still imports them from here.
-from rag.discovery import Discovery as Discovery
-from rag.discovery import Failure as Failure
 from rag.discovery import SourceFile
-from rag.discovery import discover as discover
 from rag.doc_status import DocStatus, read_status
 from rag.shortcodes import include_reader
 from rag.shortcodes import render as render_shortcodes
