@@ -83,7 +83,8 @@ def abstention_text(passages: list[Passage]) -> str:
     return text + " Rephrase the question, or add the relevant design doc to the knowledge base."
 
 
-RARE_WORD_CHUNKS = 3
+# a word is rare when at most this many chunks use it, or this share of a large knowledge base's chunks
+RARE_WORD_CHUNKS, RARE_WORD_SHARE = 3, 0.003
 FOLLOW_UP_MARGIN = 0.12
 # a long question's best similarity runs lower (its words spread over more than one passage's worth of
 # topic): past LONG_QUESTION words, each word lowers the bar by LENGTH_SLOPE, by MAX_LENGTH_ALLOWANCE at most
@@ -239,12 +240,20 @@ class Answerer:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one
         with a word few chunks use ("permessage-deflate") names a thing of its own."""
         words = [w for w in term.lower().split("-") if len(w) > 2 and w not in STOPWORDS]
-        return any(len(self.retriever.keyword.search(word, RARE_WORD_CHUNKS + 1)) <= RARE_WORD_CHUNKS for word in words)
+        index = self.retriever.keyword
+        rare = rare_word_limit(len(index.ids))
+        return any(len(index.search(word, rare + 1)) <= rare for word in words)
 
 
 def _texts(passages: list[Passage]) -> list[str]:
     """What a name may be mentioned in: a passage's title, section and text."""
     return [f"{p.heading}\n{p.full_text}" for p in passages]
+
+
+def rare_word_limit(chunks: int) -> int:
+    """How many chunks may use a word that is still rare in a knowledge base of this many chunks: "rollback" in
+    20 of 20,000 chunks is as rare as a word in 1 of 1,000."""
+    return max(RARE_WORD_CHUNKS, int(RARE_WORD_SHARE * chunks))
 
 
 def length_allowance(question: str) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import make_settings, write_tree
 
-from rag.answering import MAX_LENGTH_ALLOWANCE, Answerer, length_allowance
+from rag.answering import MAX_LENGTH_ALLOWANCE, Answerer, length_allowance, rare_word_limit
 from rag.citations import MARKER, MarkerFilter, cited_claims, strip_invalid_markers, verify
 from rag.events import CitationEvent, Final, TextDelta
 from rag.extractive import ExtractiveProvider
@@ -373,6 +373,11 @@ def test_a_question_that_tells_a_story_before_it_asks_is_answered(answer_store, 
     assert not final.abstained  # ...but its asking clause finds the pooling guide
     assert final.confidence >= settings.abstain_threshold
     assert final.citations and all("connection-pooling" in c.passage.path for c in final.citations[:1])
+
+
+def test_a_rare_word_is_rare_for_the_size_of_the_knowledge_base():
+    assert rare_word_limit(40) == rare_word_limit(1_100) == 3  # a small store: a handful of chunks
+    assert rare_word_limit(20_000) == 60  # "rollback" in 20 of the NGINX docs' chunks is rare there
 
 
 def test_long_questions_get_a_lower_abstention_bar_up_to_a_cap():
