@@ -57,6 +57,8 @@ IDENTIFIER = re.compile(
     r"|(?:GET|POST|PUT|PATCH|DELETE) /[\w/{}.-]+"  # an endpoint
     r")(?![\w-])"
 )
+# a directive given a scheme-like argument, as config files write a destination: "access_log kafka:", "syslog:"
+DIRECTIVE_ARGUMENT = re.compile(r"(?<![\w.-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+ [a-z][a-z0-9]*:)(?=\s|$)")
 # a hyphenated term ("permessage-deflate", "blue-green"); one that only describes ("app-wide", "multi-table",
 # "Cassandra-style", "force-pushed", "read-then-update") names nothing
 COMPOUND = re.compile(r"(?<![\w-])[A-Za-z][a-z0-9]+(?:-[a-z0-9]+)+(?![\w-])")
@@ -155,7 +157,7 @@ def named_things(question: str) -> list[Name]:
         modifiers = [w for w in match.group(1).split() if w.lower() not in STOPWORDS | GENERIC and not w.isdigit()]
         if modifiers:
             found.append(Name(" ".join(modifiers[-2:] + [match.group(2)]), tuple(m.lower() for m in modifiers[-2:])))
-    patterns = [(ADR, 0), (IDENTIFIER, 1), (VERSION, 0)]
+    patterns = [(ADR, 0), (IDENTIFIER, 1), (DIRECTIVE_ARGUMENT, 1), (VERSION, 0)]
     for pattern, group in patterns:
         for match in pattern.finditer(question):
             if match.group(group).lower() not in STOPWORDS | GENERIC:

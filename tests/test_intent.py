@@ -86,3 +86,11 @@ def test_the_form_comes_from_the_sentence_that_asks_not_the_story_before_it():
     assert read_intent(question).form == "how"
     assert read_intent("Is it worth starting with microservices for 12 engineers?").form == "how"
     assert read_intent("Traffic spikes exhaust max_connections. Why does that happen?").form == "why"
+
+
+def test_a_directive_given_an_unknown_destination_is_a_name_of_its_own():
+    [name] = read_intent("How do I ship the access log to a broker with access_log kafka: in NGINX Plus?").names
+    assert name.text == "access_log kafka:"
+    docs = ["Logs can go to a collector: `access_log syslog:server=10.0.0.1 combined;` sends each line over UDP."]
+    assert missing_names([name], docs, strict=True) == [name]  # access_log is documented, its kafka: is not
+    assert missing_names([name], ["`access_log kafka:broker:9092 json;` ships lines to Kafka."], strict=True) == []
