@@ -88,7 +88,7 @@ class _Section:
 
     @property
     def name(self) -> str:
-        return SECTION_SEPARATOR.join(heading for _, heading in self.path)
+        return _path_name(self.path)
 
 
 def embedding_prefix(title: str, section: str) -> str:
@@ -205,7 +205,11 @@ class _Part:
 
     @property
     def name(self) -> str:
-        return SECTION_SEPARATOR.join(heading for _, heading in self.path)
+        return _path_name(self.path)
+
+
+def _path_name(path: tuple[tuple[int, str], ...]) -> str:
+    return SECTION_SEPARATOR.join(heading for _, heading in path)
 
 
 def _merge_fits(run: list[_Part], budget_of: Callable[[str], int], count_tokens: Callable[[str], int]) -> bool:
@@ -248,7 +252,7 @@ def _merged(run: list[_Part]) -> tuple[str, str]:
         texts.extend("#" * level + " " + heading for level, heading in opened)
         texts.append(part.text)
         shown = part.path
-    return SECTION_SEPARATOR.join(heading for _, heading in run[0].path[:shared]), "\n\n".join(texts)
+    return _path_name(run[0].path[:shared]), "\n\n".join(texts)
 
 
 def _merged_offset(source: str, first: _Part, shared: int) -> int:

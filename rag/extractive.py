@@ -193,14 +193,15 @@ class ExtractiveProvider:
             picked = [side[0] for side in mentions if side]
             if picked:
                 return [units[i] for i in dict.fromkeys(picked)]
-        if intent.form == "why":
-            reasons = [i for i in order if REASON_SECTION.search(passages[units[i].passage_index].section)]
-            if reasons and relevance[reasons[0]] >= relevance[order[0]] - WHY_LEAD_WINDOW:
-                return [units[reasons[0]]]
-        if intent.form == "how" and HOW_LEAD_WINDOW:
-            advice = [i for i in order if RECOMMEND.search(units[i].matched) or STEP.match(units[i].matched)]
-            if advice and relevance[advice[0]] >= relevance[order[0]] - HOW_LEAD_WINDOW:
-                return [units[advice[0]]]
+        preferred, window = [], 0.0
+        if intent.form == "why":  # a reason, from a Reasons/Decision section
+            preferred = [i for i in order if REASON_SECTION.search(passages[units[i].passage_index].section)]
+            window = WHY_LEAD_WINDOW
+        elif intent.form == "how":  # advice: a recommendation or a step
+            preferred = [i for i in order if RECOMMEND.search(units[i].matched) or STEP.match(units[i].matched)]
+            window = HOW_LEAD_WINDOW
+        if preferred and relevance[preferred[0]] >= relevance[order[0]] - window:
+            return [units[preferred[0]]]
         return [units[order[0]]]
 
     def _code_block(self, intent: Intent, used: list[int], passages: list[Passage]) -> tuple[int, str] | None:
@@ -232,9 +233,10 @@ def _own_rank(passages: list[Passage], intent: Intent | None = None) -> list[int
     or deprecated document keeps the place the search gave it (it is moved for what the question asks about the
     past, see ``rag.retrieval.demote_superseded``)."""
     kept = {i for i, p in enumerate(passages) if p.status in RETIRED}
-    why = intent is not None and intent.form == "why"
     reasons = {  # a "why": the top document's reasons come before its other sections
-        i for i, p in enumerate(passages) if why and p.path == passages[0].path and REASON_SECTION.search(p.section)
+        i
+        for i, p in enumerate(passages)
+        if intent and intent.form == "why" and p.path == passages[0].path and REASON_SECTION.search(p.section)
     }
     free = sorted(
         (i for i in range(len(passages)) if i not in kept),

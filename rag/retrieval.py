@@ -188,10 +188,12 @@ class Retriever:
         embeds as a blend of the two and sits far from the one passage that answers it; one of its clauses
         does not."""
         clauses = [c for c in CLAUSE_BREAK.split(query.strip()) if len(c.split()) >= CLAUSE_WORDS]
-        best = 0.0
+        if len(clauses) < 2:
+            return 0.0
         where = _where(doc_type, source)
-        for clause in clauses if len(clauses) > 1 else []:
-            result = self.store.query(self.embedder.embed_query(clause), 1, where, self.embedder.backend)
+        best = 0.0
+        for vector in self.embedder.embed(clauses):  # one encoder call for all the clauses
+            result = self.store.query(vector, 1, where, self.embedder.backend)
             best = max([best] + [1.0 - float(d) for d in result["distances"][0]])
         return best
 

@@ -136,9 +136,9 @@ def source_card(message: Message, citation: Citation, chat: Chat) -> None:
         if url:
             where += f" ([open in Git]({url}))"
         dated = render.status_label(passage.status, passage.superseded_by, passage.updated)
-        site = f":material/account_tree: {render.escape_markdown(render.site_label(passage.site))} · "
+        site = render.escape_markdown(render.section_label(passage.site)) if passage.site else ""
         st.caption(
-            (site if passage.site else "")
+            (f":material/account_tree: {site} · " if site else "")
             + f":material/folder: {render.escape_markdown(passage.doc_type or 'unknown')} · "
             f":material/segment: {render.escape_markdown(render.section_label(passage.section))} · "
             f":material/description: {where}"

@@ -149,11 +149,6 @@ def section_label(section: str) -> str:
     return " › ".join(part.strip() for part in section.split(">")) if section else "(top of the document)"
 
 
-def site_label(site: str) -> str:
-    """A file's place in its documentation site ("NGINX Plus > Admin Guide") as the reader's breadcrumb."""
-    return " › ".join(part.strip() for part in site.split(" > "))
-
-
 def status_label(status: str, superseded_by: str, updated: str) -> str:
     """A source card's status and date, e.g. "superseded by ADR-0011 · updated 2025-08-04" ("" when neither)."""
     parts = []
