@@ -18,6 +18,7 @@ from rag.citations import MarkerFilter, citations_in_order, verify
 from rag.config import Settings
 from rag.doc_status import RETIRED, adr_id, age_days, document_names
 from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
+from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
 from rag.intent import missing_names, read_intent
 from rag.personas import Persona
 from rag.retrieval import STOPWORDS, Passage, Retriever, last_turn_context
@@ -169,6 +170,7 @@ class Answerer:
             persona=persona.name,
             confidence=result.confidence,
             doc_type=doc_type,
+            provider_note=OFFLINE_NOTE if self.provider.name == ExtractiveProvider.name else "",
         )
         # a follow-up stays on a topic the last answer found in the knowledge base: only a far lower confidence
         # (its rewrite is a short query, whose best similarity runs lower) means there is nothing to say

@@ -208,7 +208,6 @@ def _ask_batch(answerer, persona, rows: list[dict], doc_type: str | None) -> int
 
 def _ask_one(answerer, persona, args: argparse.Namespace) -> int:
     from rag.events import ErrorEvent, Final, StatusEvent, TextDelta
-    from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
 
     final = None
     for event in answerer.answer(args.question, persona, doc_type=args.doc_type):
@@ -227,7 +226,7 @@ def _ask_one(answerer, persona, args: argparse.Namespace) -> int:
         print(json.dumps(final.to_dict()))
         return 1 if failed else 0
     print("\n")
-    for note in ([OFFLINE_NOTE] if final.provider == ExtractiveProvider.name else []) + final.notes:
+    for note in ([final.provider_note] if final.provider_note else []) + final.notes:
         print(f"note: {note}")
     for citation in final.citations:
         print(f"[{citation.n}] {citation.passage.heading} ({citation.passage.path})")

@@ -102,6 +102,9 @@ class Final:
     usage: dict = field(default_factory=dict)  # tokens, cache reads/writes, estimated cost
     notes: list[str] = field(default_factory=list)  # notices shown with the answer (e.g. what the docs do not cover)
     doc_type: str | None = None  # the doc-type filter the search used (None = all)
+    # what the reader is told about how every answer of this provider is made (the offline note), shown in place
+    # of the model; "" when the model's name says it
+    provider_note: str = ""
 
     @property
     def unsupported(self) -> list[SentenceCheck]:
@@ -129,6 +132,7 @@ class Final:
             "usage": self.usage,
             "notes": self.notes,
             "doc_type": self.doc_type,
+            "provider_note": self.provider_note,
         }
 
 

@@ -172,6 +172,7 @@ def test_ask_json_with_the_extractive_provider(runs):
     assert {"answer", "citations", "abstained", "provider", "timings"} <= set(data)
     assert data["provider"] == "extractive" and data["abstained"] is False
     # it ends with the sections it used; that it is an offline answer is said beside it, not in it
+    assert data["provider_note"] == "offline answer: quoted from the knowledge base, no language model"
     assert "\n" not in data["answer"].rsplit("\nSee also: ", 1)[1] and "language model" not in data["answer"]
     assert data["citations"] and all(CITATION_KEYS <= set(c) for c in data["citations"])
     first = data["citations"][0]
@@ -198,6 +199,7 @@ def test_ask_batch_answers_every_line_with_its_id(runs):
 def test_ask_json_with_claude_against_the_local_api(runs):
     data = output(runs["ask-claude"])
     assert data["provider"] == "claude" and data["error"] is None
+    assert data["provider_note"] == ""  # the model's name says what made it
     assert data["answer"] == "A token bucket allows short bursts [1]."
     [citation] = data["citations"]
     assert citation["n"] == 1 and citation["source"].endswith("references/rate-limiting.md")

@@ -11,7 +11,6 @@ import streamlit as st
 
 from rag.conversations import Message, answer_markdown, source_url
 from rag.events import Citation, CitationEvent, ErrorEvent, Final, StatusEvent, TextDelta
-from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
 from ui import rating, render
 from ui.conversation_list import Chat
 from ui.reader import open_reader
@@ -32,7 +31,7 @@ def provenance(message: Message) -> str:
     doc_type = final.doc_type if final else message.doc_type
     parts = [f":material/person: {render.escape_markdown(persona or 'no persona')}"]
     if final is not None:
-        model = OFFLINE_NOTE if final.provider == ExtractiveProvider.name else final.model
+        model = final.provider_note or final.model
         parts.append(f":material/smart_toy: {render.escape_markdown(final.provider)} · {render.escape_markdown(model)}")
     parts.append(f":material/filter_alt: searched {render.filter_label(doc_type)}")
     return " · ".join(parts)
