@@ -19,9 +19,10 @@ from rag.config import Settings
 from rag.doc_status import RETIRED, adr_id, age_days, document_names
 from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
 from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
+from rag.followups import last_turn_context
 from rag.intent import missing_names, read_intent
 from rag.personas import Persona
-from rag.retrieval import STOPWORDS, Passage, Retriever, last_turn_context
+from rag.retrieval import STOPWORDS, Passage, Retriever
 
 
 class Provider(Protocol):

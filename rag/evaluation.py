@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
-from rag.retrieval import MODES, Passage, Retriever, last_turn_context, rewrite_follow_up
+from rag.followups import last_turn_context, rewrite_follow_up
+from rag.retrieval import MODES, Passage, Retriever
 
 CUTOFF = 10
 

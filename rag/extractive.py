@@ -21,10 +21,11 @@ import numpy as np
 from rag.doc_status import RETIRED
 from rag.embedding import Embedder
 from rag.events import Citation, CitationEvent, TextDelta
+from rag.followups import rewrite_follow_up
 from rag.intent import HEADS, Intent, read_intent
 from rag.personas import Persona
 from rag.quotes import Unit, units_of
-from rag.retrieval import Passage, content_words, rewrite_follow_up
+from rag.retrieval import Passage, content_words
 
 # what the reader is told about an offline answer: by the CLI after it, by the UI on the answer's caption; kept
 # out of the answer text, as a written answer carries no such line either

@@ -24,8 +24,9 @@ from rag.citations import MARKER, strip_markers
 from rag.claude import REWRITE_PROMPT
 from rag.config import Settings
 from rag.events import Citation, CitationEvent, ErrorEvent, ProviderError, StatusEvent, StopEvent, TextDelta
+from rag.followups import rewrite_follow_up
 from rag.personas import Persona
-from rag.retrieval import Passage, rewrite_follow_up
+from rag.retrieval import Passage
 from rag.retrying import countdown, parse_retry_after, retry_delay
 
 CITING = (

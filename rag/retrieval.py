@@ -2,7 +2,8 @@
 
 Also owns what turns raw hits into passages an answer can stand on: filters by doc type and source,
 collapsing of near-duplicate passages, widening a hit with its neighbouring chunks, the confidence
-signal used to abstain, and the rewriting of a follow-up question into a standalone query.
+signal used to abstain, and the word lists (``words``, ``content_words``) other modules compare text by.
+A follow-up question is made standalone before it gets here (``rag.followups``).
 """
 
 from __future__ import annotations
@@ -377,48 +378,6 @@ STOPWORDS = frozenset(
     use using used work works working happen happens instead vs versus like""".split()
 )
 
-FOLLOW_UP = re.compile(
-    r"^(?:(?:ok|okay|right|alright|great|thanks|got it|cool|hmm)[,.!]?\s+)?"  # "ok, and where ..."
-    r"(and|but|so|also|then|what about|how about|same for|and what|and how|why not|what if)\b|"
-    r"\b(it|that|this|those|these|they|them|there|its|the same|instead)\b",
-    re.IGNORECASE,
-)
-
 
 def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and len(w) > 1]
-
-
-def looks_like_follow_up(question: str) -> bool:
-    return len(content_words(question)) <= 6 and bool(FOLLOW_UP.search(question.strip()))
-
-
-def last_turn_context(history: list[dict]) -> list[str]:
-    """What a follow-up may lean on: the last question asked and the sources its answer cited (the headings
-    an assistant turn lists under ``sources``), never the questions before it."""
-    questions = [turn for turn in history if turn.get("role") == "user" and turn.get("content")]
-    if not questions:
-        return []
-    last = questions[-1]
-    context = [str(last["content"])]
-    after = history[history.index(last) + 1 :]
-    for turn in after:
-        if turn.get("role") == "assistant":
-            context.extend(str(source) for source in turn.get("sources") or [])
-    return context
-
-
-def rewrite_follow_up(question: str, context: list[str]) -> str:
-    """Deterministic rewrite: a follow-up borrows the topic words it lacks from the last turn (``context``: the
-    last question first, then the headings its answer cited). A question that stands alone is kept as asked."""
-    if not context or not looks_like_follow_up(question):
-        return question
-    own = set(content_words(question))
-    borrowed: list[str] = []
-    for earlier in context:
-        for word in content_words(earlier):
-            if word not in own and word not in borrowed:
-                borrowed.append(word)
-    if not borrowed:
-        return question
-    return f"{question.strip()} ({' '.join(borrowed[:8])})"

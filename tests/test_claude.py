@@ -30,8 +30,9 @@ from rag.answering import Answerer, choose_provider
 from rag.claude import ClaudeProvider, content_blocks
 from rag.events import CitationEvent, ErrorEvent, Final, ProviderError, StatusEvent, TextDelta
 from rag.extractive import ExtractiveProvider
+from rag.followups import rewrite_follow_up
 from rag.personas import load_persona
-from rag.retrieval import Retriever, rewrite_follow_up
+from rag.retrieval import Retriever
 
 AGENTS = Path(__file__).resolve().parent.parent / "agents"
 KEY = "test-key"

@@ -18,7 +18,8 @@ from rag.evaluation import (
     rank_metrics,
     run_eval,
 )
-from rag.retrieval import Passage, Retriever, rewrite_follow_up
+from rag.followups import rewrite_follow_up
+from rag.retrieval import Passage, Retriever
 
 METRICS = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
 

@@ -20,9 +20,6 @@ from rag.retrieval import (
     collapse_near_duplicates,
     content_words,
     join_chunks,
-    last_turn_context,
-    looks_like_follow_up,
-    rewrite_follow_up,
     words,
 )
 
@@ -509,44 +506,7 @@ def test_an_empty_store_gives_no_passages_and_no_confidence(tmp_path, embedder):
         assert result.passages == [] and result.confidence == 0.0
 
 
-# -- follow-ups and confidence --------------------------------------------------------------------------
-
-
-def test_rewrite_follow_up_borrows_the_topic_of_the_conversation(retriever):
-    history = ["how should we rate-limit our public API?"]
-    follow_up = "and how would that work with Kafka?"
-    assert looks_like_follow_up(follow_up)
-    rewritten = rewrite_follow_up(follow_up, history)
-    lowered = rewritten.lower()
-    assert "kafka" in lowered and "rate-limit" in lowered and "public" in lowered and "api" in lowered
-    assert rewritten.startswith(follow_up)
-    # the rewrite brings back the rate-limiting material that the bare follow-up cannot reach
-    bare = [p.source for p in retriever.search(follow_up, k=3).passages]
-    assert not any("rate-limiting" in s for s in bare), bare
-    sources = [p.source for p in retriever.search(rewritten, k=3).passages]
-    assert any("rate-limiting" in s for s in sources), sources
-
-
-def test_rewrite_leaves_standalone_questions_alone():
-    history = ["how should we rate-limit our public API?"]
-    standalone = "How should we partition the orders topic in Kafka so that events of one order stay in order?"
-    assert not looks_like_follow_up(standalone)
-    assert rewrite_follow_up(standalone, history) == standalone
-    assert rewrite_follow_up("and with Kafka?", []) == "and with Kafka?"
-    # it borrows from the last turn only (its question and the sections its answer cited), without repeating words
-    turns = [
-        {"role": "user", "content": "what about saga compensation?"},
-        {"role": "assistant", "content": "Compensations run in reverse [1].", "sources": ["Sagas > Compensation"]},
-        {"role": "user", "content": "and rate limits for it?"},
-        {"role": "assistant", "content": "A token bucket [1].", "sources": ["Redis > Rate limiting with Redis"]},
-    ]
-    assert last_turn_context(turns) == ["and rate limits for it?", "Redis > Rate limiting with Redis"]
-    rewritten = rewrite_follow_up("what if it fails?", last_turn_context(turns))
-    assert "saga" not in rewritten and "compensation" not in rewritten
-    assert "redis" in rewritten and "rate" in rewritten
-    assert len(rewritten.split()) == len(set(rewritten.lower().replace("(", "").replace(")", "").split()))
-    # an interjection before the follow-up word still reads as a follow-up
-    assert looks_like_follow_up("ok, and where should the connection be opened?")
+# -- confidence ----------------------------------------------------------------------------------------
 
 
 def test_confidence_is_lower_for_an_off_topic_question(corpus_store, retriever):

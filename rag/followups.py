@@ -1,0 +1,54 @@
+"""Follow-ups: a question that leans on the conversation made into a standalone query before it is searched.
+
+Owns what a follow-up may lean on (the last question and the sections its answer cited), how a question is
+recognised as a follow-up, and the deterministic rewrite that borrows the topic words it lacks. Providers that
+have a language model may rewrite with it and fall back on this one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rag.retrieval import content_words
+
+FOLLOW_UP = re.compile(
+    r"^(?:(?:ok|okay|right|alright|great|thanks|got it|cool|hmm)[,.!]?\s+)?"  # "ok, and where ..."
+    r"(and|but|so|also|then|what about|how about|same for|and what|and how|why not|what if)\b|"
+    r"\b(it|that|this|those|these|they|them|there|its|the same|instead)\b",
+    re.IGNORECASE,
+)
+
+
+def looks_like_follow_up(question: str) -> bool:
+    return len(content_words(question)) <= 6 and bool(FOLLOW_UP.search(question.strip()))
+
+
+def last_turn_context(history: list[dict]) -> list[str]:
+    """What a follow-up may lean on: the last question asked and the sources its answer cited (the headings
+    an assistant turn lists under ``sources``), never the questions before it."""
+    questions = [turn for turn in history if turn.get("role") == "user" and turn.get("content")]
+    if not questions:
+        return []
+    last = questions[-1]
+    context = [str(last["content"])]
+    after = history[history.index(last) + 1 :]
+    for turn in after:
+        if turn.get("role") == "assistant":
+            context.extend(str(source) for source in turn.get("sources") or [])
+    return context
+
+
+def rewrite_follow_up(question: str, context: list[str]) -> str:
+    """Deterministic rewrite: a follow-up borrows the topic words it lacks from the last turn (``context``: the
+    last question first, then the headings its answer cited). A question that stands alone is kept as asked."""
+    if not context or not looks_like_follow_up(question):
+        return question
+    own = set(content_words(question))
+    borrowed: list[str] = []
+    for earlier in context:
+        for word in content_words(earlier):
+            if word not in own and word not in borrowed:
+                borrowed.append(word)
+    if not borrowed:
+        return question
+    return f"{question.strip()} ({' '.join(borrowed[:8])})"
