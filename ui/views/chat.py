@@ -15,6 +15,7 @@ import streamlit as st
 
 from rag.conversations import Conversation, ConversationStore, Message, history_for
 from rag.personas import Persona
+from rag.stats import collect_stats
 from rag.store import StoreError
 from ui import answer as views
 from ui import conversation_list
@@ -176,15 +177,18 @@ def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
 
 
 def suggested_questions(retriever, limit: int = SUGGESTIONS) -> list[str]:
-    """Questions about the knowledge base's own documents: team docs first, then references, spread out."""
+    """Questions about the knowledge base's own documents (``rag.stats``, as the knowledge base page lists them):
+    team docs first, then references, spread out."""
     try:
-        records = [r for r in retriever.store.file_records().values() if r.title and r.complete]
-    except Exception:  # no store yet: no suggestions
+        files = collect_stats(retriever.settings, store=retriever.store)["files"]
+    except Exception:  # a store that cannot be read: the page still opens, without suggestions
+        log.exception("cannot read the knowledge base's documents for suggestions")
         return []
-    team = sorted((r for r in records if r.doc_type == "team"), key=lambda r: r.title)
-    others = sorted((r for r in records if r.doc_type != "team"), key=lambda r: r.title)
+    files = [f for f in files if f["title"] and f["complete"]]
+    team = sorted((f for f in files if f["doc_type"] == "team"), key=lambda f: f["title"])
+    others = sorted((f for f in files if f["doc_type"] != "team"), key=lambda f: f["title"])
     picked = spread(team, limit // 2) + spread(others, limit)
-    titles = list(dict.fromkeys(r.title for r in picked))[:limit]
+    titles = list(dict.fromkeys(f["title"] for f in picked))[:limit]
     return [f"What are the key points of “{title}”?" for title in titles]
 
 
