@@ -19,8 +19,26 @@ FOLLOW_UP = re.compile(
 )
 
 
+# "does that topic", "for those endpoints": a demonstrative after a verb or preposition points at something
+# named earlier, in the conversation when nothing comes before it in the question itself
+POINTS_BACK = re.compile(
+    r"\b(?:does|do|did|is|are|was|were|for|in|on|of|from|with|about|to|has|have|had|can|could|should|would|will)"
+    r"\s+(?:that|this|these|those)\s+(?!(?:is|was|are|were|means?|the|a|an|we|you|they|it|our|your|one)\b)\w",
+    re.IGNORECASE,
+)
+CLAUSE_END = re.compile(r"[.!?,;]\s")
+
+
 def looks_like_follow_up(question: str) -> bool:
-    return len(content_words(question)) <= 6 and bool(FOLLOW_UP.search(question.strip()))
+    """A short question that leans on the conversation ("and with Kafka?"), or one whose first sentence
+    points back ("how many partitions does that topic have and how long do we keep the data?"). A pointer
+    after the question's own story ("our consumers re-process messages after a rebalance, why is that?")
+    refers to the story (a clause comes before it)."""
+    text = question.strip()
+    if len(content_words(text)) <= 6 and FOLLOW_UP.search(text):
+        return True
+    pointer = POINTS_BACK.search(text)
+    return bool(pointer) and not CLAUSE_END.search(text[: pointer.start()])
 
 
 def last_turn_context(history: list[dict]) -> list[str]:

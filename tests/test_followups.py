@@ -48,3 +48,15 @@ def test_rewrite_leaves_standalone_questions_alone():
     assert len(rewritten.split()) == len(set(rewritten.lower().replace("(", "").replace(")", "").split()))
     # an interjection before the follow-up word still reads as a follow-up
     assert looks_like_follow_up("ok, and where should the connection be opened?")
+
+
+def test_a_question_whose_first_clause_points_back_is_a_follow_up_however_long():
+    # "that topic" names nothing in the question itself: it is the topic of the last turn
+    follow_up = "how many partitions does that topic have and how long do we keep the data?"
+    assert looks_like_follow_up(follow_up)
+    rewritten = rewrite_follow_up(follow_up, ["why did tracking events move off RabbitMQ onto Kafka?"])
+    assert "kafka" in rewritten.lower() and rewritten.startswith(follow_up)
+    # a pointer after the question's own story points at the story: the question stands alone
+    story = "Our consumers keep re-processing the same Kafka messages after every rebalance, why is that happening?"
+    assert not looks_like_follow_up(story)
+    assert not looks_like_follow_up("We keep adding read replicas and the lag keeps getting worse. Is that expected?")
