@@ -62,6 +62,9 @@ RECOMMEND = re.compile(
     r"the fix is|instead|rather than|the answer is)\b",
     re.IGNORECASE,
 )
+# a section written to be the answer ("Summary", "TL;DR"): its sentences say what the document decides or advises
+SUMMARY_SECTION = re.compile(r"^(summary|tl;?dr|in short|at a glance|key (?:points|takeaways)|recommendations?)$", re.I)
+SUMMARY_BONUS = 0.05
 STEP = re.compile(r"^(use|set|add|run|configure|enable|disable|create|make|keep|put|give|call|check|move|split|"
                   r"limit|cap|retry|send|return|store|prefer|avoid|do not|don't|never|always)\b", re.IGNORECASE)
 
@@ -178,7 +181,8 @@ class ExtractiveProvider:
         for unit, words, sim in zip(units, unit_words, similarity):
             overlap = sum(weight[w] for w in query_words & words) / total
             prior = RANK_PRIOR * RANK_DECAY ** rank[unit.passage_index]
-            scores.append(float(sim) + OVERLAP_WEIGHT * overlap + prior + _form_bonus(intent, unit, passages))
+            summary = SUMMARY_BONUS * bool(SUMMARY_SECTION.match(_aspect(passages[unit.passage_index])))
+            scores.append(float(sim) + OVERLAP_WEIGHT * overlap + prior + _form_bonus(intent, unit, passages) + summary)
         return scores
 
     def _lead(
@@ -304,10 +308,13 @@ def _by_aspect(points: list[Unit], passages: list[Passage]) -> list[tuple[str, l
     """Points grouped under the section they come from, groups in the order of their best point."""
     groups: dict[str, list[Unit]] = {}
     for unit in points:
-        section = passages[unit.passage_index].section or passages[unit.passage_index].title
-        aspect = section.split(" > ")[-1].strip()
-        groups.setdefault(aspect, []).append(unit)
+        groups.setdefault(_aspect(passages[unit.passage_index]), []).append(unit)
     return list(groups.items())
+
+
+def _aspect(passage: Passage) -> str:
+    """The aspect a passage speaks to: the last part of its section path ("Cache-aside")."""
+    return (passage.section or passage.title).split(" > ")[-1].strip()
 
 
 def _see_also(passages: list[Passage]) -> str:

@@ -9,6 +9,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_settings, write_tree
 
@@ -562,3 +563,16 @@ def test_the_answer_ranks_passages_by_their_own_likeness_to_the_question_not_the
     assert _own_rank([lifted, answering, keyword_only]) == [1, 0, 2]
     lifted.status = "superseded"  # placed by what the question asks about the past: it keeps its place
     assert _own_rank([lifted, answering, keyword_only]) == [0, 1, 2]
+
+
+def test_a_sentence_under_a_summary_heading_counts_for_more_than_the_same_sentence_elsewhere(embedder):
+    sentence = "The public API limit is 600 requests per minute per key, with a burst of 100 requests."
+    question = "What rate limit does the public API have?"
+    provider = ExtractiveProvider(embedder)
+    scores = {}
+    for section in ("Summary", "Options considered"):
+        passages = [replace(passage(1, "Design: Public API rate limiting", section, sentence), dense_score=0.6)]
+        units = provider._units(passages)
+        similarity = np.array(embedder.embed([u.matched for u in units])) @ np.array(embedder.embed_query(question))
+        scores[section] = provider._relevance(question, read_intent(question), units, similarity, passages)[0]
+    assert scores["Summary"] > scores["Options considered"]
