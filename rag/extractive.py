@@ -7,7 +7,8 @@ is a unit of ``rag.quotes`` (it reads correctly out of context) and carries its 
 
 Selection reads the question's intent (``rag.intent``): a comparison covers each side from passages about
 that side, a "why" prefers reasons, a number question the sentence carrying the number, a "how" the
-steps. Anything the question names that no passage mentions is said plainly first.
+steps. Anything the question names that no passage mentions is said plainly first. How the chosen units
+are written out (markers, aspect groups, "See also") is ``rag.answer_layout``'s.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from rag.answer_layout import aspect_of, by_aspect, join_names, layout_length, quoted, see_also
 from rag.doc_status import RETIRED
 from rag.embedding import Embedder
 from rag.events import Citation, CitationEvent, TextDelta
 from rag.followups import rewrite_follow_up
-from rag.intent import HEADS, Intent, read_intent
+from rag.intent import Intent, read_intent
 from rag.personas import Persona
 from rag.quotes import Unit, units_of
 from rag.retrieval import Passage, content_words
@@ -93,18 +95,18 @@ class ExtractiveProvider:
         shown: set[str] = set()
         if missing:
             closest = "; the closest the knowledge base has is below" if lead else ""
-            yield TextDelta(f"The knowledge base says nothing about {_join(missing)}{closest}.\n\n")
+            yield TextDelta(f"The knowledge base says nothing about {join_names(missing)}{closest}.\n\n")
         if lead:
-            yield from _quoted(lead, passages, " ", shown)
+            yield from quoted(lead, passages, " ", shown)
             yield TextDelta("\n\n")
-        for aspect, group in _by_aspect([u for u in points if u.kind != "row"], passages):
+        for aspect, group in by_aspect([u for u in points if u.kind != "row"], passages):
             yield TextDelta(f"- **{aspect}**: " if aspect else "- ")
-            yield from _quoted(group, passages, " ", shown)
+            yield from quoted(group, passages, " ", shown)
             yield TextDelta("\n")
         rows = [u for u in points if u.kind == "row"]
         if rows:
             yield TextDelta("\n")
-            yield from _quoted(rows, passages, "", shown)
+            yield from quoted(rows, passages, "", shown)
         code = self._code_block(intent, [u.passage_index for u in lead + points], passages)
         if code:
             index, block = code
@@ -112,7 +114,7 @@ class ExtractiveProvider:
             yield TextDelta(f"\nExample ({passages[index].heading}):\n\n{block}\n[{index + 1}]\n")
         used = list(dict.fromkeys(u.passage_index for u in lead + points))
         if used:
-            yield TextDelta(f"\nSee also: {_see_also([passages[i] for i in used])}.")
+            yield TextDelta(f"\nSee also: {see_also([passages[i] for i in used])}.")
 
     def select(self, query: str, intent: Intent, passages: list[Passage]) -> tuple[list[Unit], list[Unit]]:
         """The lead (one or two units) and the supporting points.
@@ -151,7 +153,7 @@ class ExtractiveProvider:
     def _fits(units: list[Unit], chosen: list[int], j: int, vectors: np.ndarray, passages: list[Passage]) -> bool:
         if j in chosen or len(chosen) >= MAX_UNITS:
             return False
-        if _length([units[i] for i in chosen + [j]], passages) > ANSWER_BUDGET:
+        if layout_length([units[i] for i in chosen + [j]], passages) > ANSWER_BUDGET:
             return False
         return all(float(vectors[i] @ vectors[j]) < DUPLICATE and not _overlap(units[i], units[j]) for i in chosen)
 
@@ -181,7 +183,7 @@ class ExtractiveProvider:
         for unit, words, sim in zip(units, unit_words, similarity):
             overlap = sum(weight[w] for w in query_words & words) / total
             prior = RANK_PRIOR * RANK_DECAY ** rank[unit.passage_index]
-            summary = SUMMARY_BONUS * bool(SUMMARY_SECTION.match(_aspect(passages[unit.passage_index])))
+            summary = SUMMARY_BONUS * bool(SUMMARY_SECTION.match(aspect_of(passages[unit.passage_index])))
             scores.append(float(sim) + OVERLAP_WEIGHT * overlap + prior + _form_bonus(intent, unit, passages) + summary)
         return scores
 
@@ -217,19 +219,6 @@ class ExtractiveProvider:
                 if block.count("\n") <= 30:
                     return index, block
         return None
-
-
-def _length(units: list[Unit], passages: list[Passage]) -> int:
-    """About how long an answer quoting ``units`` runs, so that a unit from one more section pays for the label
-    and the "See also" entry it adds: each quote with its marker, each section's name twice (label and "See
-    also") and each document's title once. An answer from one section has room for more quotes."""
-    sections = {passages[u.passage_index].heading for u in units}
-    titles = {passages[u.passage_index].title for u in units}
-    return (
-        sum(len(u.text) + 5 for u in units)
-        + sum(2 * len(section.split(" > ")[-1]) + 8 for section in sections)
-        + sum(len(title) for title in titles)
-    )
 
 
 def _own_rank(passages: list[Passage], intent: Intent | None = None) -> list[int]:
@@ -284,51 +273,3 @@ def _mentions(text: str, side: str) -> bool:
     words = content_words(side)
     text_words = set(content_words(text))
     return bool(words) and all(w in text_words or w.rstrip("s") in text_words for w in words)
-
-
-def _quoted(
-    units: list[Unit], passages: list[Passage], separator: str, shown: set[str]
-) -> Iterator[TextDelta | CitationEvent]:
-    """The units with their markers; a lead-in or header row already shown in this answer is not repeated."""
-    for position, unit in enumerate(units):
-        n = unit.passage_index + 1
-        quotes = [q for q in unit.quotes[:-1] if q not in shown] + unit.quotes[-1:]
-        shown.update(quotes)
-        for quote in quotes:
-            yield CitationEvent(Citation(n, passages[unit.passage_index], quote))
-        if unit.kind == "row":  # a table row is shown under its header row, as a table of its own
-            text = unit.text if len(quotes) == len(unit.quotes) else unit.quotes[-1]
-            yield TextDelta(f"{text}\n\n[{n}]\n\n")
-        else:
-            text = unit.text if len(quotes) == len(unit.quotes) else " ".join(quotes)
-            yield TextDelta(("" if position == 0 else separator) + f"{text} [{n}]")
-
-
-def _by_aspect(points: list[Unit], passages: list[Passage]) -> list[tuple[str, list[Unit]]]:
-    """Points grouped under the section they come from, groups in the order of their best point."""
-    groups: dict[str, list[Unit]] = {}
-    for unit in points:
-        groups.setdefault(_aspect(passages[unit.passage_index]), []).append(unit)
-    return list(groups.items())
-
-
-def _aspect(passage: Passage) -> str:
-    """The aspect a passage speaks to: the last part of its section path ("Cache-aside")."""
-    return (passage.section or passage.title).split(" > ")[-1].strip()
-
-
-def _see_also(passages: list[Passage]) -> str:
-    """Each document once, with the sections used: "Title (Section, Section)"."""
-    sections: dict[str, list[str]] = {}
-    for passage in passages:
-        names = sections.setdefault(passage.title, [])
-        last = passage.section.split(" > ")[-1].strip()
-        if last and last not in names:
-            names.append(last)
-    return "; ".join(f"{title} ({', '.join(names)})" if names else title for title, names in sections.items())
-
-
-def _join(names: list[str]) -> str:
-    """ "the returns API, ADR-0015 or max_poll_records": a thing named by its kind takes "the"."""
-    named = [f"the {name}" if re.search(rf"\b(?:{HEADS})$", name, re.IGNORECASE) else name for name in names]
-    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
