@@ -8,8 +8,10 @@ patching the index in place.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -31,6 +33,9 @@ META_FILE = "chunks.json"
 # occurs in at most RARE_CHUNKS chunks is an exact reference to them: an error code, a ticket, a config key.
 IDENTIFIER = re.compile(r"[0-9_]")
 RARE_CHUNKS = 5
+# a query word the index lacks stands for the indexed words it begins, when it is this long and they are few
+PREFIX_MIN = 5
+PREFIX_MAX = 3
 ABANDONED_SECONDS = 3600
 
 
@@ -87,6 +92,7 @@ class KeywordIndex:
     sources: list[str]  # relpath and display path of each chunk's file, for the source filter
     revision: str
     _position: dict[str, int] | None = field(default=None, repr=False)  # chunk id -> place, built on first use
+    _sorted_vocab: list[str] | None = field(default=None, repr=False)
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -182,6 +188,21 @@ class KeywordIndex:
                     found.update(self.ids[int(d)] for d in documents)
         return found
 
+    def _known_forms(self, token: str) -> list[str]:
+        """The token when the index knows it; else the indexed words it is the start of ("postgres" finds
+        "postgresql", "mongo" "mongodb"), when there are only a few: a short name the documents spell out."""
+        vocab = self.retriever.vocab_dict
+        if token in vocab:
+            return [token]
+        if len(token) < PREFIX_MIN or not token.isalpha():
+            return []
+        if self._sorted_vocab is None:
+            self._sorted_vocab = sorted(vocab)
+        words = self._sorted_vocab
+        start = bisect.bisect_left(words, token)
+        longer = list(itertools.takewhile(lambda word: word.startswith(token), words[start : start + PREFIX_MAX + 1]))
+        return longer if len(longer) <= PREFIX_MAX else []
+
     def documents_of(self, chunk_ids: list[str]) -> dict[str, str]:
         """The file (its display path) of each of ``chunk_ids`` that the index holds."""
         position = self._positions()
@@ -198,8 +219,7 @@ class KeywordIndex:
     ) -> list[tuple[str, float]]:
         if self.retriever is None or not self.ids:
             return []
-        vocab = self.retriever.vocab_dict
-        tokens = [token for token in tokenize([query])[0] if token in vocab]
+        tokens = [known for token in tokenize([query])[0] for known in self._known_forms(token)]
         if not tokens:
             return []
         mask = None

@@ -208,6 +208,11 @@ CORPUS = {
         Each partition is read by exactly one consumer of a group at a time, so the partition count caps the
         parallelism of the group.
         """,
+    "team/orders-database.md": """
+        # Orders database
+
+        The orders service keeps its rows in PostgreSQL 16, reached through PgBouncer in transaction mode.
+        """,
     "references/raft.md": "\n".join(
         [
             "---",
@@ -285,6 +290,14 @@ def test_hybrid_finds_an_exact_rare_keyword_that_dense_alone_ranks_lower(retriev
     top = hybrid.passages[0]
     assert top.keyword_score and top.keyword_score > 0 and top.dense_score is not None
     assert top.source == "references/gateway-errors.md" and top.section == "Upstream certificate failures"
+
+
+def test_keyword_search_reads_a_short_name_as_the_word_the_documents_spell_out(retriever):
+    # the documents write "PostgreSQL"; people ask about "postgres"
+    found = retriever.search("postgres", k=3, mode="keyword").passages
+    assert found and found[0].source == "team/orders-database.md"
+    # a word that begins many indexed words stands for none of them
+    assert retriever.keyword._known_forms("xyzzyq") == []
 
 
 def test_hybrid_finds_a_paraphrase_that_keywords_alone_miss(retriever):
