@@ -133,8 +133,10 @@ class ExtractiveProvider:
             chosen.append(lead[0] + 1)  # the lead's next sentence completes it
             lead.append(lead[0] + 1)
         best = max(relevance)
-        for i in sorted(range(len(units)), key=lambda i: relevance[i], reverse=True):
-            if relevance[i] < best - RELEVANCE_WINDOW:
+        answers_each_ask = self._best_for_each_ask(intent, units, unit_vectors, passages)
+        by_relevance = sorted(range(len(units)), key=lambda i: relevance[i], reverse=True)
+        for i in answers_each_ask + by_relevance:
+            if relevance[i] < best - RELEVANCE_WINDOW and i not in answers_each_ask:
                 break
             for j in [i] + ([i + 1] if self._follows(units, i) else []):
                 if self._fits(units, chosen, j, unit_vectors, passages):
@@ -144,6 +146,19 @@ class ExtractiveProvider:
         lead = [i for i in lead if i in chosen]
         points = sorted((i for i in chosen if i not in lead), key=lambda i: (units[i].passage_index, units[i].order))
         return [units[i] for i in lead], [units[i] for i in points]
+
+    def _best_for_each_ask(
+        self, intent: Intent, units: list[Unit], unit_vectors: np.ndarray, passages: list[Passage]
+    ) -> list[int]:
+        """For a question that asks several things, the unit that best answers each, taken before the rest: the
+        best units for the whole question tend to answer only its first part."""
+        if not intent.asks:
+            return []
+        best = []
+        for ask, vector in zip(intent.asks, self.embedder.embed(intent.asks)):
+            relevance = self._relevance(ask, intent, units, unit_vectors @ np.array(vector), passages)
+            best.append(max(range(len(units)), key=lambda i: relevance[i]))
+        return list(dict.fromkeys(best))
 
     @staticmethod
     def _follows(units: list[Unit], i: int) -> bool:

@@ -68,6 +68,12 @@ DESCRIPTIVE_PARTS = frozenset(
     one two three per all end full time day""".split()
 )
 VERSION = re.compile(r"\b[A-Z][\w-]* v?\d+(?:\.\d+)+\b")
+# "..., and how long do we keep the data?": a second question joined to the first
+ASK_JOIN = re.compile(
+    r"(?:,\s*|\s)(?:and|or)\s+(?=(?:how|what|which|when|where|why|who|is|are|do|does|did|can|could|should|would|will)\b)",
+    re.IGNORECASE,
+)
+ASK_WORDS = 3
 NEAR = 4  # words either side of a head noun where its singling-out words count as naming it
 GENERIC = frozenset(
     """our the a an my your their this that which what whose each every new old current same other public
@@ -89,6 +95,7 @@ class Intent:
     wants_code: bool
     sides: list[str] = field(default_factory=list)  # the two things a comparison weighs
     names: list[Name] = field(default_factory=list)  # specific things the question names
+    asks: list[str] = field(default_factory=list)  # the questions it asks, when it asks more than one
 
 
 def read_intent(question: str) -> Intent:
@@ -107,7 +114,15 @@ def read_intent(question: str) -> Intent:
         form = "how"
     else:
         form = "what"
-    return Intent(form, bool(CONFIG.search(text)), sides, named_things(text))
+    return Intent(form, bool(CONFIG.search(text)), sides, named_things(text), separate_asks(asked))
+
+
+def separate_asks(asked: str) -> list[str]:
+    """The questions a question asks when it asks several ("how many partitions does it have and how long do
+    we keep the data?"); none when it asks one. A part of fewer than ASK_WORDS words ("Why, and how do we fix
+    it?") is not a question of its own."""
+    parts = [part for part in ASK_JOIN.split(asked) if len(part.split()) >= ASK_WORDS]
+    return parts if len(parts) >= 2 else []
 
 
 def _asked(question: str) -> str:

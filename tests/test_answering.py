@@ -576,3 +576,23 @@ def test_a_sentence_under_a_summary_heading_counts_for_more_than_the_same_senten
         similarity = np.array(embedder.embed([u.matched for u in units])) @ np.array(embedder.embed_query(question))
         scores[section] = provider._relevance(question, read_intent(question), units, similarity, passages)[0]
     assert scores["Summary"] > scores["Options considered"]
+
+
+def test_a_question_that_asks_two_things_gets_an_answer_to_each(embedder):
+    adr = "ADR-0011: Tracking events on Kafka"
+    partitions = replace(passage(1, adr, "Partitions", (
+        "The tracking-events topic has 48 partitions, keyed by shipment_id so that the events of one parcel stay "
+        "in order. The partition count caps how many consumers of a group can work in parallel, and 48 leaves twice "
+        "the headroom of the busiest consumer at peak. 48 divides evenly by 2, 3, 4, 6, 8, 12, 16 and 24, so common "
+        "consumer counts get equal shares of the partitions. Adding partitions later would move keys between "
+        "partitions and break the ordering of in-flight parcels, so the count was chosen once. Each partition is "
+        "read by exactly one consumer of a group at a time, which is why the count matters for the webhook "
+        "dispatcher. The partition leader for each partition moves when a broker restarts, and producers retry "
+        "until the new leader takes writes.")), dense_score=0.72)
+    retention = replace(passage(2, adr, "Retention", (
+        "Events stay on the brokers for 7 days, enough to replay a week after a consumer bug.")), dense_score=0.5)
+    question = "how many partitions does the tracking-events topic have, and how long are the events kept?"
+    lead, points = ExtractiveProvider(embedder).select(question, read_intent(question), [partitions, retention])
+    quoted = " ".join(unit.text for unit in lead + points)
+    assert "48 partitions" in quoted
+    assert "7 days" in quoted  # the second question is answered although the first fills the budget

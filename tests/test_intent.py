@@ -94,3 +94,17 @@ def test_a_directive_given_an_unknown_destination_is_a_name_of_its_own():
     docs = ["Logs can go to a collector: `access_log syslog:server=10.0.0.1 combined;` sends each line over UDP."]
     assert missing_names([name], docs, strict=True) == [name]  # access_log is documented, its kafka: is not
     assert missing_names([name], ["`access_log kafka:broker:9092 json;` ships lines to Kafka."], strict=True) == []
+
+
+def test_a_question_that_asks_two_things_is_read_as_two_asks():
+    assert read_intent("how many partitions does that topic have and how long do we keep the data?").asks == [
+        "how many partitions does that topic have",
+        "how long do we keep the data?",
+    ]
+    assert read_intent("what's the max page size on our list endpoints, and what's inside a cursor?").asks == [
+        "what's the max page size on our list endpoints",
+        "what's inside a cursor?",
+    ]
+    # "Why, and how do we fix it?" asks one thing about one problem; a plain question asks one thing
+    assert read_intent("Our pods keep restarting. Why, and how do we fix it?").asks == []
+    assert read_intent("How do we shard and replicate the orders table?").asks == []
