@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.doc_status import RETIRED, adr_id, age_days, document_names
 from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
 from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
-from rag.followups import last_turn_context
+from rag.followups import last_turn_context, search_follow_up
 from rag.intent import missing_names, read_intent
 from rag.personas import Persona
 from rag.retrieval import STOPWORDS, Passage, Retriever
@@ -156,7 +156,10 @@ class Answerer:
         started = time.perf_counter()
         context = last_turn_context(history)
         standalone = self.provider.rewrite(question, context) if context else question
-        result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
+        if standalone != question:  # a follow-up: the document the last answer rested on comes first
+            result = search_follow_up(self.retriever, standalone, context, k or self.settings.top_k, doc_type)
+        else:
+            result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
         timings = {"retrieval": time.perf_counter() - started}
         passages = result.passages
         final = Final(

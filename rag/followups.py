@@ -8,8 +8,9 @@ have a language model may rewrite with it and fall back on this one.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
-from rag.retrieval import content_words
+from rag.retrieval import Retriever, SearchResult, content_words
 
 FOLLOW_UP = re.compile(
     r"^(?:(?:ok|okay|right|alright|great|thanks|got it|cool|hmm)[,.!]?\s+)?"  # "ok, and where ..."
@@ -27,6 +28,9 @@ POINTS_BACK = re.compile(
     re.IGNORECASE,
 )
 CLAUSE_END = re.compile(r"[.!?,;]\s")
+
+
+FOCUS_PASSAGES = 2  # a follow-up's best passages in the document the last answer rested on, placed first
 
 
 def looks_like_follow_up(question: str) -> bool:
@@ -70,3 +74,23 @@ def rewrite_follow_up(question: str, context: list[str]) -> str:
     if not borrowed:
         return question
     return f"{question.strip()} ({' '.join(borrowed[:8])})"
+
+
+def search_follow_up(
+    retriever: Retriever, standalone: str, context: list[str], k: int, doc_type: str | None = None
+) -> SearchResult:
+    """A follow-up searched as any question, with its best passages in the document the last turn rested on
+    placed first: "and when does the circuit breaker open?" after a question on our retry budgets asks about
+    the breaker of the retry-budget ADR before any other. That document is the one the last answer cited first
+    (the first heading after the question in ``context``), else the best match of the last question."""
+    result = retriever.search(standalone, k=k, doc_type=doc_type, widen=True)
+    anchor = context[1] if len(context) > 1 else context[0]
+    earlier = retriever.search(anchor, k=1, doc_type=doc_type).passages
+    if not earlier or not result.passages:
+        return result
+    focused = retriever.search(
+        standalone, k=FOCUS_PASSAGES, doc_type=doc_type, source=earlier[0].source, widen=True
+    ).passages
+    ids = {passage.id for passage in focused}
+    passages = focused + [passage for passage in result.passages if passage.id not in ids]
+    return replace(result, passages=passages[: len(result.passages)])

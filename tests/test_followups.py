@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.followups import last_turn_context, looks_like_follow_up, rewrite_follow_up
+from rag.followups import last_turn_context, looks_like_follow_up, rewrite_follow_up, search_follow_up
 from rag.retrieval import Retriever
 
 
@@ -60,3 +60,13 @@ def test_a_question_whose_first_clause_points_back_is_a_follow_up_however_long()
     story = "Our consumers keep re-processing the same Kafka messages after every rebalance, why is that happening?"
     assert not looks_like_follow_up(story)
     assert not looks_like_follow_up("We keep adding read replicas and the lag keeps getting worse. Is that expected?")
+
+
+def test_a_follow_up_reads_the_document_the_last_answer_rested_on_first(retriever):
+    earlier = "how do we retry calls to the card processor?"
+    follow_up = rewrite_follow_up("and how long can it take?", [earlier])
+    plain = [(p.source, p.section) for p in retriever.search(follow_up, k=2, widen=True).passages]
+    assert ("team/payments-service.md", "Timeouts") not in plain, "the corpus no longer tests what it should"
+    focused = [(p.source, p.section) for p in search_follow_up(retriever, follow_up, [earlier], k=2).passages]
+    assert ("team/payments-service.md", "Timeouts") in focused  # the timeouts of the same service's design
+    assert len(focused) == 2
