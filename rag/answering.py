@@ -1,7 +1,8 @@
 """Answering: one interface for the CLI and the UI that turns a question into a stream of events.
 
 ``Answerer.answer`` rewrites a follow-up into a standalone query, retrieves passages, abstains when
-the confidence is too low, streams the provider's text and citations, then verifies every cited
+the confidence is too low (just below the bar, it abstains by quoting the closest material under a notice
+that says so), streams the provider's text and citations, then verifies every cited
 claim against the passage it cites and ends with a ``Final`` record (sources, timings, checks).
 Providers: an OpenAI-compatible endpoint (``rag.openai_compat``) when ``RAG_LLM_BASE_URL`` is set, Claude
 (``rag.claude``) when ``ANTHROPIC_API_KEY`` is set, else the offline extractive answerer (``rag.extractive``).
@@ -88,6 +89,11 @@ def abstention_text(passages: list[Passage]) -> str:
 # a word is rare when at most this many chunks use it, or this share of a large knowledge base's chunks
 RARE_WORD_CHUNKS, RARE_WORD_SHARE = 3, 0.003
 FOLLOW_UP_MARGIN = 0.12
+# a confidence below the bar by less than CLOSE_MARGIN is not an answer, but the closest passages may hold one:
+# they are quoted under CLOSE_NOTICE and the answer counts as abstained (a wider margin quotes noise for
+# questions the knowledge base has nothing on; this one answers ext-15 "which column type for money?")
+CLOSE_MARGIN = 0.08
+CLOSE_NOTICE = "This is not covered directly; the closest the knowledge base has is below.\n\n"
 # a long question's best similarity runs lower (its words spread over more than one passage's worth of
 # topic): past LONG_QUESTION words, each word lowers the bar by LENGTH_SLOPE, by MAX_LENGTH_ALLOWANCE at most
 LONG_QUESTION, LENGTH_SLOPE, MAX_LENGTH_ALLOWANCE = 14, 0.004, 0.06
@@ -181,7 +187,8 @@ class Answerer:
         threshold = self.settings.abstain_threshold - (
             FOLLOW_UP_MARGIN if standalone != question else length_allowance(question)
         )
-        if not passages or result.confidence < threshold:
+        close = bool(passages) and threshold - CLOSE_MARGIN <= result.confidence < threshold
+        if not passages or (result.confidence < threshold and not close):
             final.abstained = True
             final.answer = abstention_text(passages)
             yield TextDelta(final.answer)
@@ -189,10 +196,14 @@ class Answerer:
             yield final
             return
         generation_started = time.perf_counter()
+        final.abstained = close  # below the bar but close: the closest material, under a notice that says so
         missing = self._missing(question, passages)
         parts: list[str] = []
         cited: dict[int, Citation] = {}
         markers = MarkerFilter(len(passages))
+        if close and not missing:  # a near-miss says what is missing instead, with the same "closest" below
+            parts.append(CLOSE_NOTICE)
+            yield TextDelta(CLOSE_NOTICE)
         for event in self.provider.generate(question, standalone, history, persona, passages, missing=missing):
             if isinstance(event, TextDelta):
                 text = markers.feed(event.text)

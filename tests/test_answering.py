@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import make_settings, write_tree
 
-from rag.answering import MAX_LENGTH_ALLOWANCE, Answerer, length_allowance, rare_word_limit
+from rag.answering import CLOSE_MARGIN, CLOSE_NOTICE, MAX_LENGTH_ALLOWANCE, Answerer, length_allowance, rare_word_limit
 from rag.citations import MARKER, MarkerFilter, cited_claims, strip_invalid_markers, verify
 from rag.events import CitationEvent, Final, TextDelta
 from rag.extractive import ExtractiveProvider
@@ -360,6 +360,20 @@ def test_an_off_topic_question_abstains(answer_store, embedder, persona):
     assert not MARKER.search(final.answer) and not final.citations and not final.checks
     assert not any(isinstance(e, CitationEvent) for e in events)
     assert final.to_dict()["abstained"] is True
+
+
+def test_a_confidence_just_below_the_bar_quotes_the_closest_material_under_a_notice(answer_store, embedder, persona):
+    settings, retriever = answer_store
+    question = "How big should the database connection pool be?"
+    confidence = retriever.search(question, k=6).confidence
+    just_above = settings.model_copy(update={"abstain_threshold": confidence + CLOSE_MARGIN / 2})
+    _, close = run(Answerer(just_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    assert close.abstained  # not an answer the bar accepts...
+    assert close.answer.startswith(CLOSE_NOTICE)  # ...said first, then the closest quotes with their sources
+    assert close.citations and MARKER.search(close.answer)
+    far_above = settings.model_copy(update={"abstain_threshold": confidence + 2 * CLOSE_MARGIN})
+    _, far = run(Answerer(far_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    assert far.abstained and "knowledge base does not cover" in far.answer and not far.citations
 
 
 def test_a_question_that_tells_a_story_before_it_asks_is_answered(answer_store, embedder, persona):

@@ -67,10 +67,10 @@ def stream_texts(events, reply: Message, status):
 def show_body(message: Message, body) -> None:
     """The answer text (``[n]`` linked to its card), or the abstention in a yellow box, into ``body``."""
     final = message.final
-    if final is not None and final.abstained:
-        body.warning(message.content, icon=ABSTAINED_ICON)
+    cited = {c.n for c in final.citations} if final is not None else set()
+    if final is not None and final.abstained:  # the closest material, when quoted, keeps its markers linked
+        body.warning(render.link_markers(message.content, message.id, cited), icon=ABSTAINED_ICON)
     elif message.content:
-        cited = {c.n for c in final.citations} if final is not None else set()
         body.markdown(render.link_markers(message.content, message.id, cited))
     else:
         body.empty()
