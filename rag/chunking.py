@@ -166,6 +166,7 @@ def _section_chunks(
     (``_merge``), so small sections fill chunks instead of each making a tiny one, and a section is
     never cut between two chunks unless it alone is longer than one."""
     run: list[_Part] = []
+    merged: _Merged | None = None  # the run as one chunk, once it holds two parts or more
     for section in _sections(document):
         budget = budget_of(section.name)
         whole = "\n\n".join(block.text for block in section.blocks)
@@ -179,18 +180,20 @@ def _section_chunks(
                 for piece in fit(block.text, block.offset, budget, overlap, count_tokens)
             ]
             packed = list(_pack(pieces, budget, count_tokens))
-            yield from _merge(document.text, run, budget_of, count_tokens)
-            run = []
+            yield from _merge(document.text, run, merged)
+            run, merged = [], None
             for text, offset, size in packed[:-1]:
                 yield section.name, text, offset, size
             text, offset, size = packed[-1]
             part = _Part(section.path, text, offset, size, continued=True)
-        if run and _merge_fits(run + [part], budget_of, count_tokens):
+        fitting = _merge_fits(run + [part], budget_of, count_tokens) if run else None
+        if fitting:
             run.append(part)
+            merged = fitting
         else:
-            yield from _merge(document.text, run, budget_of, count_tokens)
-            run = [part]
-    yield from _merge(document.text, run, budget_of, count_tokens)
+            yield from _merge(document.text, run, merged)
+            run, merged = [part], None
+    yield from _merge(document.text, run, merged)
 
 
 @dataclass
@@ -212,26 +215,41 @@ def _path_name(path: tuple[tuple[int, str], ...]) -> str:
     return SECTION_SEPARATOR.join(heading for _, heading in path)
 
 
-def _merge_fits(run: list[_Part], budget_of: Callable[[str], int], count_tokens: Callable[[str], int]) -> bool:
+@dataclass
+class _Merged:
+    """Several parts as one chunk: its section name, text and size, measured once when the run is extended."""
+
+    name: str
+    text: str
+    tokens: int
+
+
+def _merge_fits(
+    run: list[_Part], budget_of: Callable[[str], int], count_tokens: Callable[[str], int]
+) -> _Merged | None:
+    """The run as one chunk when it fits one (and its parts share a parent heading), else ``None``."""
     if _shared_depth([part.path for part in run]) < 1:  # only under one parent heading, not the document
-        return False
+        return None
     name, text = _merged(run)
     budget = budget_of(name)
-    return len(text) <= MAX_CHARS_PER_TOKEN * budget and count_tokens(text) <= budget
+    if len(text) > MAX_CHARS_PER_TOKEN * budget:
+        return None
+    tokens = count_tokens(text)
+    return _Merged(name, text, tokens) if tokens <= budget else None
 
 
-def _merge(source: str, run: list[_Part], budget_of: Callable[[str], int], count_tokens: Callable[[str], int]):
-    """The run of parts as one chunk. Its section is the path the parts share (their common parent heading),
-    and the embedding prefix names that parent. The heading of
-    every merged section below the parent stays in the text as a Markdown heading line, so a reader and
-    the keyword index still see which subsection each paragraph comes from."""
+def _merge(source: str, run: list[_Part], merged: _Merged | None):
+    """The run of parts as one chunk (``merged``, measured by ``_merge_fits``, when it holds several). Its
+    section is the path the parts share (their common parent heading), and the embedding prefix names that
+    parent. The heading of every merged section below the parent stays in the text as a Markdown heading
+    line, so a reader and the keyword index still see which subsection each paragraph comes from."""
     if not run:
         return
-    if len(run) == 1:
+    if merged is None:  # a run of one part
         yield run[0].name, run[0].text, run[0].offset, run[0].tokens
         return
-    name, text = _merged(run)
-    yield name, text, _merged_offset(source, run[0], _shared_depth([part.path for part in run])), count_tokens(text)
+    offset = _merged_offset(source, run[0], _shared_depth([part.path for part in run]))
+    yield merged.name, merged.text, offset, merged.tokens
 
 
 def _shared_depth(paths: list[tuple[tuple[int, str], ...]]) -> int:
