@@ -2,13 +2,17 @@
 
 A unit is a sentence, a list item with its lead-in, or a table row with its header row. A sentence that
 leans on the one before it ("It ...", "This means ...", "However, ...") carries that sentence with it, or
-is left out when there is none. Code is never a unit (code examples are added whole, elsewhere).
+is left out when there is none. Code is never a unit (code examples are added whole, elsewhere). A quote
+starts at its first word, after any anchor or tag a docs page opens the sentence with, and an image with its
+caption is not a unit.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from rag.embedded_text import HTML_TAG
 
 # a sentence ends at . ! or ? before a capital, a digit or a quote, but not at "..." (ALTER ROLE ... SET) or "e.g."
 SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\.\.\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)\s+(?=[A-Z0-9\"'(`])")
@@ -27,6 +31,10 @@ ABOUT_THE_PAGE = re.compile(
     r"learn how to\b|read on\b)",
     re.IGNORECASE,
 )
+# markup a sentence may open with that says nothing out of its page: a deep-link anchor around an icon
+# (<a name="naming-boolean">:no_entry:</a> **DO NOT** ...), or tags before the first word
+LEADING_MARKUP = re.compile(r"^(?:<a\b[^<>]*>[^<>]{0,40}</a>|<[a-z/!][^<>]*>|\s)+", re.IGNORECASE)
+FIGURE = re.compile(r"<img\b", re.IGNORECASE)
 FENCE = ("```", "~~~")
 MIN_WORDS, MAX_WORDS = 4, 70
 
@@ -83,8 +91,8 @@ def units_of(text: str) -> list[Unit]:
             previous_sentence = sentence
         if items and not lead_in and previous_sentence.endswith(":"):
             lead_in = previous_sentence
-        for entry in items:
-            if MIN_WORDS <= len(entry.split()) <= MAX_WORDS:
+        for entry in (LEADING_MARKUP.sub("", item) for item in items):
+            if MIN_WORDS <= len(entry.split()) <= MAX_WORDS and len(HTML_TAG.sub(" ", entry).split()) >= MIN_WORDS:
                 quotes = [lead_in, entry] if lead_in else [entry]
                 shown = f"{lead_in} {entry}" if lead_in else entry
                 units.append(Unit(shown, quotes, "item", len(units)))
@@ -94,7 +102,12 @@ def units_of(text: str) -> list[Unit]:
 
 
 def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
+    if FIGURE.search(sentence):
+        return None  # an image with its caption ("Source: ..."), not a sentence
+    sentence = LEADING_MARKUP.sub("", sentence)
     if sentence.endswith(":") or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
+        return None
+    if len(HTML_TAG.sub(" ", sentence).split()) < MIN_WORDS:
         return None
     if ABOUT_THE_PAGE.match(sentence):
         return None

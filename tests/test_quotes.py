@@ -87,3 +87,22 @@ def test_an_ellipsis_or_an_abbreviation_does_not_end_a_sentence():
         "Set the timeout per role with `ALTER ROLE ... SET idle_in_transaction_session_timeout` so it sticks.",
         "Prefer short names, e.g. Orders or Billing, for roles.",
     ]
+
+
+def test_a_quote_starts_at_its_first_word_not_at_the_markup_before_it():
+    text = (
+        '<a href="#naming-boolean" name="naming-boolean">:no_entry:</a> **DO NOT** use "is" prefix in names of '
+        '`boolean` values, e.g. "enabled" not "isEnabled".\n\n'
+        '- <a href="#versioning" name="versioning">:white_check_mark:</a> **DO** version the API from its very '
+        "first release.\n\n"
+        '<p align="center"> <img src="images/cdn.png"> <br/> <i><a href=https://example.com/cdn>Source: Why use '
+        "a CDN at all</a></i> </p>\n\n"
+        'We learned this on the <a href="https://example.com/">Example</a> platform over many years.\n'
+    )
+    shown = [unit.text for unit in units_of(text)]
+    assert shown == [
+        '**DO NOT** use "is" prefix in names of `boolean` values, e.g. "enabled" not "isEnabled".',
+        "**DO** version the API from its very first release.",
+        'We learned this on the <a href="https://example.com/">Example</a> platform over many years.',
+    ]  # an image with its caption is no sentence; a link inside a sentence stays as written
+    assert all(quote in text for unit in units_of(text) for quote in unit.quotes)  # still verbatim
