@@ -205,8 +205,12 @@ class ExtractiveProvider:
     def _lead(
         self, intent: Intent, units: list[Unit], relevance: list[float], passages: list[Passage]
     ) -> list[Unit]:
-        """The best unit; for a comparison, the best unit about each side (one about both when there is one)."""
+        """The best unit; for a comparison, the best unit about each side (one about both when there is one).
+        A superseded or deprecated document does not lead unless the question asks how things were: what it
+        says is no longer the answer (it may still follow, to say what changed)."""
         order = sorted(range(len(units)), key=lambda i: relevance[i], reverse=True)
+        if not intent.about_past:
+            order.sort(key=lambda i: passages[units[i].passage_index].status in RETIRED)
         if intent.form == "compare" and len(intent.sides) == 2:
             mentions = [[i for i in order if _mentions(_about(units[i], passages), side)] for side in intent.sides]
             both = [i for i in mentions[0] if i in mentions[1]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rag.doc_status import asks_about_past
 from rag.retrieval import STOPWORDS
 
 COMPARE = re.compile(
@@ -96,6 +97,7 @@ class Intent:
     sides: list[str] = field(default_factory=list)  # the two things a comparison weighs
     names: list[Name] = field(default_factory=list)  # specific things the question names
     asks: list[str] = field(default_factory=list)  # the questions it asks, when it asks more than one
+    about_past: bool = False  # it asks how things were ("what did we use before ADR-0011?")
 
 
 def read_intent(question: str) -> Intent:
@@ -114,7 +116,8 @@ def read_intent(question: str) -> Intent:
         form = "how"
     else:
         form = "what"
-    return Intent(form, bool(CONFIG.search(text)), sides, named_things(text), separate_asks(asked))
+    names = named_things(text)
+    return Intent(form, bool(CONFIG.search(text)), sides, names, separate_asks(asked), asks_about_past(text))
 
 
 def separate_asks(asked: str) -> list[str]:

@@ -207,6 +207,15 @@ def test_a_question_about_the_past_still_finds_the_old_decision(two_adrs):
     assert passages[0].status == "superseded" and passages[0].superseded_by == "ADR-0011"
 
 
+def test_a_present_tense_answer_leads_with_the_current_decision_not_the_superseded_one(two_adrs):
+    _, _, answerer = two_adrs
+    persona = load_persona("backend-architecture-expert", AGENTS)
+    final = [e for e in answerer.answer("do we use RabbitMQ for tracking events?", persona)][-1]
+    lead = final.answer.split("\n\n")[0]
+    assert "Kafka topic tracking-events" in lead and "We use RabbitMQ" not in lead
+    assert "We use RabbitMQ for tracking events." in final.answer  # it follows, to say what changed
+
+
 def test_an_answer_citing_the_superseded_adr_says_so(two_adrs):
     _, _, answerer = two_adrs
     persona = load_persona("backend-architecture-expert", AGENTS)
