@@ -3,8 +3,8 @@
 A unit is a sentence, a list item with its lead-in, or a table row with its header row. A sentence that
 leans on the one before it ("It ...", "This means ...", "However, ...") carries that sentence with it, or
 is left out when there is none. Code is never a unit (code examples are added whole, elsewhere). A quote
-starts at its first word, after any anchor or tag a docs page opens the sentence with, and an image with its
-caption is not a unit.
+starts at its first word, after any anchor or tag a docs page opens the sentence with; an image with its
+caption and a stretch of generated HTML (a reference table pasted into a page) are not units.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ ABOUT_THE_PAGE = re.compile(
 # markup a sentence may open with that says nothing out of its page: a deep-link anchor around an icon
 # (<a name="naming-boolean">:no_entry:</a> **DO NOT** ...), or tags before the first word
 LEADING_MARKUP = re.compile(r"^(?:<a\b[^<>]*>[^<>]{0,40}</a>|<[a-z/!][^<>]*>|\s)+", re.IGNORECASE)
+# a unit of this many HTML tags or more, making more than this share of its characters, is markup, not prose
+# (a link or two in a sentence is prose)
+MARKUP_TAGS, MARKUP_SHARE = 4, 0.25
 FIGURE = re.compile(r"<img\b", re.IGNORECASE)
 FENCE = ("```", "~~~")
 MIN_WORDS, MAX_WORDS = 4, 70
@@ -92,7 +95,11 @@ def units_of(text: str) -> list[Unit]:
         if items and not lead_in and previous_sentence.endswith(":"):
             lead_in = previous_sentence
         for entry in (LEADING_MARKUP.sub("", item) for item in items):
-            if MIN_WORDS <= len(entry.split()) <= MAX_WORDS and len(HTML_TAG.sub(" ", entry).split()) >= MIN_WORDS:
+            if (
+                MIN_WORDS <= len(entry.split()) <= MAX_WORDS
+                and len(HTML_TAG.sub(" ", entry).split()) >= MIN_WORDS
+                and not _mostly_markup(entry)
+            ):
                 quotes = [lead_in, entry] if lead_in else [entry]
                 shown = f"{lead_in} {entry}" if lead_in else entry
                 units.append(Unit(shown, quotes, "item", len(units)))
@@ -107,7 +114,7 @@ def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
     sentence = LEADING_MARKUP.sub("", sentence)
     if sentence.endswith(":") or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
         return None
-    if len(HTML_TAG.sub(" ", sentence).split()) < MIN_WORDS:
+    if len(HTML_TAG.sub(" ", sentence).split()) < MIN_WORDS or _mostly_markup(sentence):
         return None
     if ABOUT_THE_PAGE.match(sentence):
         return None
@@ -116,6 +123,12 @@ def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
             return None  # it leans on something this passage does not hold
         return Unit(f"{previous} {sentence}", [previous, sentence], "sentence", order)
     return Unit(sentence, [sentence], "sentence", order)
+
+
+def _mostly_markup(text: str) -> bool:
+    """A stretch of generated HTML (a reference table pasted into a page), not prose a reader can quote."""
+    tags = [tag.group(0) for tag in HTML_TAG.finditer(text)]
+    return len(tags) >= MARKUP_TAGS and sum(map(len, tags)) > MARKUP_SHARE * len(text)
 
 
 def _table_units(lines: list[str], order: int) -> list[Unit]:

@@ -106,3 +106,12 @@ def test_a_quote_starts_at_its_first_word_not_at_the_markup_before_it():
         'We learned this on the <a href="https://example.com/">Example</a> platform over many years.',
     ]  # an image with its caption is no sentence; a link inside a sentence stays as written
     assert all(quote in text for unit in units_of(text) for quote in unit.quotes)  # still verbatim
+
+
+def test_generated_html_is_not_quoted_as_prose():
+    text = (
+        "<tr> <td> <code>burst</code><br/> <em> int32 </em> </td> <td> <em>(Optional)</em> <p>Burst sets the "
+        "maximum number of requests that can exceed the rate.</p> </td> </tr>\n\n"
+        "Set `burst` to let short spikes through without rejecting them.\n"
+    )
+    assert [unit.text for unit in units_of(text)] == ["Set `burst` to let short spikes through without rejecting them."]
