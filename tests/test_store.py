@@ -13,7 +13,7 @@ from conftest import REPO, assert_store_consistent, clean_env
 from rag import cli
 from rag.collection_metadata import ModelMismatchError
 from rag.ingest import ingest
-from rag.store import FileRecord, Store, StoreError
+from rag.store import SEARCH_EF, FileRecord, Store, StoreError
 from rag.write_lock import StoreBusyError
 
 
@@ -34,6 +34,22 @@ def test_collection_records_model_dimension_and_cosine(settings):
     assert collection.metadata["dimension"] == 3
     assert collection.configuration["hnsw"]["space"] == "cosine"
     assert Store(settings).count() == 2
+
+
+@pytest.mark.filterwarnings("ignore:legacy embedding function config:DeprecationWarning")
+def test_searches_explore_enough_candidates_to_return_the_same_hits_every_run(settings):
+    store = Store(settings)
+    store.upsert_chunks(["a"], tiny(1), ["one"], [{"source_key": "r::a"}])
+    assert Store(settings).chunks().configuration["hnsw"]["ef_search"] == SEARCH_EF
+    # a store made before: Chroma's default, raised the next time a writer opens it
+    old = Store(settings).client.create_collection("older", configuration={"hnsw": {"space": "cosine"}},
+                                                   embedding_function=None)
+    assert old.configuration["hnsw"]["ef_search"] != SEARCH_EF
+    older = Store(settings.model_copy(update={"collection": "older"}))
+    older.chunks()  # a reader leaves it as it is
+    assert older.client.get_collection("older").configuration["hnsw"]["ef_search"] != SEARCH_EF
+    Store(settings.model_copy(update={"collection": "older"})).chunks(dimension=3)
+    assert older.client.get_collection("older").configuration["hnsw"]["ef_search"] == SEARCH_EF
 
 
 def test_other_embedding_model_is_refused_with_reindex_advice(settings, sample_corpus, embedder):
