@@ -32,7 +32,8 @@ from rag.retrieval import Passage, content_words
 # what the reader is told about an offline answer: by the CLI after it, by the UI on the answer's caption; kept
 # out of the answer text, as a written answer carries no such line either
 OFFLINE_NOTE = "offline answer: quoted from the knowledge base, no language model"
-ANSWER_BUDGET = 1010  # about how long an answer's quotes, labels and "See also" may run (see _length)
+# about how long an answer's quotes, labels and "See also" may run (see rag.answer_layout.layout_length)
+ANSWER_BUDGET = 1010
 MAX_UNITS = 7
 LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along
 DUPLICATE = 0.9  # a unit this similar to one already chosen says the same thing
