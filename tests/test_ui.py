@@ -27,10 +27,12 @@ from ui_support import (
     write_corpus,
 )
 
+from rag.answering import CLOSE_MARGIN
 from rag.config import Settings
 from rag.conversations import ConversationStore
 from rag.feedback import FeedbackStore
 from rag.ingest import ingest
+from rag.retrieval import Retriever
 from rag.store import Store
 from rag.uploads import UploadRejected, add_uploads, remove_upload, safe_filename, save_upload, uploads_dir
 from rag.write_lock import StoreBusyError
@@ -372,6 +374,22 @@ def test_off_topic_question_shows_that_the_knowledge_base_does_not_cover_it(ui_s
     assert not source_cards(at)
     assert at.session_state["messages"][1].final.abstained
     assert "below the threshold: abstained" in details_of(at, 0)
+
+
+def test_a_question_just_under_the_bar_shows_the_closest_material_in_the_abstention_box(
+    ui_store, embedder, monkeypatch
+):
+    confidence = Retriever(ui_store, embedder=embedder).search(ON_TOPIC_QUESTION, k=6).confidence
+    monkeypatch.setenv("RAG_ABSTAIN_THRESHOLD", str(confidence + CLOSE_MARGIN / 2))
+    at = start()
+    ask(at, ON_TOPIC_QUESTION)
+    message = at.session_state["messages"][1]
+    assert message.final.abstained and message.final.citations
+    assert len(at.warning) == 1
+    box = at.warning[0].value
+    assert box.startswith("This is not covered directly") and "stampede" in box.lower()
+    assert f"[\\[1\\]](#cite-{message.id}-1)" in box  # its markers link to the source cards shown below
+    assert source_cards(at)
 
 
 def test_persona_switch_and_a_broken_agent_file(ui_store):
