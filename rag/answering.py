@@ -69,8 +69,6 @@ def choose_provider(settings: Settings, retriever: Retriever, name: str | None =
 
         return OpenAICompatibleProvider(settings)
     if wanted == "extractive":
-        from rag.extractive import ExtractiveProvider
-
         return ExtractiveProvider(retriever.embedder)
     raise ValueError(f"unknown provider {wanted!r}: use claude, openai-compatible or extractive")
 

@@ -33,7 +33,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,18 +63,20 @@ class OnnxUnavailable(RuntimeError):
     """The model cannot be run as an int8 ONNX graph (unsupported layout, failed export, broken runtime)."""
 
 
-def int8_recipe(cpu_flags: set[str] | None = None) -> str:
+def int8_recipe(cpu_flags: set[str] | frozenset[str] | None = None) -> str:
     """``full-range`` (8-bit weights, every matrix product int8) on a CPU with VNNI, else the cautious recipe."""
     flags = _cpu_flags() if cpu_flags is None else cpu_flags
     return "full-range" if flags & VNNI_FLAGS else "reduce-range-ffn-out-fp32"
 
 
-def _cpu_flags() -> set[str]:
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: the cautious recipe
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+        return frozenset()
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    return frozenset(flag for line in lines for flag in line.split(":", 1)[1].split())
 
 
 def model_fingerprint(model_path: Path) -> str:

@@ -95,11 +95,7 @@ def units_of(text: str) -> list[Unit]:
         if items and not lead_in and previous_sentence.endswith(":"):
             lead_in = previous_sentence
         for entry in (LEADING_MARKUP.sub("", item) for item in items):
-            if (
-                MIN_WORDS <= len(entry.split()) <= MAX_WORDS
-                and len(HTML_TAG.sub(" ", entry).split()) >= MIN_WORDS
-                and not _mostly_markup(entry)
-            ):
+            if _quotable(entry):
                 quotes = [lead_in, entry] if lead_in else [entry]
                 shown = f"{lead_in} {entry}" if lead_in else entry
                 units.append(Unit(shown, quotes, "item", len(units)))
@@ -112,9 +108,7 @@ def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
     if FIGURE.search(sentence):
         return None  # an image with its caption ("Source: ..."), not a sentence
     sentence = LEADING_MARKUP.sub("", sentence)
-    if sentence.endswith(":") or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
-        return None
-    if len(HTML_TAG.sub(" ", sentence).split()) < MIN_WORDS or _mostly_markup(sentence):
+    if sentence.endswith(":") or not _quotable(sentence):
         return None
     if ABOUT_THE_PAGE.match(sentence):
         return None
@@ -125,10 +119,13 @@ def _sentence_unit(sentence: str, previous: str, order: int) -> Unit | None:
     return Unit(sentence, [sentence], "sentence", order)
 
 
-def _mostly_markup(text: str) -> bool:
-    """A stretch of generated HTML (a reference table pasted into a page), not prose a reader can quote."""
+def _quotable(text: str) -> bool:
+    """Prose of a quotable length, in words a reader sees (tags not counted), and not a stretch of generated
+    HTML (a reference table pasted into a page)."""
+    if not MIN_WORDS <= len(text.split()) <= MAX_WORDS or len(HTML_TAG.sub(" ", text).split()) < MIN_WORDS:
+        return False
     tags = [tag.group(0) for tag in HTML_TAG.finditer(text)]
-    return len(tags) >= MARKUP_TAGS and sum(map(len, tags)) > MARKUP_SHARE * len(text)
+    return not (len(tags) >= MARKUP_TAGS and sum(map(len, tags)) > MARKUP_SHARE * len(text))
 
 
 def _table_units(lines: list[str], order: int) -> list[Unit]:

@@ -104,7 +104,7 @@ def _not_found(error: Exception) -> bool:
 SEARCH_EF = 400
 
 
-def _search_all_candidates(collection) -> None:
+def _explore_search_ef(collection) -> None:
     hnsw = (getattr(collection, "configuration", None) or {}).get("hnsw") or {}
     if hnsw.get("ef_search") != SEARCH_EF:
         collection.modify(configuration={"hnsw": {"ef_search": SEARCH_EF}})
@@ -181,7 +181,7 @@ class Store:
             self._check_model(collection.metadata or {}, dimension, backend)
             self._check_vectors(collection)
             if dimension is not None:  # a writer brings a store made before SEARCH_EF up to it
-                _search_all_candidates(collection)
+                _explore_search_ef(collection)
         elif dimension is None:
             raise StoreError(
                 f"the collection '{self.name}' does not exist at {self.location}: run `python -m rag ingest` first"
