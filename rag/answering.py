@@ -23,7 +23,7 @@ from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
 from rag.followups import last_turn_context, search_follow_up
 from rag.intent import missing_names, read_intent
 from rag.personas import Persona
-from rag.retrieval import STOPWORDS, Passage, Retriever
+from rag.retrieval import STOPWORDS, Passage, Retriever, content_words
 
 
 class Provider(Protocol):
@@ -92,6 +92,11 @@ FOLLOW_UP_MARGIN = 0.12
 # questions the knowledge base has nothing on; this one answers ext-15 "which column type for money?")
 CLOSE_MARGIN = 0.08
 CLOSE_NOTICE = "This is not covered directly; the closest the knowledge base has is below.\n\n"
+# ...unless the question shares this many of its rare words (see rare_word_limit) with the passages: a short question
+# in words the knowledge base almost never uses ("isEnabled", "boolean"; "tomcat"...) sits far from any passage by
+# cosine, yet those words say which passage it is about. One shared rare word is not enough ("overnight" in "overnight
+# charging for the electric vans" is in one chunk about something else).
+RARE_EVIDENCE_WORDS = 2
 # a long question's best similarity runs lower (its words spread over more than one passage's worth of
 # topic): past LONG_QUESTION words, each word lowers the bar by LENGTH_SLOPE, by MAX_LENGTH_ALLOWANCE at most
 LONG_QUESTION, LENGTH_SLOPE, MAX_LENGTH_ALLOWANCE = 14, 0.004, 0.06
@@ -186,6 +191,8 @@ class Answerer:
             FOLLOW_UP_MARGIN if standalone != question else length_allowance(question)
         )
         close = bool(passages) and threshold - CLOSE_MARGIN <= result.confidence < threshold
+        if close and len(self._rare_words_shared(question, passages)) >= RARE_EVIDENCE_WORDS:
+            close, threshold = False, result.confidence  # the rare words vouch for the passages: a plain answer
         if not passages or (result.confidence < threshold and not close):
             final.abstained = True
             final.answer = abstention_text(passages)
@@ -255,9 +262,17 @@ class Answerer:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one
         with a word few chunks use ("permessage-deflate") names a thing of its own."""
         words = [w for w in term.lower().split("-") if len(w) > 2 and w not in STOPWORDS]
+        return any(self._is_rare(word) for word in words)
+
+    def _rare_words_shared(self, question: str, passages: list[Passage]) -> list[str]:
+        """The question's words that few chunks of the knowledge base use and that the passages do use."""
+        in_passages = set(content_words("\n".join(_texts(passages))))
+        return [w for w in dict.fromkeys(content_words(question)) if w in in_passages and self._is_rare(w)]
+
+    def _is_rare(self, word: str) -> bool:
         index = self.retriever.keyword
         rare = rare_word_limit(len(index.ids))
-        return any(len(index.search(word, rare + 1)) <= rare for word in words)
+        return len(index.search(word, rare + 1)) <= rare
 
 
 def _texts(passages: list[Passage]) -> list[str]:

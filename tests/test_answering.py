@@ -376,6 +376,24 @@ def test_a_confidence_just_below_the_bar_quotes_the_closest_material_under_a_not
     assert far.abstained and "knowledge base does not cover" in far.answer and not far.citations
 
 
+def test_two_rare_words_shared_with_the_passages_make_a_close_confidence_a_plain_answer(
+    answer_store, embedder, persona
+):
+    settings, retriever = answer_store
+    question = "Does the Lua script stop concurrent requests spending the last token?"
+    confidence = retriever.search(question, k=6).confidence
+    just_above = settings.model_copy(update={"abstain_threshold": confidence + CLOSE_MARGIN / 2})
+    answerer = Answerer(just_above, retriever, ExtractiveProvider(embedder))
+    # "lua" and "token" are each in a chunk or two of this knowledge base, and both in the token-bucket passage
+    assert len(answerer._rare_words_shared(question, retriever.search(question, k=6).passages)) >= 2
+    _, final = run(answerer, question, persona)
+    assert not final.abstained and not final.answer.startswith(CLOSE_NOTICE)
+    assert final.citations and "redis-token-bucket" in final.citations[0].passage.path
+    far_above = settings.model_copy(update={"abstain_threshold": confidence + 2 * CLOSE_MARGIN})
+    _, far = run(Answerer(far_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    assert far.abstained and not far.citations  # far below the bar, rare words do not make an answer
+
+
 def test_a_question_that_tells_a_story_before_it_asks_is_answered(answer_store, embedder, persona):
     settings, retriever = answer_store  # the configured threshold
     question = (
