@@ -92,7 +92,7 @@ class ExtractiveProvider:
         missing: list[str] | None = None,
     ) -> Iterator[TextDelta | CitationEvent]:
         intent = read_intent(question)
-        lead, points = self.select(query, intent, passages)
+        lead, points = self.select(query, intent, passages, asked=question)
         shown: set[str] = set()
         if missing:
             closest = "; the closest the knowledge base has is below" if lead else ""
@@ -117,17 +117,25 @@ class ExtractiveProvider:
         if used:
             yield TextDelta(f"\nSee also: {see_also([passages[i] for i in used])}.")
 
-    def select(self, query: str, intent: Intent, passages: list[Passage]) -> tuple[list[Unit], list[Unit]]:
+    def select(
+        self, query: str, intent: Intent, passages: list[Passage], asked: str | None = None
+    ) -> tuple[list[Unit], list[Unit]]:
         """The lead (one or two units) and the supporting points.
 
         Units are taken best first, each followed by the next unit of its passage (a point and the sentence
-        that completes it sit side by side more often than not), until the character budget is spent."""
+        that completes it sit side by side more often than not), until the character budget is spent.
+        ``asked`` is the question as asked when ``query`` is its standalone rewrite (a follow-up): the rewrite
+        found the topic, but the answer is to what the follow-up asks, so units are weighed against both and
+        its own words are the ones a unit must share."""
         units = self._units(passages)
         if not units:
             return [], []
-        vectors = np.array(self.embedder.embed([query] + [u.matched for u in units]))
-        query_vector, unit_vectors = vectors[0], vectors[1:]
-        relevance = self._relevance(query, intent, units, unit_vectors @ query_vector, passages)
+        follow_up = asked is not None and asked != query
+        queries = [query, asked] if follow_up else [query]
+        vectors = np.array(self.embedder.embed(queries + [u.matched for u in units]))
+        unit_vectors = vectors[len(queries):]
+        similarity = (unit_vectors @ vectors[: len(queries)].T).mean(axis=1)
+        relevance = self._relevance(asked if follow_up else query, intent, units, similarity, passages)
         lead = [units.index(u) for u in self._lead(intent, units, relevance, passages)]
         chosen = list(lead)
         if len(lead) == 1 and self._follows(units, lead[0]) and len(units[lead[0]].text) < LEAD_PAIR:

@@ -306,6 +306,36 @@ def test_a_how_question_leads_with_the_advice_over_a_slightly_closer_fact(embedd
     ]
 
 
+def test_a_follow_up_is_answered_with_what_it_asks_not_what_the_last_question_asked(embedder):
+    problem = replace(passage(1, "Serverless Architecture", "The connection problem", " ".join([
+        "A burst of 1,000 concurrent Lambda functions each opening a PostgreSQL connection will exhaust a database "
+        "configured for max_connections = 200.",
+        "Lambda's one-request-per-environment model means the number of connections equals the number of warm "
+        "environments, which can jump by hundreds in seconds.",
+        "Idle connections stay open from environments that are frozen but not yet reclaimed, so the database keeps "
+        "paying for Lambda functions that do nothing.",
+        "Traffic spikes make this worse, because Lambda scales out far faster than PostgreSQL can accept new "
+        "connections or fork backend processes.",
+        "Raising max_connections on the database only moves the limit, since every PostgreSQL backend process costs "
+        "several megabytes of memory.",
+        "Reserved concurrency caps how many Lambda functions run at once, which turns a connection storm into "
+        "throttling that the caller can retry.",
+    ])), dense_score=0.6)
+    proxy = replace(passage(2, "Serverless Architecture", "RDS Proxy",
+        "RDS Proxy sits between Lambda and the database and holds a warm pool of database connections. The function "
+        "should still create its connection outside the handler so a warm environment reuses it."), dense_score=0.65)
+    last = "Our Lambda functions keep exhausting Postgres max_connections whenever traffic spikes. What's the fix?"
+    question = "ok, and where in the function code should the connection actually be opened?"
+    provider = ExtractiveProvider(embedder)
+    query = provider.rewrite(question, [last])
+    assert query != question  # the rewrite carries the last question's topic words...
+    lead, _ = provider.select(query, read_intent(question), [problem, proxy], asked=question)
+    # ...but the answer leads with where the connection is opened, not with the last question's problem again
+    assert [unit.text for unit in lead][:1] == [
+        "The function should still create its connection outside the handler so a warm environment reuses it."
+    ]
+
+
 def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, persona):
     events, final = run(answerer, "How big should the connection pool of the returns API be?", persona)
     assert not final.abstained
