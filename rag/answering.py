@@ -92,9 +92,9 @@ FOLLOW_UP_MARGIN = 0.12
 # questions the knowledge base has nothing on; this one answers ext-15 "which column type for money?")
 CLOSE_MARGIN = 0.08
 CLOSE_NOTICE = "This is not covered directly; the closest the knowledge base has is below.\n\n"
-# ...unless the question shares this many of its rare words (see rare_word_limit) with the passages: a short question
-# in words the knowledge base almost never uses ("isEnabled", "boolean"; "tomcat"...) sits far from any passage by
-# cosine, yet those words say which passage it is about. One shared rare word is not enough ("overnight" in "overnight
+# ...unless the question shares this many words with the passages that at most RARE_WORD_CHUNKS chunks use: a short
+# question in words the knowledge base almost never uses ("isEnabled", "boolean") sits far from any passage by cosine,
+# yet those words say which passage it is about. One shared rare word is not enough ("overnight" in "overnight
 # charging for the electric vans" is in one chunk about something else).
 RARE_EVIDENCE_WORDS = 2
 # a long question's best similarity runs lower (its words spread over more than one passage's worth of
@@ -265,13 +265,20 @@ class Answerer:
         return any(self._is_rare(word) for word in words)
 
     def _rare_words_shared(self, question: str, passages: list[Passage]) -> list[str]:
-        """The question's words that few chunks of the knowledge base use and that the passages do use."""
+        """The question's words that at most RARE_WORD_CHUNKS chunks of the knowledge base use, whatever its size,
+        and that the passages use. Not the share a large knowledge base allows: beside 20,000 chunks of product
+        docs, "larkspur" and "courier" are in under 0.3 % of the chunks (the team's own docs), and would vouch for
+        "How much does Larkspur pay per kilometre for courier mileage?"."""
         in_passages = set(content_words("\n".join(_texts(passages))))
-        return [w for w in dict.fromkeys(content_words(question)) if w in in_passages and self._is_rare(w)]
+        return [
+            w
+            for w in dict.fromkeys(content_words(question))
+            if w in in_passages and self._is_rare(w, RARE_WORD_CHUNKS)
+        ]
 
-    def _is_rare(self, word: str) -> bool:
+    def _is_rare(self, word: str, limit: int | None = None) -> bool:
         index = self.retriever.keyword
-        rare = rare_word_limit(len(index.ids))
+        rare = rare_word_limit(len(index.ids)) if limit is None else limit
         return len(index.search(word, rare + 1)) <= rare
 
 
