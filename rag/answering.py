@@ -96,7 +96,7 @@ CLOSE_NOTICE = "This is not covered directly; the closest the knowledge base has
 # question in words the knowledge base almost never uses ("isEnabled", "boolean") sits far from any passage by cosine,
 # yet those words say which passage it is about. One shared rare word is not enough ("overnight" in "overnight
 # charging for the electric vans" is in one chunk about something else).
-RARE_EVIDENCE_WORDS = 2
+RARE_EVIDENCE_WORDS, RARE_EVIDENCE_SHARE = 2, 0.01
 # a long question's best similarity runs lower (its words spread over more than one passage's worth of
 # topic): past LONG_QUESTION words, each word lowers the bar by LENGTH_SLOPE, by MAX_LENGTH_ALLOWANCE at most
 LONG_QUESTION, LENGTH_SLOPE, MAX_LENGTH_ALLOWANCE = 14, 0.004, 0.06
@@ -265,16 +265,14 @@ class Answerer:
         return any(self._is_rare(word) for word in words)
 
     def _rare_words_shared(self, question: str, passages: list[Passage]) -> list[str]:
-        """The question's words that at most RARE_WORD_CHUNKS chunks of the knowledge base use, whatever its size,
-        and that the passages use. Not the share a large knowledge base allows: beside 20,000 chunks of product
-        docs, "larkspur" and "courier" are in under 0.3 % of the chunks (the team's own docs), and would vouch for
-        "How much does Larkspur pay per kilometre for courier mileage?"."""
+        """The question's words that the passages use and that at most RARE_WORD_CHUNKS chunks of the knowledge base
+        use, and at most RARE_EVIDENCE_SHARE of them. Not the share a large knowledge base allows for names: beside
+        20,000 chunks of product docs, "larkspur" and "courier" are in under 0.3 % of the chunks (the team's own
+        docs), and would vouch for "How much does Larkspur pay per kilometre for courier mileage?". In a knowledge
+        base of a few dozen chunks no word is rare enough to vouch for anything."""
         in_passages = set(content_words("\n".join(_texts(passages))))
-        return [
-            w
-            for w in dict.fromkeys(content_words(question))
-            if w in in_passages and self._is_rare(w, RARE_WORD_CHUNKS)
-        ]
+        limit = min(RARE_WORD_CHUNKS, int(RARE_EVIDENCE_SHARE * len(self.retriever.keyword.ids)))
+        return [w for w in dict.fromkeys(content_words(question)) if w in in_passages and self._is_rare(w, limit)]
 
     def _is_rare(self, word: str, limit: int | None = None) -> bool:
         index = self.retriever.keyword
