@@ -5,6 +5,8 @@ For every question the whole answer is produced (retrieval, provider, checks) an
   in the answer, compared case-insensitively without Markdown emphasis, code ticks or ``[n]`` markers;
 - all facts: the share of answers holding every fact; first 300: the share whose first 300 characters
   hold at least one (the lead answers);
+- facts in its passages: the share of a line's facts that the passages the answer was given hold at all, the
+  most any answer quoting them could cover (it tells a retrieval miss from a selection miss);
 - mean length, and latency per answer;
 - unanswerable questions abstained on, near-miss questions said not covered (naming what is missing),
   and answerable questions refused (abstained on, or told the docs say nothing about what they ask).
@@ -63,6 +65,14 @@ class Scored:
         return len(self.facts_found) / len(self.question.facts) if self.question.facts else 0.0
 
     @property
+    def passages_share(self) -> float | None:
+        """The share of the line's facts that the passages the answer was given hold (None: no passages)."""
+        if not self.question.facts or not self.final.passages:
+            return None
+        text = "\n".join(passage.full_text for passage in self.final.passages)
+        return sum(has_fact(text, fact) for fact in self.question.facts) / len(self.question.facts)
+
+    @property
     def refused(self) -> bool:
         return self.final.abstained or says_not_covered(self.final)
 
@@ -72,6 +82,7 @@ class Scored:
             "kind": "answerable" if self.question.answerable else ("near-miss" if self.question.near_miss else "none"),
             "facts": self.question.facts,
             "facts_found": self.facts_found,
+            "facts_in_passages": self.passages_share,
             "abstained": self.final.abstained,
             "refused": self.refused,
             "length": len(self.final.answer),
@@ -98,6 +109,10 @@ def _share(flags: list[bool]) -> float | None:
     return round(sum(flags) / len(flags), 4) if flags else None
 
 
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 4) if values else None
+
+
 def summarise(scored: list[Scored]) -> dict:
     with_facts = [s for s in scored if s.question.answerable and s.question.facts]
     answerable = [s for s in scored if s.question.answerable]
@@ -107,10 +122,11 @@ def summarise(scored: list[Scored]) -> dict:
     return {
         "questions": len(scored),
         "with_facts": len(with_facts),
-        "fact_coverage": round(statistics.mean(s.fact_share for s in with_facts), 4) if with_facts else None,
+        "fact_coverage": _mean([s.fact_share for s in with_facts]),
         "all_facts": _share([len(s.facts_found) == len(s.question.facts) for s in with_facts]),
         "fact_in_first_300": _share([any(has_fact(s.final.answer[:FIRST], f) for f in s.question.facts)
                                      for s in with_facts]),
+        "facts_in_passages": _mean([s.passages_share for s in with_facts if s.passages_share is not None]),
         "mean_length": round(statistics.mean(len(s.final.answer) for s in answerable)) if answerable else None,
         "near_miss": len(near_miss),
         "near_miss_said": _share([says_not_covered(s.final, s.question.missing) for s in near_miss]),
@@ -126,6 +142,7 @@ ROWS = [
     ("fact_coverage", "fact coverage"),
     ("all_facts", "all facts"),
     ("fact_in_first_300", "a fact in the first 300 chars"),
+    ("facts_in_passages", "facts in its passages (ceiling)"),
     ("mean_length", "mean answer length (chars)"),
     ("near_miss_said", "near-miss said not covered"),
     ("unanswerable_declined", "unanswerable declined"),
