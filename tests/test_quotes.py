@@ -21,6 +21,18 @@ def test_a_sentence_that_leans_on_the_one_before_carries_it():
     ]
 
 
+def test_a_count_of_things_named_before_carries_the_sentence_that_names_them():
+    text = (
+        "The Orders team has seven engineers. All seven have run PostgreSQL in production for years. "
+        "All requests are retried once."
+    )
+    assert texts(text) == [
+        "The Orders team has seven engineers.",
+        "The Orders team has seven engineers. All seven have run PostgreSQL in production for years.",
+        "All requests are retried once.",  # a quantifier over a noun it names itself stands alone
+    ]
+
+
 def test_a_leaning_sentence_with_nothing_before_it_is_left_out():
     assert texts("However, this only works when the cache is warm enough.\n\nA plain sentence stands alone here.") == [
         "A plain sentence stands alone here."
