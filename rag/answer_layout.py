@@ -33,19 +33,43 @@ def layout_length(units: list[Unit], passages: list[Passage]) -> int:
 def quoted(
     units: list[Unit], passages: list[Passage], separator: str, shown: set[str]
 ) -> Iterator[TextDelta | CitationEvent]:
-    """The units with their markers; a lead-in or header row already shown in this answer is not repeated."""
-    for position, unit in enumerate(units):
+    """The units with their markers; a lead-in already shown in this answer is not repeated. Table rows are written
+    as a table: the rows of one table that follow each other share its header row, and a table starts on a line of
+    its own (Markdown renders a row without its header, or after text on the same line, as plain text)."""
+    position = 0
+    while position < len(units):
+        unit = units[position]
         n = unit.passage_index + 1
+        if unit.kind == "row":
+            table = _same_table(units, position)
+            for row in table:
+                for quote in row.quotes:
+                    if quote not in shown or quote == row.quotes[-1]:
+                        yield CitationEvent(Citation(n, passages[row.passage_index], quote))
+                shown.update(row.quotes)
+            header, rule = unit.text.split("\n")[:2]
+            lines = "\n".join([header, rule] + [row.quotes[-1] for row in table])
+            yield TextDelta(("\n\n" if position else "") + f"{lines}\n\n[{n}]\n\n")
+            position += len(table)
+            continue
         quotes = [q for q in unit.quotes[:-1] if q not in shown] + unit.quotes[-1:]
         shown.update(quotes)
         for quote in quotes:
             yield CitationEvent(Citation(n, passages[unit.passage_index], quote))
-        if unit.kind == "row":  # a table row is shown under its header row, as a table of its own
-            text = unit.text if len(quotes) == len(unit.quotes) else unit.quotes[-1]
-            yield TextDelta(f"{text}\n\n[{n}]\n\n")
-        else:
-            text = unit.text if len(quotes) == len(unit.quotes) else " ".join(quotes)
-            yield TextDelta(("" if position == 0 else separator) + f"{text} [{n}]")
+        text = unit.text if len(quotes) == len(unit.quotes) else " ".join(quotes)
+        yield TextDelta(("" if position == 0 else separator) + f"{text} [{n}]")
+        position += 1
+
+
+def _same_table(units: list[Unit], start: int) -> list[Unit]:
+    """The row at ``start`` and the rows right after it from the same table (same passage, same header row)."""
+    first = units[start]
+    table = [first]
+    for unit in units[start + 1 :]:
+        if unit.kind != "row" or unit.passage_index != first.passage_index or unit.quotes[0] != first.quotes[0]:
+            break
+        table.append(unit)
+    return table
 
 
 def by_aspect(points: list[Unit], passages: list[Passage]) -> list[tuple[str, list[Unit]]]:

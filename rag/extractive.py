@@ -99,7 +99,8 @@ class ExtractiveProvider:
             yield TextDelta(f"The knowledge base says nothing about {join_names(missing)}{closest}.\n\n")
         if lead:
             yield from quoted(lead, passages, " ", shown)
-            yield TextDelta("\n\n")
+            if lead[-1].kind != "row":  # a table ends its own paragraph
+                yield TextDelta("\n\n")
         for aspect, group in by_aspect([u for u in points if u.kind != "row"], passages):
             yield TextDelta(f"- **{aspect}**: " if aspect else "- ")
             yield from quoted(group, passages, " ", shown)

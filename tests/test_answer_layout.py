@@ -1,6 +1,7 @@
 """How an offline answer is written out: "See also", near-miss names, the length a layout takes."""
 
-from rag.answer_layout import join_names, layout_length, see_also
+from rag.answer_layout import join_names, layout_length, quoted, see_also
+from rag.events import CitationEvent, TextDelta
 from rag.quotes import units_of
 from rag.retrieval import Passage
 
@@ -34,3 +35,22 @@ def test_a_unit_from_another_section_costs_its_label_and_title_too():
     second.passage_index = 1
     same_section = layout_length([first], [one, other])
     assert layout_length([first, second], [one, other]) - same_section > len(second.text) + len(other.title)
+
+
+def test_rows_of_one_table_are_written_as_one_table_on_lines_of_their_own():
+    text = (
+        "Some changes rewrite the whole table.\n\n"
+        "| Operation | What PostgreSQL does |\n| --- | --- |\n"
+        "| Change `int` to `bigint` | Full table rewrite |\n| Drop column | Catalog change only |"
+    )
+    table = passage(1, "Zero-downtime migrations", "Safe and unsafe operations", text)
+    sentence, *rows = units_of(text)
+    events = list(quoted([sentence, *rows], [table], " ", set()))
+    answer = "".join(event.text for event in events if isinstance(event, TextDelta))
+    assert answer == (
+        "Some changes rewrite the whole table. [1]\n\n"  # the table does not start on the sentence's line...
+        "| Operation | What PostgreSQL does |\n| --- | --- |\n"  # ...and its rows share one header row
+        "| Change `int` to `bigint` | Full table rewrite |\n| Drop column | Catalog change only |\n\n[1]\n\n"
+    )
+    cited = [event.citation.quote for event in events if isinstance(event, CitationEvent)]
+    assert cited == [sentence.text, "| Operation | What PostgreSQL does |", *(row.quotes[-1] for row in rows)]
