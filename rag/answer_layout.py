@@ -1,6 +1,6 @@
 """Answer layout: how an offline answer's chosen units are written out.
 
-Owns the shape a reader sees: each quote with its ``[n]`` marker (a lead-in or header row shown once), the
+Owns the shape a reader sees: each quote with its ``[n]`` marker (a lead-in shown once, table rows as one table), the
 points grouped under the section they come from, the "See also" line with each document's sections, the
 names a near-miss sentence lists, and how many characters a set of units will take once laid out (so that
 selection can stay within the answer budget).

@@ -190,10 +190,12 @@ class Answerer:
         threshold = self.settings.abstain_threshold - (
             FOLLOW_UP_MARGIN if standalone != question else length_allowance(question)
         )
-        close = bool(passages) and threshold - CLOSE_MARGIN <= result.confidence < threshold
-        if close and len(self._rare_words_shared(question, passages)) >= RARE_EVIDENCE_WORDS:
-            close, threshold = False, result.confidence  # the rare words vouch for the passages: a plain answer
-        if not passages or (result.confidence < threshold and not close):
+        below = result.confidence < threshold
+        close = bool(passages) and below and result.confidence >= threshold - CLOSE_MARGIN
+        # rare words the question shares with the passages vouch for them: a plain answer
+        vouched = close and len(self._rare_words_shared(question, passages)) >= RARE_EVIDENCE_WORDS
+        close = close and not vouched
+        if not passages or (below and not close and not vouched):
             final.abstained = True
             final.answer = abstention_text(passages)
             yield TextDelta(final.answer)
