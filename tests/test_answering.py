@@ -392,17 +392,21 @@ def test_an_off_topic_question_abstains(answer_store, embedder, persona):
     assert final.to_dict()["abstained"] is True
 
 
-def test_a_confidence_just_below_the_bar_quotes_the_closest_material_under_a_notice(answer_store, embedder, persona):
-    settings, retriever = answer_store
-    question = "How big should the database connection pool be?"
+def answer_below_the_bar(store, embedder, persona, question: str, margin: float) -> Final:
+    """The answer to ``question`` with the abstention bar ``margin`` above its confidence."""
+    settings, retriever = store
     confidence = retriever.search(question, k=6).confidence
-    just_above = settings.model_copy(update={"abstain_threshold": confidence + CLOSE_MARGIN / 2})
-    _, close = run(Answerer(just_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    raised = settings.model_copy(update={"abstain_threshold": confidence + margin})
+    return run(Answerer(raised, retriever, ExtractiveProvider(embedder)), question, persona)[1]
+
+
+def test_a_confidence_just_below_the_bar_quotes_the_closest_material_under_a_notice(answer_store, embedder, persona):
+    question = "How big should the database connection pool be?"
+    close = answer_below_the_bar(answer_store, embedder, persona, question, CLOSE_MARGIN / 2)
     assert close.abstained  # not an answer the bar accepts...
     assert close.answer.startswith(CLOSE_NOTICE)  # ...said first, then the closest quotes with their sources
     assert close.citations and MARKER.search(close.answer)
-    far_above = settings.model_copy(update={"abstain_threshold": confidence + 2 * CLOSE_MARGIN})
-    _, far = run(Answerer(far_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    far = answer_below_the_bar(answer_store, embedder, persona, question, 2 * CLOSE_MARGIN)
     assert far.abstained and "knowledge base does not cover" in far.answer and not far.citations
 
 
@@ -436,30 +440,21 @@ def larger_store(tmp_path_factory, embedder):
 def test_two_rare_words_shared_with_the_passages_make_a_close_confidence_a_plain_answer(
     larger_store, embedder, persona
 ):
-    settings, retriever = larger_store
     question = "Does the Lua script stop concurrent requests spending the last token?"
-    confidence = retriever.search(question, k=6).confidence
-    just_above = settings.model_copy(update={"abstain_threshold": confidence + CLOSE_MARGIN / 2})
-    _, final = run(Answerer(just_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    final = answer_below_the_bar(larger_store, embedder, persona, question, CLOSE_MARGIN / 2)
     # "lua" and "token" are each in one or two of the 300 chunks, both in the token-bucket passage: a plain answer
     assert not final.abstained and not final.answer.startswith(CLOSE_NOTICE)
     assert final.citations and "redis-token-bucket" in final.citations[0].passage.path
-    common = "How big should the database connection pool be?"  # its words are in many chunks: a notice
-    confidence = retriever.search(common, k=6).confidence
-    just_above = settings.model_copy(update={"abstain_threshold": confidence + CLOSE_MARGIN / 2})
-    _, close = run(Answerer(just_above, retriever, ExtractiveProvider(embedder)), common, persona)
-    assert close.abstained and close.answer.startswith(CLOSE_NOTICE)
-    far_above = settings.model_copy(update={"abstain_threshold": confidence + 2 * CLOSE_MARGIN})
-    _, far = run(Answerer(far_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    far = answer_below_the_bar(larger_store, embedder, persona, question, 2 * CLOSE_MARGIN)
     assert far.abstained and not far.citations  # far below the bar, rare words do not make an answer
+    common = "How big should the database connection pool be?"  # its words are in many chunks: a notice
+    close = answer_below_the_bar(larger_store, embedder, persona, common, CLOSE_MARGIN / 2)
+    assert close.abstained and close.answer.startswith(CLOSE_NOTICE)
 
 
 def test_in_a_knowledge_base_of_a_dozen_chunks_no_word_vouches_for_a_close_answer(answer_store, embedder, persona):
-    settings, retriever = answer_store
     question = "Does the Lua script stop concurrent requests spending the last token?"
-    confidence = retriever.search(question, k=6).confidence
-    just_above = settings.model_copy(update={"abstain_threshold": confidence + CLOSE_MARGIN / 2})
-    _, close = run(Answerer(just_above, retriever, ExtractiveProvider(embedder)), question, persona)
+    close = answer_below_the_bar(answer_store, embedder, persona, question, CLOSE_MARGIN / 2)
     assert close.abstained and close.answer.startswith(CLOSE_NOTICE)
 
 
