@@ -20,7 +20,10 @@ LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 LEANS_BACK = re.compile(
     r"^(it|its|this|that|these|those|they|them|their|such|however|but|so|thus|hence|therefore|also|instead|"
     r"otherwise|then|both|here|either|neither|in that case|as a result|for example|for instance|the same|"
-    r"similarly|likewise|conversely|again|still|yet|meanwhile|even so|in other words|which|"
+    r"similarly|likewise|conversely|again|still|yet|meanwhile|even so|in other words|which|alternatively|additionally|"
+    r"moreover|furthermore|in addition(?! to)|nevertheless|nonetheless|consequently|accordingly|as such|"
+    r"in (?:this|that|the above|the previous|the following) (?:case|example|scenario|configuration|setup)|"
+    r"as (?:shown|mentioned|described|noted|explained) (?:above|earlier|before|previously)|"
     # a count of things named before: "All seven have run PostgreSQL ..." after "The Orders team has seven engineers."
     r"(?:all|each|none|neither) (?:of (?:them|these|those)|two|three|four|five|six|seven|eight|nine|ten)|"
     r"the (?:former|latter|rest|others|remainder))\b",

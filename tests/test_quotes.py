@@ -33,6 +33,18 @@ def test_a_count_of_things_named_before_carries_the_sentence_that_names_them():
     ]
 
 
+def test_a_sentence_opening_with_a_connective_leans_on_the_one_before():
+    text = (
+        "Basic authentication can protect the whole site. Alternatively, you can protect the whole site but keep "
+        "some areas public. In addition to passwords, access can be limited by address."
+    )
+    assert texts(text)[1:] == [
+        "Basic authentication can protect the whole site. Alternatively, you can protect the whole site but keep "
+        "some areas public.",
+        "In addition to passwords, access can be limited by address.",  # names what it adds to: stands alone
+    ]
+
+
 def test_a_leaning_sentence_with_nothing_before_it_is_left_out():
     assert texts("However, this only works when the cache is warm enough.\n\nA plain sentence stands alone here.") == [
         "A plain sentence stands alone here."
