@@ -97,6 +97,11 @@ class ExtractiveProvider:
         if missing:
             closest = "; the closest the knowledge base has is below" if lead else ""
             yield TextDelta(f"The knowledge base says nothing about {join_names(missing)}{closest}.\n\n")
+        rows = [u for u in points if u.kind == "row"]
+        if lead and lead[-1].kind == "row":  # the other rows of the lead's table join it, under one header row
+            table = (lead[-1].passage_index, lead[-1].quotes[0])
+            joining = [u for u in rows if (u.passage_index, u.quotes[0]) == table]
+            lead, rows = lead + joining, [u for u in rows if u not in joining]
         if lead:
             yield from quoted(lead, passages, " ", shown)
             if lead[-1].kind != "row":  # a table ends its own paragraph
@@ -105,7 +110,6 @@ class ExtractiveProvider:
             yield TextDelta(f"- **{aspect}**: " if aspect else "- ")
             yield from quoted(group, passages, " ", shown)
             yield TextDelta("\n")
-        rows = [u for u in points if u.kind == "row"]
         if rows:
             yield TextDelta("\n")
             yield from quoted(rows, passages, "", shown)

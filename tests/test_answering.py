@@ -336,6 +336,23 @@ def test_a_follow_up_is_answered_with_what_it_asks_not_what_the_last_question_as
     ]
 
 
+def test_an_answer_led_by_a_table_row_shows_the_other_rows_of_that_table_under_the_same_header(embedder):
+    settings = passage(1, "PgBouncer", "Settings", "\n".join([
+        "| Setting | Default | Meaning |",
+        "| --- | --- | --- |",
+        "| `pool_mode` | session | when a server connection goes back to the pool |",
+        "| `default_pool_size` | 20 | server connections per user and database pair |",
+        "| `max_client_conn` | 100 | client connections PgBouncer accepts in all |",
+    ]))
+    question = "What are the defaults of PgBouncer's pool_mode and default_pool_size settings?"
+    provider = ExtractiveProvider(embedder)
+    events = list(provider.generate(question, question, [], None, [replace(settings, dense_score=0.7)]))
+    answer = "".join(event.text for event in events if isinstance(event, TextDelta))
+    assert answer.count("| Setting | Default | Meaning |") == 1  # one table, not a header per row
+    assert "| `pool_mode` | session |" in answer and "| `default_pool_size` | 20 |" in answer
+    assert answer.index("| Setting |") < answer.index("| `pool_mode`") < answer.index("[1]")
+
+
 def test_a_named_thing_no_document_mentions_is_said_plainly_first(answerer, persona):
     events, final = run(answerer, "How big should the connection pool of the returns API be?", persona)
     assert not final.abstained
