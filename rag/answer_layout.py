@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from rag.events import Citation, CitationEvent, TextDelta
 from rag.intent import HEADS
+from rag.passages import Passage
 from rag.quotes import Unit
-from rag.retrieval import Passage
 
 
 def layout_length(units: list[Unit], passages: list[Passage]) -> int:

@@ -22,8 +22,10 @@ from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, Status
 from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
 from rag.followups import last_turn_context, search_follow_up
 from rag.intent import missing_names, read_intent
+from rag.passages import Passage
 from rag.personas import Persona
-from rag.retrieval import STOPWORDS, Passage, Retriever, content_words
+from rag.retrieval import Retriever
+from rag.words import STOPWORDS, content_words
 
 
 class Provider(Protocol):

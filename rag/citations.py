@@ -12,7 +12,8 @@ import re
 import numpy as np
 
 from rag.events import Citation, SentenceCheck
-from rag.retrieval import Passage, content_words
+from rag.passages import Passage
+from rag.words import content_words
 
 MARKERS = re.compile(r"(?:\s*\[\d+\])+")
 MARKER = re.compile(r"\[(\d+)\]")

@@ -22,8 +22,8 @@ from rag.claude_models import ModelError, check_model, request_settings, usage_d
 from rag.config import Settings
 from rag.events import Citation, CitationEvent, ErrorEvent, ProviderError, StatusEvent, StopEvent, TextDelta
 from rag.followups import rewrite_follow_up
+from rag.passages import Passage
 from rag.personas import Persona
-from rag.retrieval import Passage
 from rag.retrying import countdown, retry_delay
 
 INSTRUCTIONS = (

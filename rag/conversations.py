@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.events import Citation, Final, SentenceCheck
-from rag.retrieval import Passage
+from rag.passages import Passage
 
 if TYPE_CHECKING:
     from rag.config import Settings

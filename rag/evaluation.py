@@ -23,7 +23,8 @@ import numpy as np
 
 from rag.config import Settings
 from rag.followups import last_turn_context, rewrite_follow_up
-from rag.retrieval import MODES, Passage, Retriever
+from rag.passages import Passage
+from rag.retrieval import MODES, Retriever
 
 CUTOFF = 10
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rag.retrieval import Passage
+from rag.passages import Passage
 
 
 class ProviderError(RuntimeError):

@@ -25,9 +25,10 @@ from rag.embedding import Embedder
 from rag.events import Citation, CitationEvent, TextDelta
 from rag.followups import rewrite_follow_up
 from rag.intent import Intent, read_intent
+from rag.passages import Passage
 from rag.personas import Persona
 from rag.quotes import Unit, units_of
-from rag.retrieval import Passage, content_words
+from rag.words import content_words
 
 # what the reader is told about an offline answer: by the CLI after it, by the UI on the answer's caption; kept
 # out of the answer text, as a written answer carries no such line either

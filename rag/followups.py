@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from rag.retrieval import Retriever, SearchResult, content_words
+from rag.retrieval import Retriever, SearchResult
+from rag.words import content_words
 
 FOLLOW_UP = re.compile(
     r"^(?:(?:ok|okay|right|alright|great|thanks|got it|cool|hmm)[,.!]?\s+)?"  # "ok, and where ..."

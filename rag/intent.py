@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from rag.doc_status import asks_about_past
-from rag.retrieval import STOPWORDS
+from rag.words import STOPWORDS
 
 COMPARE = re.compile(
     r"\b(difference|differences|differ|vs\.?|versus|compared?|comparison|better than|rather than|"

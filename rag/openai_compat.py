@@ -25,8 +25,8 @@ from rag.claude import REWRITE_PROMPT
 from rag.config import Settings
 from rag.events import Citation, CitationEvent, ErrorEvent, ProviderError, StatusEvent, StopEvent, TextDelta
 from rag.followups import rewrite_follow_up
+from rag.passages import Passage
 from rag.personas import Persona
-from rag.retrieval import Passage
 from rag.retrying import countdown, parse_retry_after, retry_delay
 
 CITING = (

@@ -1,8 +1,8 @@
 """Retrieval: hybrid search (Chroma dense vectors + BM25 keywords), fused by ``rag.ranking``.
 
-Also owns what turns raw hits into passages an answer can stand on: filters by doc type and source,
-collapsing of near-duplicate passages, widening a hit with its neighbouring chunks, the confidence
-signal used to abstain, and the word lists (``words``, ``content_words``) other modules compare text by.
+Also owns what turns raw hits into passages an answer can stand on (``rag.passages``): filters by doc type and
+source, near-duplicates collapsed, a superseded document ranked below its successor, each hit widened with its
+neighbouring chunks, and the confidence signal used to abstain.
 A follow-up question is made standalone before it gets here (``rag.followups``).
 """
 
@@ -17,6 +17,7 @@ from rag.config import Settings
 from rag.doc_status import RETIRED, adr_ids, asks_about_past, asks_what_came_before, document_names
 from rag.embedding import Embedder
 from rag.keyword import KeywordIndex
+from rag.passages import Passage, collapse_near_duplicates, join_chunks
 from rag.ranking import document_scores, reciprocal_rank_fusion
 from rag.store import Store
 
@@ -25,59 +26,6 @@ MODES = ("hybrid", "dense", "keyword")
 # a clause of a long question counts toward the confidence when it has this many words
 CLAUSE_WORDS = 3
 CLAUSE_BREAK = re.compile(r"(?<=[.!?;,])\s+")
-
-
-@dataclass
-class Passage:
-    id: str
-    text: str
-    source: str  # path relative to its root, e.g. references/caching-strategies.md
-    path: str  # root/relpath, the file a reader can open
-    title: str
-    section: str
-    doc_type: str
-    position: int
-    start_offset: int
-    score: float = 0.0  # fused score that ranks the passage
-    dense_score: float | None = None  # cosine similarity to the query
-    keyword_score: float | None = None  # BM25
-    context: str = ""  # text widened with neighbouring chunks (empty = same as text)
-    source_key: str = ""
-    status: str = ""  # superseded, deprecated, accepted... as the document declares it (rag.doc_status)
-    superseded_by: str = ""  # e.g. ADR-0011
-    superseded_on: str = ""
-    updated: str = ""  # the document's date, YYYY-MM-DD
-    tokens: int | None = None  # the chunk's length in the embedding model's tokens (None: not recorded)
-    site: str = ""  # where the file sits in its documentation site: its folders' titles, "A > B"
-
-    @property
-    def full_text(self) -> str:
-        return self.context or self.text
-
-    @property
-    def heading(self) -> str:
-        return f"{self.title} > {self.section}" if self.section else self.title
-
-    @classmethod
-    def from_chunk(cls, chunk_id: str, text: str, meta: dict) -> Passage:
-        return cls(
-            id=chunk_id,
-            text=text or "",
-            source=str(meta.get("source", "")),
-            path=str(meta.get("path", "")),
-            title=str(meta.get("title", "")),
-            section=str(meta.get("section", "")),
-            doc_type=str(meta.get("doc_type", "")),
-            position=int(meta.get("position", 0)),
-            start_offset=int(meta.get("start_offset", 0)),
-            source_key=str(meta.get("source_key", "")),
-            status=str(meta.get("status", "")),
-            superseded_by=str(meta.get("superseded_by", "")),
-            superseded_on=str(meta.get("superseded_on", "")),
-            updated=str(meta.get("updated", "")),
-            site=str(meta.get("site", "")),
-            tokens=int(meta["tokens"]) if meta.get("tokens") is not None else None,
-        )
 
 
 @dataclass
@@ -289,51 +237,6 @@ def demote_superseded(passages: list[Passage], query: str) -> list[Passage]:
     return sorted(rescored, key=lambda p: p.score, reverse=True)
 
 
-MIN_OVERLAP = 16  # characters: shorter repeats between neighbouring chunks are a coincidence, not an overlap
-
-
-def join_chunks(texts: list[str]) -> str:
-    """Consecutive chunks of a section as the document has them: a paragraph or code block that chunking cut
-    into overlapping pieces is joined back without repeating the overlap."""
-    joined = texts[0] if texts else ""
-    for text in texts[1:]:
-        reopened = _refenced_continuation(joined, text)
-        if reopened is not None:  # the next piece of a code block that chunking cut and fenced again
-            joined, text = joined[: joined.rstrip().rfind("\n")], reopened
-            overlap = next(
-                (
-                    size
-                    for size in range(min(len(joined), len(text)), MIN_OVERLAP - 1, -1)
-                    if joined.endswith(text[:size])
-                ),
-                0,
-            )
-            joined = joined + text[overlap:] if overlap else f"{joined}\n{text}"
-            continue
-        overlap = next(
-            (size for size in range(min(len(joined), len(text)), MIN_OVERLAP - 1, -1) if joined.endswith(text[:size])),
-            0,
-        )
-        joined = joined + text[overlap:] if overlap else f"{joined}\n\n{text}"
-    return joined
-
-
-def _refenced_continuation(joined: str, text: str) -> str | None:
-    """When ``joined`` ends with a code block and ``text`` opens one with the same fence line, the
-    text without its fence line (the code continues); otherwise None."""
-    tail = joined.rstrip()
-    if not tail.endswith(("```", "~~~")):
-        return None
-    opening = text.split("\n", 1)[0]
-    if not opening.startswith(("```", "~~~")):
-        return None
-    fences = [line for line in tail.splitlines() if line.lstrip().startswith(("```", "~~~"))]
-    openers = fences[::2]
-    if len(fences) % 2 or not openers or openers[-1].strip() != opening.strip():
-        return None
-    return text.split("\n", 1)[1] if "\n" in text else ""
-
-
 def _where(doc_type: str | None, source: str | None) -> dict | None:
     clauses: list[dict] = []
     if doc_type:
@@ -343,41 +246,3 @@ def _where(doc_type: str | None, source: str | None) -> dict | None:
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-WORD = re.compile(r"[a-z0-9]+(?:[-_'][a-z0-9]+)*")
-
-
-def words(text: str) -> list[str]:
-    return WORD.findall(text.lower())
-
-
-def collapse_near_duplicates(passages: list[Passage], threshold: float = 0.85) -> list[Passage]:
-    """Drops a passage whose word set is nearly the same as a better-ranked one (copies across files)."""
-    kept: list[tuple[Passage, set[str]]] = []
-    for passage in passages:
-        bag = set(words(passage.text))
-        if any(_jaccard(bag, other) >= threshold for _, other in kept):
-            continue
-        kept.append((passage, bag))
-    return [p for p, _ in kept]
-
-
-def _jaccard(a: set[str], b: set[str]) -> float:
-    if not a or not b:
-        return 0.0
-    return len(a & b) / len(a | b)
-
-
-STOPWORDS = frozenset(
-    """a an the and or but if then so of to in on at by for with from as is are was were be been being do does did
-    how what why when where which who whom whose would could should can will shall may might must it its this that
-    these those they them their there here we our us you your i me my he she his her not no yes about into over
-    under than too very just also any some more most such only own same other again further once both each few
-    all nor up down out off above below between through during before after while because until against get got
-    use using used work works working happen happens instead vs versus like""".split()
-)
-
-
-def content_words(text: str) -> list[str]:
-    return [w for w in words(text) if w not in STOPWORDS and len(w) > 1]

@@ -40,8 +40,9 @@ from rag.embedding import Embedder, resolve_model_path  # noqa: E402
 from rag.evaluation import CUTOFF, Question, is_hit, load_questions, rank_metrics  # noqa: E402
 from rag.extractive import ExtractiveProvider  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
+from rag.passages import Passage  # noqa: E402
 from rag.personas import load_persona  # noqa: E402
-from rag.retrieval import Passage, Retriever  # noqa: E402
+from rag.retrieval import Retriever  # noqa: E402
 from rag.store import Store  # noqa: E402
 
 LANGCHAIN_SUFFIXES = (".md", ".markdown")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rag.answer_eval import Scored, format_summary, has_fact, says_not_covered, summarise
 from rag.evaluation import Question
 from rag.events import Final
-from rag.retrieval import Passage
+from rag.passages import Passage
 
 LUA = "The bucket is read, refilled and spent in one Lua script, so concurrent requests cannot spend the last token."
 TTL = "Each key gets a TTL equal to the time the bucket takes to refill, so idle clients leave no keys behind."

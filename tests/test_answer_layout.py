@@ -2,8 +2,8 @@
 
 from rag.answer_layout import join_names, layout_length, quoted, see_also
 from rag.events import CitationEvent, TextDelta
+from rag.passages import Passage
 from rag.quotes import units_of
-from rag.retrieval import Passage
 
 
 def passage(n: int, title: str, section: str, text: str) -> Passage:

@@ -19,8 +19,9 @@ from rag.events import CitationEvent, Final, TextDelta
 from rag.extractive import ExtractiveProvider
 from rag.ingest import ingest
 from rag.intent import read_intent
+from rag.passages import Passage
 from rag.personas import load_persona
-from rag.retrieval import Passage, Retriever
+from rag.retrieval import Retriever
 
 AGENTS = Path(__file__).resolve().parent.parent / "agents"
 

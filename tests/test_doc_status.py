@@ -18,8 +18,9 @@ from rag.doc_status import DocStatus, asks_about_past, parse_status, read_status
 from rag.events import Citation, Final
 from rag.extractive import ExtractiveProvider
 from rag.ingest import ingest
+from rag.passages import Passage
 from rag.personas import load_persona
-from rag.retrieval import Passage, Retriever, demote_superseded
+from rag.retrieval import Retriever, demote_superseded
 
 AGENTS = Path(__file__).resolve().parent.parent / "agents"
 

@@ -19,7 +19,8 @@ from rag.evaluation import (
     run_eval,
 )
 from rag.followups import rewrite_follow_up
-from rag.retrieval import Passage, Retriever
+from rag.passages import Passage
+from rag.retrieval import Retriever
 
 METRICS = ["hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"]
 

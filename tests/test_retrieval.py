@@ -14,14 +14,9 @@ from conftest import make_settings, write_tree
 
 from rag.ingest import ingest
 from rag.keyword import KeywordIndex
-from rag.retrieval import (
-    Passage,
-    Retriever,
-    collapse_near_duplicates,
-    content_words,
-    join_chunks,
-    words,
-)
+from rag.passages import Passage
+from rag.retrieval import Retriever
+from rag.words import content_words, words
 
 JITTER = (
     "Retries of many clients that failed at the same moment arrive together again unless each delay is "
@@ -376,24 +371,6 @@ def test_the_same_paragraph_in_two_files_is_returned_once(retriever):
         )
 
 
-def test_collapse_keeps_the_better_ranked_copy_and_distinct_passages():
-    def passage(i: str, text: str) -> Passage:
-        return Passage(i, text, f"{i}.md", f"root/{i}.md", i, "", "reference", 0, 0)
-
-    near_copy = JITTER.replace("lets the dependency recover", "lets a dependency recover")
-    kept = collapse_near_duplicates(
-        [
-            passage("a", JITTER),
-            passage("b", "Each retry waits twice as long."),
-            passage("c", near_copy),
-            passage("d", JITTER),
-        ]
-    )
-    assert [p.id for p in kept] == ["a", "b"]
-    short = collapse_near_duplicates([passage("x", "Use a cache."), passage("y", "Use a queue.")])
-    assert [p.id for p in short] == ["x", "y"], "short passages that merely share words are not duplicates"
-
-
 def test_widen_adds_the_neighbouring_chunks_of_the_same_section(retriever):
     section = retriever.search("followers reply with the first index of the conflicting term", k=1, mode="keyword")
     [hit] = section.passages
@@ -428,19 +405,6 @@ def test_widen_joins_a_paragraph_cut_into_overlapping_chunks_without_repeating_i
     assert context in LONG_PARAGRAPH, "the widened text is a stretch of the paragraph, with nothing repeated"
     assert context.startswith(" ".join(pieces[0].text.split()))
     assert context.endswith(" ".join(pieces[2].text.split()))
-
-
-def test_join_chunks():
-    assert join_chunks(["First paragraph.", "Second paragraph."]) == "First paragraph.\n\nSecond paragraph."
-    cut = (
-        "The first part of a long paragraph that was cut here, and the overlap",
-        "cut here, and the overlap continues into the second piece.",
-    )
-    assert join_chunks(list(cut)) == (
-        "The first part of a long paragraph that was cut here, and the overlap continues into the second piece."
-    )
-    assert join_chunks(["Ends with a dot.", ". Starts with one."]) == "Ends with a dot.\n\n. Starts with one."
-    assert join_chunks(["only"]) == "only" and join_chunks([]) == ""
 
 
 def test_search_with_widen_gives_every_passage_a_context(retriever):

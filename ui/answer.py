@@ -170,7 +170,7 @@ def show_section(passage, quotes: list[str], retriever) -> None:
     if not chunks:
         st.caption("The section is no longer in the knowledge base (the file was changed or removed).")
         return
-    from rag.retrieval import join_chunks
+    from rag.passages import join_chunks
 
     shown, _ = render.highlight(join_chunks([chunk.text for chunk in chunks]), quotes)
     st.markdown(shown, unsafe_allow_html=True)
