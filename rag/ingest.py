@@ -9,7 +9,8 @@ that the next run redoes; files gone from an ingested root are removed the same 
 The store is marked ``ingest_pending`` before a run's first chunk write and the mark is cleared by its
 revision bump, so a run killed after its last write is still finished by the next one (revision
 bumped, keyword index rebuilt). A root that lost more than half of its documents at once (an unmounted
-share) is not pruned without ``force_prune``. ``reindex`` builds aside and swaps in (``rag.reindex``).
+share) is not pruned without ``force_prune`` (what a run must do is decided first, by ``rag.sync_plan``).
+``reindex`` builds aside and swaps in (``rag.reindex``).
 
 A text is embedded once per run: chunks with the same text to embed (an included snippet, a note repeated
 in many pages, the same file under two paths) share one vector (``RunVectors``).
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +33,10 @@ from rag.discovery import Discovery, Failure, SourceFile, discover
 from rag.doc_status import status_metadata
 from rag.embedding import Embedder
 from rag.git_dates import last_commits
-from rag.loading import Document, LoadError, SkippedFile, file_hash, load
+from rag.loading import Document, LoadError, SkippedFile, load
 from rag.store import FileRecord, Store, StoreDamagedError
 from rag.store_files import move_damaged_aside
+from rag.sync_plan import changed_files, reindex_refusals, removable, under_known_roots, vanished
 
 EMBED_GROUP_CHUNKS = 512
 
@@ -123,15 +124,20 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
         target = _open_for_writing(store, settings, reindex)
-        if target is not store and not force_prune and _reindex_loses_a_root(found, store, report):
+        refusals = reindex_refusals(found, store.file_records()) if target is not store and not force_prune else []
+        if refusals:
+            report.files_failed += refusals
             report.files_seen, report.chunks_total = len(found.files), store.count()
             report.seconds = time.perf_counter() - started
             return report  # nothing built, nothing swapped: the store stays as it was
         records = target.file_records()
-        found.files = _under_known_roots(found, records)
-        work = _changed_files(found, records, doc_type, report, settings.max_file_bytes)
-        gone = _vanished(found, records) if prune else []
-        gone = gone if force_prune else _refuse_mass_prune(gone, records, report)
+        found.files = under_known_roots(found, records)
+        work, report.files_unchanged, unreadable = changed_files(found, records, doc_type, settings.max_file_bytes)
+        report.files_failed += unreadable
+        gone = vanished(found, records) if prune else []
+        if not force_prune:
+            gone, refusals = removable(gone, records)
+            report.files_failed += refusals
         if work and target.exists():
             target.check_backend(embedder.backend)  # refused before any file is touched, as another model is
         dropped = _drop_half_written(report.files_failed, found, records, target)
@@ -207,62 +213,10 @@ def _open_for_writing(store: Store, settings: Settings, reindex: bool) -> Store:
     return reindex_swap.build_aside(store) if reindex else store
 
 
-def _reindex_loses_a_root(found: Discovery, store: Store, report: IngestReport) -> bool:
-    """A reindex replaces the whole store, so it is held to the same rule as pruning: a folder that comes
-    back more than half empty (an unmounted share) stops it, unless ``force_prune``."""
-    old = store.file_records()
-    before = len(report.files_failed)
-    _refuse_mass_prune(_vanished(found, old), old, report)
-    return len(report.files_failed) > before
-
-
-def _refuse_mass_prune(
-    gone: list[FileRecord], records: dict[str, FileRecord], report: IngestReport
-) -> list[FileRecord]:
-    """Keeps the documents of a root that lost more than half of them at once (an unmounted share, a
-    wrong checkout): removing them needs ``force_prune``. The refusal is reported as a failure."""
-    per_root = Counter(record.root for record in records.values())
-    gone_per_root: dict[str, list[FileRecord]] = {}
-    for record in gone:
-        gone_per_root.setdefault(record.root, []).append(record)
-    kept: list[FileRecord] = []
-    for root, removals in gone_per_root.items():
-        if len(removals) > 1 and 2 * len(removals) > per_root[root]:
-            report.files_failed.append(
-                Failure(
-                    root or ".",
-                    f"{len(removals)} of its {per_root[root]} documents are gone (an unmounted share or the wrong "
-                    "folder?), so none was removed; run again with --force-prune to remove them",
-                )
-            )
-        else:
-            kept.extend(removals)
-    return kept
-
-
 def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
     from rag.keyword import KeywordIndex
 
     return not store.exists() or KeywordIndex.stored_revision(settings.data_dir) == store.revision()
-
-
-def _changed_files(
-    found: Discovery, records: dict[str, FileRecord], doc_type: str | None, report: IngestReport, max_bytes: int
-) -> list[SourceFile]:
-    changed = []
-    for ref in found.files:
-        record = records.get(ref.key)
-        try:
-            digest = file_hash(ref.path, max_bytes)
-        except LoadError as error:
-            report.files_failed.append(Failure(ref.display_path, str(error)))
-            continue
-        same_type = doc_type is None or record is None or record.doc_type == doc_type
-        if record and record.complete and record.file_hash == digest and same_type:
-            report.files_unchanged += 1
-        else:
-            changed.append(ref)
-    return changed
 
 
 def _drop_half_written(
@@ -291,34 +245,6 @@ def _forget(ref: SourceFile, records: dict[str, FileRecord], store: Store) -> bo
     store.delete_file_records([ref.key])
     del records[ref.key]
     return True
-
-
-def _under_known_roots(found: Discovery, records: dict[str, FileRecord]) -> list[SourceFile]:
-    """A file named on its own that lies under a root ingested before keeps that root's key, so that
-    ``ingest corpus/team/adr.md`` updates the entry ``ingest corpus`` made instead of adding a duplicate."""
-    roots = {record.root for record in records.values()}
-    if not found.single_files or not roots:
-        return found.files
-    resolved = {root: Path(root).resolve() for root in roots}  # labels are relative to the working directory
-    files = []
-    for ref in found.files:
-        if ref.key in found.single_files and ref.key not in records:
-            candidates = []
-            for root, path in resolved.items():
-                if ref.path.is_relative_to(path):
-                    candidates.append(SourceFile(ref.path, root, ref.path.relative_to(path).as_posix()))
-            known = [c for c in candidates if c.key in records]
-            deepest = sorted(candidates, key=lambda c: len(resolved[c.root].parts), reverse=True)
-            ref = (known or deepest or [ref])[0]
-        files.append(ref)
-    return files
-
-
-def _vanished(found: Discovery, records: dict[str, FileRecord]) -> list[FileRecord]:
-    """Records under the roots walked by this run whose file is no longer there."""
-    present = {ref.key for ref in found.files}
-    roots = set(found.roots)
-    return [r for key, r in records.items() if r.root in roots and key not in present]
 
 
 def _commit(
