@@ -22,6 +22,7 @@ from rag.events import Citation, CitationEvent, ErrorEvent, Event, Final, Status
 from rag.extractive import OFFLINE_NOTE, ExtractiveProvider
 from rag.followups import last_turn_context, search_follow_up
 from rag.intent import missing_names, read_intent
+from rag.keyword import KeywordIndex
 from rag.passages import Passage
 from rag.personas import Persona
 from rag.retrieval import Retriever
@@ -266,7 +267,9 @@ class Answerer:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one
         with a word few chunks use ("permessage-deflate") names a thing of its own."""
         words = [w for w in term.lower().split("-") if len(w) > 2 and w not in STOPWORDS]
-        return any(self._is_rare(word) for word in words)
+        index = self.retriever.keyword
+        limit = rare_word_limit(len(index.ids))
+        return any(_is_rare(index, word, limit) for word in words)
 
     def _rare_words_shared(self, question: str, passages: list[Passage]) -> list[str]:
         """The question's words that the passages use and that at most RARE_WORD_CHUNKS chunks of the knowledge base
@@ -275,13 +278,14 @@ class Answerer:
         docs), and would vouch for "How much does Larkspur pay per kilometre for courier mileage?". In a knowledge
         base of a few dozen chunks no word is rare enough to vouch for anything."""
         in_passages = set(content_words("\n".join(_texts(passages))))
-        limit = min(RARE_WORD_CHUNKS, int(RARE_EVIDENCE_SHARE * len(self.retriever.keyword.ids)))
-        return [w for w in dict.fromkeys(content_words(question)) if w in in_passages and self._is_rare(w, limit)]
+        index = self.retriever.keyword  # read once: each read checks the store's revision
+        limit = min(RARE_WORD_CHUNKS, int(RARE_EVIDENCE_SHARE * len(index.ids)))
+        return [w for w in dict.fromkeys(content_words(question)) if w in in_passages and _is_rare(index, w, limit)]
 
-    def _is_rare(self, word: str, limit: int | None = None) -> bool:
-        index = self.retriever.keyword
-        rare = rare_word_limit(len(index.ids)) if limit is None else limit
-        return len(index.search(word, rare + 1)) <= rare
+
+def _is_rare(index: KeywordIndex, word: str, limit: int) -> bool:
+    """At most ``limit`` chunks use the word."""
+    return len(index.search(word, limit + 1)) <= limit
 
 
 def _texts(passages: list[Passage]) -> list[str]:
