@@ -37,6 +37,10 @@ RARE_CHUNKS = 5
 PREFIX_MIN = 5
 PREFIX_MAX = 3
 ABANDONED_SECONDS = 3600
+# BM25's term-frequency saturation (bm25s's default is 1.5): measured 2026-12-06, 1.2 ranks our question set
+# higher (MRR@10 0.915 to 0.921) and the NGINX and external sets no lower; b stays at bm25s's 0.75. An index
+# persisted with other parameters is rebuilt on open.
+BM25_PARAMETERS = {"k1": 1.2, "b": 0.75}
 
 
 @lru_cache(maxsize=1)
@@ -126,7 +130,7 @@ class KeywordIndex:
                     sources.append(f"{meta.get('source', '')}\n{meta.get('path', '')}")
         retriever = None
         if ids:
-            retriever = bm25s.BM25()
+            retriever = bm25s.BM25(**BM25_PARAMETERS)
             retriever.index(tokenize(texts), show_progress=False)
         index = cls(retriever, ids, doc_types, sources, revision)
         if persist:
@@ -140,7 +144,13 @@ class KeywordIndex:
         try:
             if self.retriever is not None:
                 self.retriever.save(str(staging))
-            meta = {"revision": self.revision, "ids": self.ids, "doc_types": self.doc_types, "sources": self.sources}
+            meta = {
+                "revision": self.revision,
+                "bm25": BM25_PARAMETERS,
+                "ids": self.ids,
+                "doc_types": self.doc_types,
+                "sources": self.sources,
+            }
             (staging / META_FILE).write_text(json.dumps(meta))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -157,6 +167,8 @@ class KeywordIndex:
             return None
         try:
             meta = json.loads(meta_path.read_text())
+            if meta.get("bm25") != BM25_PARAMETERS:  # built by an earlier version: the caller rebuilds
+                return None
             retriever = bm25s.BM25.load(str(directory)) if meta["ids"] else None
         except (OSError, ValueError, KeyError):  # swapped out while being read: the caller rebuilds
             return None

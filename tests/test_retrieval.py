@@ -581,3 +581,28 @@ def test_document_score_lifts_only_the_best_chunk_by_its_next_two_and_only_when_
     assert lifted["a1"] == pytest.approx(0.10 + 0.5 * (1 - 5 / 500) * (0.08 + 0.06))  # a4 does not count
     assert {c: lifted[c] for c in ("a2", "a3", "a4", "b1")} == {c: scores[c] for c in ("a2", "a3", "a4", "b1")}
     assert document_scores(scores, files, store_size=5, weight=0.5) == scores  # every chunk a candidate: no lift
+
+
+def test_a_keyword_index_persisted_with_other_bm25_parameters_is_rebuilt_with_ours(tmp_path, embedder):
+    import json
+
+    import bm25s
+
+    from rag.keyword import BM25_PARAMETERS
+
+    corpus = write_tree(tmp_path / "corpus", {k: CORPUS[k] for k in ("references/kafka.md", "references/retries.md")})
+    settings = make_settings(tmp_path / "data")
+    ingest([corpus], settings, embedder=embedder)
+    directory = KeywordIndex.directory(settings.data_dir)
+    meta = json.loads((directory / "chunks.json").read_text())
+    old = bm25s.BM25(k1=1.5, b=0.75)  # what an earlier version persisted: bm25s's defaults, no parameters noted
+    old.index(bm25s.tokenize(["jitter"], return_ids=False, show_progress=False), show_progress=False)
+    old.save(str(directory))
+    del meta["bm25"]
+    (directory / "chunks.json").write_text(json.dumps(meta))
+
+    retriever = Retriever(settings, embedder=embedder)
+    found = retriever.search("kafka", mode="keyword").passages  # the stale index knows only "jitter"
+    assert found and all("kafka" in p.source for p in found)
+    assert json.loads((directory / "chunks.json").read_text())["bm25"] == BM25_PARAMETERS
+    assert bm25s.BM25.load(str(directory)).k1 == BM25_PARAMETERS["k1"]
