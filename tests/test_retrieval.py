@@ -7,13 +7,15 @@ files, a long section split into several chunks, reference and team documents on
 
 from __future__ import annotations
 
+import json
 import textwrap
 
+import bm25s
 import pytest
 from conftest import make_settings, write_tree
 
 from rag.ingest import ingest
-from rag.keyword import KeywordIndex
+from rag.keyword import BM25_PARAMETERS, KeywordIndex
 from rag.passages import Passage
 from rag.retrieval import Retriever
 from rag.words import content_words, words
@@ -584,12 +586,6 @@ def test_document_score_lifts_only_the_best_chunk_by_its_next_two_and_only_when_
 
 
 def test_a_keyword_index_persisted_with_other_bm25_parameters_is_rebuilt_with_ours(tmp_path, embedder):
-    import json
-
-    import bm25s
-
-    from rag.keyword import BM25_PARAMETERS
-
     corpus = write_tree(tmp_path / "corpus", {k: CORPUS[k] for k in ("references/kafka.md", "references/retries.md")})
     settings = make_settings(tmp_path / "data")
     ingest([corpus], settings, embedder=embedder)
