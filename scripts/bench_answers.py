@@ -6,7 +6,7 @@
 Ingests ``--docs`` into a temporary store (or uses ``--data-dir``), answers every question of the file with
 our answerer, and answers it again the way a plain LangChain pipeline would: its default splitter
 (RecursiveCharacterTextSplitter, 1,000 characters, 200 overlap) over the raw files, the same embedding
-model, and the top chunk printed as the answer. Prints the answer metrics of ``rag.answer_eval`` side by
+model, and the top chunk printed as the answer. Prints the answer metrics of ``rag.app.answer_eval`` side by
 side. Development sets over real docs: ``--questions scripts/devsets/external.jsonl --docs
 ../shared/corpora/external``.
 """
@@ -23,16 +23,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.answer_eval import Scored, answer_all, format_summary, has_fact, summarise  # noqa: E402
-from rag.answering import Answerer  # noqa: E402
+from rag.answer.answering import Answerer  # noqa: E402
+from rag.answer.events import Final  # noqa: E402
+from rag.answer.personas import load_persona  # noqa: E402
+from rag.answer.providers.extractive import ExtractiveProvider  # noqa: E402
+from rag.app.answer_eval import Scored, answer_all, format_summary, has_fact, summarise  # noqa: E402
+from rag.app.evaluation import Question, load_questions  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.embedding import Embedder  # noqa: E402
-from rag.evaluation import Question, load_questions  # noqa: E402
-from rag.events import Final  # noqa: E402
-from rag.extractive import ExtractiveProvider  # noqa: E402
-from rag.ingest import ingest  # noqa: E402
-from rag.personas import load_persona  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
+from rag.index.embedding import Embedder  # noqa: E402
+from rag.ingest.pipeline import ingest  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
 
 SUFFIXES = {".md", ".markdown", ".txt", ".rst"}
 

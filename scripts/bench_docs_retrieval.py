@@ -16,7 +16,7 @@ collection with its default (L2) distance, and queried for the 10 nearest chunks
 ``--langchain-dir`` (default: a folder in the temp dir named by a hash of the files), so reruns are cheap.
 
 Figures: hit@5 and MRR@10 over the answerable questions (a hit is a chunk of an expected source or one that
-holds an evidence passage, see ``rag.evaluation.is_hit``). For our pipeline, "declined" counts a near-miss
+holds an evidence passage, see ``rag.app.evaluation.is_hit``). For our pipeline, "declined" counts a near-miss
 that the retrieval confidence abstains on and, separately, one the offline answerer declines (abstains, or
 says the knowledge base has nothing on what it names); "refused" counts the same for answerable questions.
 """
@@ -33,17 +33,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.answer_eval import says_not_covered  # noqa: E402
-from rag.answering import Answerer  # noqa: E402
+from rag.answer.answering import Answerer  # noqa: E402
+from rag.answer.personas import load_persona  # noqa: E402
+from rag.answer.providers.extractive import ExtractiveProvider  # noqa: E402
+from rag.app.answer_eval import says_not_covered  # noqa: E402
+from rag.app.evaluation import CUTOFF, Question, is_hit, load_questions, rank_metrics  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.embedding import Embedder, resolve_model_path  # noqa: E402
-from rag.evaluation import CUTOFF, Question, is_hit, load_questions, rank_metrics  # noqa: E402
-from rag.extractive import ExtractiveProvider  # noqa: E402
-from rag.ingest import ingest  # noqa: E402
-from rag.passages import Passage  # noqa: E402
-from rag.personas import load_persona  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
-from rag.store import Store  # noqa: E402
+from rag.index.embedding import Embedder, resolve_model_path  # noqa: E402
+from rag.index.store import Store  # noqa: E402
+from rag.ingest.pipeline import ingest  # noqa: E402
+from rag.search.passages import Passage  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
 
 LANGCHAIN_SUFFIXES = (".md", ".markdown")
 LANGCHAIN_COLLECTION = "langchain"
@@ -130,7 +130,7 @@ def ranking(questions: list[Question], search) -> dict:
 
 def declines(answerer: Answerer, questions: list[Question], persona) -> dict[str, dict]:
     """Per question: the retrieval confidence, whether retrieval abstained, and whether the answer declined."""
-    from rag.events import Final
+    from rag.answer.events import Final
 
     out = {}
     for question in questions:

@@ -6,7 +6,7 @@
 One run over the same files (default: corpus/). Each measurement runs in a child process of this script, so
 each has a fresh interpreter and its own peak RSS:
 
-- ``ours onnx-int8`` / ``ours torch``: ``rag.ingest.ingest`` into a fresh data directory with that backend
+- ``ours onnx-int8`` / ``ours torch``: ``rag.ingest.pipeline.ingest`` into a fresh data directory with that backend
   (model load and the keyword index included; the int8 graph is built beforehand and its one-time build
   reported apart), with a breakdown of where the time went (load+chunk, encode, Chroma upsert, BM25) and the
   tokens the encoder read, then the time of a second ingest with nothing changed.
@@ -50,9 +50,9 @@ def _peak_rss_mb() -> float:
 
 def child_ingest(paths: list[Path], data_dir: Path, backend: str, model_cache: Path, texts_out: Path) -> dict:
     """Our ingest with timers around its stages; writes the distinct texts it embedded to ``texts_out``."""
-    from rag import ingest as ingest_module
-    from rag import keyword, store
     from rag.config import load_settings
+    from rag.index import keyword, store
+    from rag.ingest import pipeline as ingest_module
 
     spent = {"encode": 0.0, "upsert": 0.0, "bm25": 0.0}
     embedded: list[str] = []
@@ -127,7 +127,7 @@ def child_langchain(files: list[Path], data_dir: Path, model_path: str, texts_ou
 def child_encode(texts_file: Path, backend: str, model_cache: Path, sample: int) -> dict:
     """Raw encode throughput of one backend, as a share of the texts: seconds for all of them, estimated from
     a random sample's time scaled by characters."""
-    from rag.embedding import Embedder
+    from rag.index.embedding import Embedder
 
     texts: list[str] = json.loads(texts_file.read_text())
     chosen = texts if len(texts) <= sample else random.Random(7).sample(texts, sample)
@@ -142,7 +142,7 @@ def child_encode(texts_file: Path, backend: str, model_cache: Path, sample: int)
 
 
 def child_build(model_cache: Path) -> dict:
-    from rag.embedding import Embedder
+    from rag.index.embedding import Embedder
 
     started = time.perf_counter()
     backend = Embedder(backend="onnx-int8", cache_dir=model_cache).backend
@@ -173,7 +173,7 @@ def run_eval(data_dir: Path, backend: str, model_cache: Path) -> dict:
 
 
 def source_files(paths: list[Path]) -> tuple[list[Path], int]:
-    from rag.discovery import discover
+    from rag.documents.discovery import discover
 
     files = [ref.path for ref in discover(paths).files]
     return files, sum(len(path.read_text(encoding="utf-8", errors="replace")) for path in files)
@@ -214,7 +214,7 @@ def measure_ours(work: Path, backend: str, paths: list[str]) -> dict:
 
 
 def measure_langchain(work: Path, files: list[Path]) -> dict:
-    from rag.embedding import resolve_model_path
+    from rag.index.embedding import resolve_model_path
 
     listing = work / "files.json"
     listing.write_text(json.dumps([str(path) for path in files]))

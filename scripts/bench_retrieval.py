@@ -23,13 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rag.app.evaluation import format_report, run_eval  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.embedding import Embedder  # noqa: E402
-from rag.evaluation import format_report, run_eval  # noqa: E402
-from rag.ingest import ingest  # noqa: E402
-from rag.keyword import KeywordIndex  # noqa: E402
-from rag.retrieval import MODES, Retriever  # noqa: E402
-from rag.store import Store  # noqa: E402
+from rag.index.embedding import Embedder  # noqa: E402
+from rag.index.keyword import KeywordIndex  # noqa: E402
+from rag.index.store import Store  # noqa: E402
+from rag.ingest.pipeline import ingest  # noqa: E402
+from rag.search.retrieval import MODES, Retriever  # noqa: E402
 
 TOPICS = (
     "cache invalidation replica failover partition consumer offset quorum leader lease token bucket "

@@ -7,8 +7,8 @@
 Builds the real answer request (persona, passages, question) for the first ``--n`` questions of the file
 against an ingested store, measures its size (3.5 characters a token: an estimate, the API's own count
 is in each answer's ``usage``), and prices a first answer (the persona prompt written to the cache) and a
-later one (read from it) with the table in ``rag/claude_models.py``. Models that always think are charged
-``--thinking-tokens`` more output.
+later one (read from it) with the table in ``rag/answer/providers/claude/models.py``. Models that always think
+are charged ``--thinking-tokens`` more output.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.claude import ClaudeProvider  # noqa: E402
-from rag.claude_models import estimate_cost, request_settings  # noqa: E402
+from rag.answer.personas import load_persona  # noqa: E402
+from rag.answer.providers.claude.client import ClaudeProvider  # noqa: E402
+from rag.answer.providers.claude.models import estimate_cost, request_settings  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.personas import load_persona  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
 
 CHARS_PER_TOKEN = 3.5
 

@@ -5,7 +5,7 @@ manifest, keyword (BM25) and dense search results must all be the same.
     .venv/bin/python scripts/fault_drill.py [--runs 10] [--seed 7] [--files 12] [--keep DIR]
 
 Exit code 0 when every comparison matched, 1 otherwise (the differences are printed). CI runs it with
-a small ``--runs`` through tests/test_ingest_kill.py.
+a small ``--runs`` through tests/ingest/test_ingest_kill.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from rag.config import Settings
-from rag.ingest import ingest
+from rag.ingest.pipeline import ingest
 
 def progress(event):
     print(f"{event.done}/{event.total} {event.status}", flush=True)
@@ -113,9 +113,9 @@ def kill_an_ingest(work: Path, data: Path, rng: random.Random, run: int) -> Kill
 
 def snapshot(settings, embedder) -> dict:
     """What a user can observe of a store: its chunks, its manifest, keyword and dense results."""
-    from rag.keyword import KeywordIndex
-    from rag.retrieval import Retriever
-    from rag.store import Store
+    from rag.index.keyword import KeywordIndex
+    from rag.index.store import Store
+    from rag.search.retrieval import Retriever
 
     store = Store(settings)
     chunks: dict[str, tuple[str, str]] = {}
@@ -164,8 +164,8 @@ def differences(got: dict, want: dict) -> list[str]:
 def drill(runs: int, seed: int, files: int, work: Path, embedder=None, say=print) -> list[str]:
     """Returns the differences found (empty when the killed-and-resumed store matches a clean one)."""
     from rag.config import Settings
-    from rag.embedding import Embedder
-    from rag.ingest import ingest
+    from rag.index.embedding import Embedder
+    from rag.ingest.pipeline import ingest
 
     embedder = embedder or Embedder()
     rng = random.Random(seed)

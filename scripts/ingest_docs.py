@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.cli import ingest_team_docs  # noqa: E402
+from rag.cli.main import ingest_team_docs  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(ingest_team_docs())

@@ -12,4 +12,5 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check rag ui scripts tests
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest "$@"

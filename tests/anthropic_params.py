@@ -3,7 +3,7 @@ per-model rules the real API enforces beyond them (documented on Anthropic's mod
 
 ``check_request(body)`` returns ``None`` for a request the API would take, else ``(status, error_type,
 message)`` as the API reports it. The model rules here are written from the documentation, independently
-of ``rag.claude_models``, so that the fake server does not simply agree with our own table.
+of ``rag.answer.providers.claude.models``, so that the fake server does not simply agree with our own table.
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 
 from rag.config import DEFAULT_BACKEND, Settings
-from rag.embedding import Embedder
-from rag.ingest import ingest
-from rag.store import Store
+from rag.index.embedding import Embedder
+from rag.index.store import Store
+from rag.ingest.pipeline import ingest
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rag import cli
+from rag.cli import main as cli
 from rag.config import DEFAULT_MODEL, Settings, load_settings
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import frontmatter
 import pytest
 
-from rag.answer_eval import has_fact, normal
+from rag.app.answer_eval import has_fact, normal
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 REFERENCES = sorted((CORPUS / "references").glob("*.md"))

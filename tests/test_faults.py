@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 from conftest import assert_store_consistent, clean_env, parse_json_output, run_rag, store_state, write_tree
 
-from rag import cli
-from rag.chunking import MAX_CHARS_PER_TOKEN, chunk_document
-from rag.collection_metadata import ModelMismatchError
-from rag.discovery import SourceFile
-from rag.feedback import FeedbackEntry, FeedbackStore
-from rag.ingest import ingest
-from rag.keyword import KeywordIndex
-from rag.loading import Document, LoadError, load
-from rag.retrieval import Retriever
-from rag.store import Store, StoreDamagedError
-from rag.uploads import add_uploads, safe_filename, save_upload
+from rag.app.feedback import FeedbackEntry, FeedbackStore
+from rag.app.uploads import add_uploads, safe_filename, save_upload
+from rag.cli import main as cli
+from rag.documents.discovery import SourceFile
+from rag.documents.errors import LoadError
+from rag.documents.loading import Document, load
+from rag.index.collection_metadata import ModelMismatchError
+from rag.index.keyword import KeywordIndex
+from rag.index.store import Store, StoreDamagedError
+from rag.ingest.chunking import MAX_CHARS_PER_TOKEN, chunk_document
+from rag.ingest.pipeline import ingest
+from rag.search.retrieval import Retriever
 
 NOTES = {
     "alpha.md": "# Alpha service\n\nThe alpha service keeps user sessions in Redis with a one hour expiry.\n",
@@ -95,7 +96,7 @@ def test_f2_a_long_lived_reader_sees_chunks_another_process_added(ingested, embe
 def test_f2_replaced_clients_are_stopped_once_no_search_can_use_them(ingested, monkeypatch):
     """Reloading must not keep every earlier copy of the vector index alive (the UI reloads after each ingest)."""
     settings, _ = ingested
-    monkeypatch.setattr("rag.store_files.RETIRE_AFTER", -1.0)  # due at once, instead of a minute later
+    monkeypatch.setattr("rag.index.store_files.RETIRE_AFTER", -1.0)  # due at once, instead of a minute later
     store = Store(settings)
     first = store.client
     assert store.count() == len(NOTES)
@@ -109,7 +110,7 @@ def test_f2_replaced_clients_are_stopped_once_no_search_can_use_them(ingested, m
 
 def test_f3_searches_keep_answering_during_a_reindex(ingested, embedder, monkeypatch):
     settings, notes = ingested
-    monkeypatch.setattr("rag.ingest.EMBED_GROUP_CHUNKS", 1)  # one file at a time: gamma.md comes last
+    monkeypatch.setattr("rag.ingest.pipeline.EMBED_GROUP_CHUNKS", 1)  # one file at a time: gamma.md comes last
     reader = Retriever(settings, embedder=embedder)
     seen: list[list[str]] = []
 
@@ -129,7 +130,7 @@ def test_f3_searches_keep_answering_during_a_reindex(ingested, embedder, monkeyp
 def test_f3_a_reindex_killed_half_way_leaves_the_old_store_serving(ingested, embedder, monkeypatch):
     settings, notes = ingested
     before = store_state(settings)
-    monkeypatch.setattr("rag.ingest.EMBED_GROUP_CHUNKS", 1)
+    monkeypatch.setattr("rag.ingest.pipeline.EMBED_GROUP_CHUNKS", 1)
 
     def die(event):  # killed once the rebuild has written its first file
         raise KeyboardInterrupt

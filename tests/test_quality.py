@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 
-from rag.answer_eval import answer_all, format_summary, summarise
-from rag.answering import Answerer
-from rag.evaluation import Question, evaluate, format_report, is_hit, load_questions
-from rag.events import CitationEvent, Final
-from rag.extractive import ExtractiveProvider
-from rag.ingest import ingest
-from rag.personas import load_persona
-from rag.retrieval import Retriever
+from rag.answer.answering import Answerer
+from rag.answer.events import CitationEvent, Final
+from rag.answer.personas import load_persona
+from rag.answer.providers.extractive import ExtractiveProvider
+from rag.app.answer_eval import answer_all, format_summary, summarise
+from rag.app.evaluation import Question, evaluate, format_report, is_hit, load_questions
+from rag.ingest.pipeline import ingest
+from rag.search.retrieval import Retriever
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"

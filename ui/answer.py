@@ -2,15 +2,15 @@
 notes, source cards, "How this answer was produced", and feedback.
 
 Source cards, feedback (``ui.rating``), *Copy* and the details are ``st.fragment``s: a click on one reruns
-that part, not the page. Messages are ``rag.conversations.Message``; ``ui.conversation_list.Chat`` saves them.
+that part, not the page. Messages are ``rag.app.conversations.Message``; ``ui.conversation_list.Chat`` saves them.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from rag.conversations import Message, answer_markdown, source_url
-from rag.events import Citation, CitationEvent, ErrorEvent, Final, StatusEvent, TextDelta
+from rag.answer.events import Citation, CitationEvent, ErrorEvent, Final, StatusEvent, TextDelta
+from rag.app.conversations import Message, answer_markdown, source_url
 from ui import rating, render
 from ui.conversation_list import Chat
 from ui.reader import open_reader
@@ -170,7 +170,7 @@ def show_section(passage, quotes: list[str], retriever) -> None:
     if not chunks:
         st.caption("The section is no longer in the knowledge base (the file was changed or removed).")
         return
-    from rag.passages import join_chunks
+    from rag.search.passages import join_chunks
 
     shown, _ = render.highlight(join_chunks([chunk.text for chunk in chunks]), quotes)
     st.markdown(shown, unsafe_allow_html=True)

@@ -2,7 +2,7 @@
 toolbar of the open one (rename, export as Markdown, delete after a confirmation), and ``Chat``, through
 which the views save messages (and which says so when the file cannot be written).
 
-Storage is ``rag.conversations.ConversationStore``; this module only keeps ``st.session_state``
+Storage is ``rag.app.conversations.ConversationStore``; this module only keeps ``st.session_state``
 (``conversation_id``, ``messages``) and the URL in step with it.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from rag.conversations import Conversation, ConversationStore, Message, conversation_markdown, title_from
+from rag.app.conversations import Conversation, ConversationStore, Message, conversation_markdown, title_from
 
 PARAM = "c"
 

@@ -1,4 +1,4 @@
-"""Feedback on an answer in the chat: thumbs up or down and an optional comment, saved with ``rag.feedback``.
+"""Feedback on an answer in the chat: thumbs up or down and an optional comment, saved with ``rag.app.feedback``.
 
 A fragment: a thumb reruns only itself. The rating's id is kept on the message, so a reopened
 conversation shows the rating it was given.
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from rag.conversations import Message, earlier_questions
-from rag.feedback import FeedbackEntry, FeedbackStore
+from rag.app.conversations import Message, earlier_questions
+from rag.app.feedback import FeedbackEntry, FeedbackStore
 
 if TYPE_CHECKING:
     from ui.conversation_list import Chat

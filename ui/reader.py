@@ -1,7 +1,7 @@
 """Reader view: a cited document shown whole, in a dialog, with the cited passage highlighted and scrolled to.
 
 The document is put back together from the knowledge base's own chunks (``Store.get`` by source key,
-``rag.passages.join_chunks`` per section), so what is shown is exactly what the answer was drawn
+``rag.search.passages.join_chunks`` per section), so what is shown is exactly what the answer was drawn
 from, for PDFs and DOCX files as much as for Markdown, and even when the file is not on this machine.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from rag.conversations import source_url
-from rag.passages import Passage, join_chunks
+from rag.app.conversations import source_url
+from rag.search.passages import Passage, join_chunks
 from ui import render
 
 SCROLL_TO_MARK = """<script>

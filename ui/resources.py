@@ -16,11 +16,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from rag.answering import Answerer, choose_provider
+from rag.answer.answering import Answerer, choose_provider
+from rag.answer.personas import Persona, PersonaError, parse_persona
 from rag.config import Settings, load_settings
-from rag.embedding import Embedder
-from rag.personas import Persona, PersonaError, parse_persona
-from rag.retrieval import Retriever
+from rag.index.embedding import Embedder
+from rag.search.retrieval import Retriever
 
 OFFLINE_NOTICE = "offline extractive mode: set ANTHROPIC_API_KEY for written answers"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rag.answer_eval import has_fact  # noqa: E402  (the one rule facts are matched by, answers included)
+from rag.app.answer_eval import has_fact  # noqa: E402  (the one rule facts are matched by, answers included)
 
 KINDS = {"single", "multi", "followup", "near-miss"}
 

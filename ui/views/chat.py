@@ -1,7 +1,7 @@
 """Chat page: questions in, streamed cited answers out, with sources, provenance and feedback.
 
-All retrieval and answering is ``rag.answering.Answerer``; this page only shows its events. Every
-message is saved as it is made (``rag.conversations``, via ``ui.answer.Chat``): the question before the
+All retrieval and answering is ``rag.answer.answering.Answerer``; this page only shows its events. Every
+message is saved as it is made (``rag.app.conversations``, via ``ui.answer.Chat``): the question before the
 answer starts, the answer when it ends, also when it fails or is stopped, so a reload, a restart or
 an error loses nothing. The open conversation is ``st.session_state["messages"]`` and ``?c=<id>``.
 """
@@ -13,10 +13,10 @@ import sqlite3
 
 import streamlit as st
 
-from rag.conversations import Conversation, ConversationStore, Message, history_for
-from rag.personas import Persona
-from rag.stats import collect_stats
-from rag.store import StoreError
+from rag.answer.personas import Persona
+from rag.app.conversations import Conversation, ConversationStore, Message, history_for
+from rag.app.stats import collect_stats
+from rag.index.store import StoreError
 from ui import answer as views
 from ui import conversation_list
 from ui.resources import answerer_label, get_answerer, get_retriever, get_settings, read_personas
@@ -177,7 +177,7 @@ def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
 
 
 def suggested_questions(retriever, limit: int = SUGGESTIONS) -> list[str]:
-    """Questions about the knowledge base's own documents (``rag.stats``, as the knowledge base page lists them):
+    """Questions about the knowledge base's own documents (``rag.app.stats``, as the knowledge base page lists them):
     team docs first, then references, spread out."""
     try:
         files = collect_stats(retriever.settings, store=retriever.store)["files"]

@@ -2,9 +2,9 @@
 (per document its chunk count and last-ingested time, the chunks themselves on request; an uploaded
 document can be removed here).
 
-Statistics are ``rag.stats.collect_stats``, search is ``Retriever.search``, a document's chunks are
-``Retriever.document``, and uploads go through ``rag.uploads.add_uploads`` (which calls
-``rag.ingest.ingest``), removal ``rag.uploads.remove_upload``; nothing here reads the store on its own.
+Statistics are ``rag.app.stats.collect_stats``, search is ``Retriever.search``, a document's chunks are
+``Retriever.document``, and uploads go through ``rag.app.uploads.add_uploads`` (which calls
+``rag.ingest.pipeline.ingest``), removal ``rag.app.uploads.remove_upload``; nothing here reads the store on its own.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from rag.stats import collect_stats
-from rag.store import StoreError
-from rag.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remove_upload, uploads_dir
-from rag.write_lock import StoreBusyError
+from rag.app.stats import collect_stats
+from rag.app.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remove_upload, uploads_dir
+from rag.index.store import StoreError
+from rag.index.write_lock import StoreBusyError
 from ui import render
 from ui.resources import get_retriever, get_settings
 

@@ -1,0 +1,259 @@
+"""Feedback: thumbs up or down (and an optional comment) on answers, kept in SQLite in the data directory.
+
+Each row holds what is needed to judge the answer later: the question (and the earlier questions of
+the conversation, so a follow-up can be replayed), the answer, its citations, the persona, the
+provider and model, and when it was given. ``export_questions`` turns the thumbs-down answers into
+lines of a question file that ``python -m rag eval --questions FILE`` reads (see
+``rag.app.evaluation.load_questions``), so a team's bad answers become regression cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rag.answer.events import Final
+    from rag.config import Settings
+
+FILE_NAME = "feedback.sqlite3"
+RATINGS = (-1, 1)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    question TEXT NOT NULL,
+    standalone_query TEXT NOT NULL DEFAULT '',
+    history TEXT NOT NULL DEFAULT '[]',
+    answer TEXT NOT NULL,
+    citations TEXT NOT NULL DEFAULT '[]',
+    persona TEXT NOT NULL DEFAULT '',
+    provider TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    abstained INTEGER NOT NULL DEFAULT 0,
+    rating INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+    comment TEXT NOT NULL DEFAULT ''
+)
+"""
+COLUMNS = (
+    "created_at updated_at question standalone_query history answer citations persona provider model abstained "
+    "rating comment"
+).split()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class FeedbackEntry:
+    question: str
+    answer: str
+    rating: int  # +1 thumbs up, -1 thumbs down
+    citations: list[dict] = field(default_factory=list)  # Citation.to_dict(): n, source, title, section, quote
+    persona: str = ""
+    provider: str = ""
+    model: str = ""
+    comment: str = ""
+    standalone_query: str = ""
+    history: list[str] = field(default_factory=list)  # the earlier questions of the conversation
+    abstained: bool = False
+    id: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+    @classmethod
+    def from_final(cls, final: Final, rating: int, comment: str = "", history: list[str] | None = None):
+        return cls(
+            question=final.question,
+            answer=final.answer,
+            rating=rating,
+            citations=[citation.to_dict() for citation in final.citations],
+            persona=final.persona,
+            provider=final.provider,
+            model=final.model,
+            comment=comment,
+            standalone_query=final.standalone_query,
+            history=list(history or []),
+            abstained=final.abstained,
+        )
+
+    @property
+    def sources(self) -> list[str]:
+        """The files the answer cited, each once, in citation order."""
+        return list(dict.fromkeys(str(c["source"]) for c in self.citations if c.get("source")))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_question(self) -> dict:
+        """A line of a question file (``rag.app.evaluation.load_questions``): the bad answer becomes a test case.
+
+        ``sources`` are the files the bad answer cited, a starting point to review: an entry with no
+        sources (the answer abstained or cited nothing) counts as an unanswerable question in ``eval``.
+        """
+        return {
+            "id": f"feedback-{self.id}",
+            "question": self.question,
+            "sources": self.sources,
+            "evidence": [],
+            "history": self.history,
+            "kind": "feedback",
+            "bad_answer": self.answer,
+            "comment": self.comment,
+            "abstained": self.abstained,
+            "persona": self.persona,
+            "provider": self.provider,
+            "model": self.model,
+            "created_at": self.created_at,
+        }
+
+
+def _check_rating(rating: int) -> int:
+    if rating not in RATINGS:
+        raise ValueError(f"a rating is +1 (thumbs up) or -1 (thumbs down), not {rating!r}")
+    return int(rating)
+
+
+class FeedbackError(Exception):
+    """The feedback file cannot be read at all (the message says what to do)."""
+
+
+class FeedbackStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.skipped: list[str] = []  # rows the last read could not use, with the reason
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> FeedbackStore:
+        return cls(Path(settings.data_dir) / FILE_NAME)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=10)
+        connection.row_factory = sqlite3.Row
+        try:
+            with connection:  # one transaction: committed on success, rolled back on error
+                connection.execute(SCHEMA)
+                yield connection
+        finally:
+            connection.close()
+
+    def add(self, entry: FeedbackEntry) -> int:
+        """Stores the entry and returns its id (also set on the entry)."""
+        _check_rating(entry.rating)
+        entry.created_at = entry.created_at or _now()
+        entry.updated_at = entry.created_at
+        values = {
+            **{name: getattr(entry, name) for name in COLUMNS},
+            "history": json.dumps(entry.history),
+            "citations": json.dumps(entry.citations),
+            "abstained": int(entry.abstained),
+        }
+        with self._connect() as db:
+            cursor = db.execute(
+                f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})",
+                [values[name] for name in COLUMNS],
+            )
+            entry.id = int(cursor.lastrowid)
+        return entry.id
+
+    def update(self, entry_id: int, *, rating: int | None = None, comment: str | None = None) -> bool:
+        """Changes the rating and/or comment of a stored entry; False when there is no such entry."""
+        changes: dict[str, object] = {}
+        if rating is not None:
+            changes["rating"] = _check_rating(rating)
+        if comment is not None:
+            changes["comment"] = comment
+        if not changes:
+            return self.get(entry_id) is not None
+        changes["updated_at"] = _now()
+        with self._connect() as db:
+            cursor = db.execute(
+                f"UPDATE feedback SET {', '.join(f'{name} = ?' for name in changes)} WHERE id = ?",
+                [*changes.values(), entry_id],
+            )
+            return cursor.rowcount > 0
+
+    def delete(self, entry_id: int) -> bool:
+        with self._connect() as db:
+            return db.execute("DELETE FROM feedback WHERE id = ?", (entry_id,)).rowcount > 0
+
+    def get(self, entry_id: int) -> FeedbackEntry | None:
+        if not self.path.exists():
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM feedback WHERE id = ?", (entry_id,)).fetchone()
+        return _entry(row) if row else None
+
+    def all(self, rating: int | None = None) -> list[FeedbackEntry]:
+        """Every entry, oldest first; only those with ``rating`` when given. A row that cannot be read (bad
+        JSON, a damaged page) is skipped and noted in ``skipped``; the others still come back."""
+        self.skipped = []
+        if not self.path.exists():
+            return []
+        query = "SELECT * FROM feedback" + (" WHERE rating = ?" if rating is not None else "") + " ORDER BY id"
+        entries = []
+        try:
+            with self._connect() as db:
+                cursor = db.execute(query, () if rating is None else (rating,))
+                while True:
+                    try:
+                        row = cursor.fetchone()
+                    except sqlite3.DatabaseError as error:  # a damaged page: keep what was read before it
+                        self.skipped.append(f"the rows after id {entries[-1].id if entries else 0}: {error}")
+                        break
+                    if row is None:
+                        break
+                    try:
+                        entries.append(_entry(row))
+                    except (ValueError, TypeError, KeyError, IndexError) as error:
+                        self.skipped.append(f"row {row['id']}: {error}")
+        except sqlite3.DatabaseError as error:
+            raise FeedbackError(
+                f"the feedback file {self.path} cannot be read ({error}); move it aside (the chat starts a new one) "
+                "or restore it from a backup"
+            ) from None
+        return entries
+
+    def export_jsonl(self, out: IO[str]) -> int:
+        """Writes every entry as one JSON line; returns how many."""
+        entries = self.all()
+        for entry in entries:
+            out.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
+        return len(entries)
+
+    def export_questions(self, out: IO[str]) -> int:
+        """Writes the thumbs-down answers as question-file lines; returns how many."""
+        entries = self.all(rating=-1)
+        for entry in entries:
+            out.write(json.dumps(entry.to_question(), ensure_ascii=False) + "\n")
+        return len(entries)
+
+
+def _entry(row: sqlite3.Row) -> FeedbackEntry:
+    return FeedbackEntry(
+        id=int(row["id"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        question=row["question"],
+        standalone_query=row["standalone_query"],
+        history=list(json.loads(row["history"] or "[]")),
+        answer=row["answer"],
+        citations=list(json.loads(row["citations"] or "[]")),
+        persona=row["persona"],
+        provider=row["provider"],
+        model=row["model"],
+        abstained=bool(row["abstained"]),
+        rating=int(row["rating"]),
+        comment=row["comment"],
+    )

@@ -1,0 +1,141 @@
+"""Converters: turn HTML, reStructuredText, PDF and DOCX into Markdown-shaped text (headings as ``#`` lines).
+
+Each raises ``LoadError`` with a reason a user can act on (an encrypted or scanned PDF, a DOCX that would
+inflate past the size limit, a corrupt file); ``rag.documents.loading`` decides which converter a file needs.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from rag.documents.errors import LoadError, megabytes
+
+PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
+
+
+def html_title(html: str) -> str:
+    match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
+    return re.sub(r"\s+", " ", match.group(1)).strip() if match else ""
+
+
+def html_to_text(html: str) -> str:
+    import html2text
+
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    converter.ignore_images = True
+    converter.mark_code = False
+    return converter.handle(html)
+
+
+def rst_to_text(source: str) -> str:
+    """reStructuredText through docutils' own parser, rendered with Markdown headings."""
+    from docutils import nodes
+    from docutils.core import publish_doctree
+
+    tree = publish_doctree(source, settings_overrides={"report_level": 5, "halt_level": 5})
+    out: list[str] = []
+
+    def visit(node: nodes.Node, depth: int) -> None:
+        for child in node.children:
+            if isinstance(child, nodes.section):
+                title = child.next_node(nodes.title)
+                out.append("#" * min(depth, 6) + " " + (title.astext() if title else ""))
+                visit(child, depth + 1)
+            elif isinstance(child, nodes.title):
+                if depth == 1:  # document title promoted by docutils
+                    out.append("# " + child.astext())
+            elif isinstance(child, nodes.literal_block):
+                out.append("```\n" + child.astext() + "\n```")
+            elif isinstance(child, (nodes.system_message, nodes.comment)):
+                continue
+            else:
+                out.append(child.astext())
+
+    visit(tree, 1)
+    return "\n\n".join(part for part in out if part.strip())
+
+
+def pdf_to_text(raw: bytes) -> tuple[str, str]:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise LoadError("encrypted PDF: a password is required")
+            except LoadError:
+                raise
+            except Exception as error:  # pypdf raises several kinds for unsupported encryption
+                raise LoadError(f"encrypted PDF: cannot be decrypted ({error})") from None
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = (reader.metadata.title if reader.metadata else None) or ""
+    except LoadError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as error:
+        raise LoadError(f"corrupt PDF: {error}") from None
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        raise LoadError("PDF has no extractable text (scanned images?)")
+    title = str(title).strip()
+    if title.lower() in PLACEHOLDER_PDF_TITLES:  # what PDF writers put when nobody set a title
+        title = ""
+    return text, title
+
+
+def _check_inflated_size(raw: bytes, max_bytes: int) -> None:
+    """A DOCX is a zip: a 1 MB file can hold gigabytes of XML that python-docx would parse whole.
+    The sizes its directory declares bound what unzipping can produce (zipfile stops there)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as package:
+            inflated = sum(item.file_size for item in package.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise LoadError(f"corrupt DOCX: {error}") from None
+    if inflated > max_bytes:
+        raise LoadError(
+            f"DOCX inflates to {megabytes(inflated)} when unzipped, over the {megabytes(max_bytes)} limit "
+            "(RAG_MAX_FILE_MB applies to the unzipped content)"
+        )
+
+
+def docx_to_text(raw: bytes, max_bytes: int) -> str:
+    """DOCX paragraphs and tables in document order; Heading styles become Markdown headings."""
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    _check_inflated_size(raw, max_bytes)
+    try:
+        document = docx.Document(io.BytesIO(raw))
+    except Exception as error:  # python-docx surfaces zip, XML and package errors alike
+        raise LoadError(f"corrupt DOCX: {error}") from None
+    out: list[str] = []
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            text = block.text.strip()
+            if not text:
+                continue
+            style = (block.style.name if block.style is not None else "") or ""
+            level = re.match(r"Heading (\d)", style)
+            if style == "Title":
+                out.append("# " + text)
+            elif level:
+                out.append("#" * (int(level.group(1)) + (1 if _has_title(document) else 0)) + " " + text)
+            else:
+                out.append(text)
+        elif isinstance(block, Table):
+            rows = [[cell.text.strip().replace("|", "\\|") for cell in row.cells] for row in block.rows]
+            if rows:
+                lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+                lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+                out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _has_title(document) -> bool:
+    return any((p.style is not None and p.style.name == "Title") for p in document.paragraphs[:5])

@@ -1,0 +1,96 @@
+"""Sync plan: what an ingest run has to do, decided before it touches the store.
+
+Which discovered files are new or changed (their content hash against the manifest), which recorded files have
+vanished from the roots this run walks, and which of those may be removed: a root that lost more than half of its
+documents at once (an unmounted share, a wrong checkout) keeps them unless the run forces the prune. A file named
+on its own that lies under a root ingested before keeps that root's key.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from rag.documents.discovery import Discovery, Failure, SourceFile
+from rag.documents.errors import LoadError
+from rag.documents.loading import file_hash
+from rag.index.store import FileRecord
+
+
+def changed_files(
+    found: Discovery, records: dict[str, FileRecord], doc_type: str | None, max_bytes: int
+) -> tuple[list[SourceFile], int, list[Failure]]:
+    """The files to (re)ingest, how many are unchanged, and the files that could not be read to tell."""
+    changed: list[SourceFile] = []
+    unchanged = 0
+    failures: list[Failure] = []
+    for ref in found.files:
+        record = records.get(ref.key)
+        try:
+            digest = file_hash(ref.path, max_bytes)
+        except LoadError as error:
+            failures.append(Failure(ref.display_path, str(error)))
+            continue
+        same_type = doc_type is None or record is None or record.doc_type == doc_type
+        if record and record.complete and record.file_hash == digest and same_type:
+            unchanged += 1
+        else:
+            changed.append(ref)
+    return changed, unchanged, failures
+
+
+def vanished(found: Discovery, records: dict[str, FileRecord]) -> list[FileRecord]:
+    """Records under the roots walked by this run whose file is no longer there."""
+    present = {ref.key for ref in found.files}
+    roots = set(found.roots)
+    return [r for key, r in records.items() if r.root in roots and key not in present]
+
+
+def removable(gone: list[FileRecord], records: dict[str, FileRecord]) -> tuple[list[FileRecord], list[Failure]]:
+    """The vanished records that may be removed, and a refusal for each root that lost more than half of its
+    documents at once (an unmounted share, a wrong checkout): removing those needs ``force_prune``."""
+    per_root = Counter(record.root for record in records.values())
+    gone_per_root: dict[str, list[FileRecord]] = {}
+    for record in gone:
+        gone_per_root.setdefault(record.root, []).append(record)
+    kept: list[FileRecord] = []
+    refusals: list[Failure] = []
+    for root, removals in gone_per_root.items():
+        if len(removals) > 1 and 2 * len(removals) > per_root[root]:
+            refusals.append(
+                Failure(
+                    root or ".",
+                    f"{len(removals)} of its {per_root[root]} documents are gone (an unmounted share or the wrong "
+                    "folder?), so none was removed; run again with --force-prune to remove them",
+                )
+            )
+        else:
+            kept.extend(removals)
+    return kept, refusals
+
+
+def reindex_refusals(found: Discovery, records: dict[str, FileRecord]) -> list[Failure]:
+    """A reindex replaces the whole store, so it is held to the same rule as pruning: a folder that comes back
+    more than half empty (an unmounted share) stops it, unless ``force_prune``."""
+    return removable(vanished(found, records), records)[1]
+
+
+def under_known_roots(found: Discovery, records: dict[str, FileRecord]) -> list[SourceFile]:
+    """A file named on its own that lies under a root ingested before keeps that root's key, so that
+    ``ingest corpus/team/adr.md`` updates the entry ``ingest corpus`` made instead of adding a duplicate."""
+    roots = {record.root for record in records.values()}
+    if not found.single_files or not roots:
+        return found.files
+    resolved = {root: Path(root).resolve() for root in roots}  # labels are relative to the working directory
+    files = []
+    for ref in found.files:
+        if ref.key in found.single_files and ref.key not in records:
+            candidates = []
+            for root, path in resolved.items():
+                if ref.path.is_relative_to(path):
+                    candidates.append(SourceFile(ref.path, root, ref.path.relative_to(path).as_posix()))
+            known = [c for c in candidates if c.key in records]
+            deepest = sorted(candidates, key=lambda c: len(resolved[c.root].parts), reverse=True)
+            ref = (known or deepest or [ref])[0]
+        files.append(ref)
+    return files

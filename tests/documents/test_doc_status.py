@@ -1,0 +1,247 @@
+"""Superseded and stale documents: status parsing, the ranking rule, and the notices answers carry.
+
+Unit tests for reading a status (front matter, ADR status sections and lines); an integration test on a tiny
+corpus of two ADRs (the old one superseded by the new one) ingested into a real store with the real model.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from conftest import make_settings, write_tree
+
+from rag.answer.answering import Answerer, status_notes
+from rag.answer.events import Citation, Final
+from rag.answer.personas import load_persona
+from rag.answer.providers.extractive import ExtractiveProvider
+from rag.documents.doc_status import DocStatus, asks_about_past, parse_status, read_status
+from rag.ingest.pipeline import ingest
+from rag.search.passages import Passage
+from rag.search.retrieval import Retriever, demote_superseded
+
+AGENTS = Path(__file__).resolve().parents[2] / "agents"
+
+
+# -- parsing ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "Superseded by ADR-0011 on 2025-05-12. Original date: 2023-05-22.",
+            DocStatus("superseded", "ADR-0011", "2025-05-12"),
+        ),
+        ("Accepted. Date: 2025-05-12. Supersedes ADR-0003.", DocStatus("accepted")),
+        ("superseded by [ADR 11](adr-0011-kafka.md)", DocStatus("superseded", "ADR-0011")),
+        ("Deprecated since the move to Kafka.", DocStatus("deprecated")),
+        ("Deprecated. Superseded by ADR-0042", DocStatus("superseded", "ADR-0042")),
+        ("Proposed", DocStatus("proposed")),
+        ("Owner: Platform team", DocStatus()),
+    ],
+)
+def test_status_line_variants(line, expected):
+    assert parse_status(line) == expected
+
+
+def test_status_from_front_matter_wins_over_the_text():
+    status = read_status({"status": "superseded", "superseded_by": "adr-7"}, "## Status\n\nAccepted.\n")
+    assert status == DocStatus("superseded", "ADR-0007")
+    assert read_status({"status": "Deprecated"}, "").status == "deprecated"
+
+
+def test_status_from_an_adr_status_section_or_a_status_line():
+    section = "# ADR-0003: RabbitMQ\n\n## Status\n\nSuperseded by ADR-0011 on 2025-05-12.\n\n## Context\n\nText.\n"
+    assert read_status({}, section) == DocStatus("superseded", "ADR-0011", "2025-05-12")
+    assert read_status({}, "# ADR-0002\n\n- **Status:** Accepted\n\nText.\n") == DocStatus("accepted")
+    assert read_status({}, "# Notes\n\nNothing about status here.\n") == DocStatus()
+
+
+def test_questions_about_the_past_are_recognised():
+    assert asks_about_past("what did we use before Kafka?")
+    assert asks_about_past("What was the sandbox limit before the change?")
+    assert asks_about_past("which broker did we originally pick for tracking events")
+    assert not asks_about_past("do we still use RabbitMQ for tracking events?")
+    assert not asks_about_past("how are tracking events published?")
+
+
+# -- ranking rule -----------------------------------------------------------------------------------
+
+
+def passage(source: str, title: str, score: float, status: str = "", superseded_by: str = "") -> Passage:
+    return Passage(
+        id=source + str(score), text=title, source=source, path=source, title=title, section="", doc_type="team",
+        position=0, start_offset=0, score=score, status=status, superseded_by=superseded_by, source_key=source,
+    )  # fmt: skip
+
+
+OLD = passage("team/adr-0003-rabbitmq.md", "ADR-0003: Use RabbitMQ", 0.9, "superseded", "ADR-0011")
+NEW = passage("team/adr-0011-kafka.md", "ADR-0011: Move to Kafka", 0.5, "accepted")
+OTHER = passage("references/queues.md", "Message queues", 0.7)
+
+
+def test_a_superseded_passage_ranks_below_its_successor_and_is_kept():
+    old_too = Passage(**{**OLD.__dict__, "id": "old-2", "score": 0.8})
+    other_low = Passage(**{**OTHER.__dict__, "id": "other-2", "score": 0.3})
+    ranked = demote_superseded([OLD, old_too, OTHER, NEW, other_low], "do we still use RabbitMQ for tracking events?")
+    # the old document's best passage right below the successor's best, its other passages halved
+    assert [p.id for p in ranked] == [OTHER.id, NEW.id, OLD.id, old_too.id, other_low.id]
+    alone = demote_superseded([OLD, OTHER], "which broker carries tracking events?")
+    assert [(p.id, p.score) for p in alone] == [(OTHER.id, 0.7), (OLD.id, 0.45)]  # no successor: halved, kept
+
+
+def test_questions_about_the_past_or_naming_the_old_adr_keep_the_ranking():
+    for query in ("what did we use before Kafka?", "what does ADR-0003 say about quorum queues?", "old brokers"):
+        assert [p.id for p in demote_superseded([OLD, OTHER, NEW], query)] == [OLD.id, OTHER.id, NEW.id]
+
+
+def test_a_question_about_what_came_before_puts_the_old_decision_above_its_successor():
+    old = Passage(**{**OLD.__dict__, "score": 0.3})
+    ranked = demote_superseded([NEW, OTHER, old], "which broker did we use before Kafka?")
+    assert [p.id for p in ranked] == [OTHER.id, old.id, NEW.id]
+    assert [p.id for p in demote_superseded([NEW, OTHER, old], "how do we handle the history of events?")] == [
+        NEW.id, OTHER.id, old.id,
+    ]  # fmt: skip
+
+
+# -- notes ------------------------------------------------------------------------------------------
+
+
+def test_notes_name_the_successor_and_its_date_and_flag_stale_documents():
+    old = Passage(**{**OLD.__dict__, "superseded_on": "2025-05-12"})
+    stale = Passage(**{**OTHER.__dict__, "updated": "2020-01-01"})
+    fresh = Passage(**{**NEW.__dict__, "updated": date.today().isoformat()})
+    citations = [Citation(1, stale, "q"), Citation(2, old, "q"), Citation(3, fresh, "q"), Citation(4, old, "q")]
+    notes = status_notes(citations, [old, stale, fresh], stale_days=365)
+    assert notes[0] == (
+        'ADR-0003 was superseded by ADR-0011 on 2025-05-12. The current decision is "ADR-0011: Move to Kafka".'
+    )
+    assert len(notes) == 2 and notes[1].startswith("Message queues was last updated on 2020-01-01")
+    assert "may be out of date" in notes[1]
+    assert status_notes(citations[:1], [stale], stale_days=365 * 100) == []
+
+
+# -- integration: a tiny corpus of two ADRs ---------------------------------------------------------
+
+CORPUS = {
+    "team/adr-0003-rabbitmq-for-tracking-events.md": """
+        ---
+        title: "ADR-0003: Use RabbitMQ for tracking events"
+        updated: 2023-05-22
+        ---
+        # ADR-0003: Use RabbitMQ for tracking events
+
+        ## Status
+
+        Superseded by ADR-0011 on 2025-05-12. Original date: 2023-05-22.
+
+        ## Decision
+
+        We use RabbitMQ for tracking events. Tracking events are published to a RabbitMQ topic exchange and every
+        consumer of tracking events owns a durable RabbitMQ quorum queue bound to that exchange.
+        """,
+    "team/adr-0011-tracking-events-move-to-kafka.md": """
+        ---
+        title: "ADR-0011: Move tracking events from RabbitMQ to Kafka"
+        updated: 2025-08-04
+        ---
+        # ADR-0011: Move tracking events from RabbitMQ to Kafka
+
+        ## Status
+
+        Accepted. Date: 2025-05-12. Supersedes ADR-0003.
+
+        ## Decision
+
+        Tracking events are published to the Kafka topic tracking-events with 48 partitions, keyed by parcel id,
+        so that consumers can replay a week of history.
+        """,
+    "team/sandbox-notes.md": """
+        # Sandbox notes
+
+        The merchant sandbox accepts at most 100 test shipments a day per merchant account.
+        """,
+}
+
+
+@pytest.fixture(scope="module")
+def two_adrs(tmp_path_factory, embedder):
+    base = tmp_path_factory.mktemp("doc-status")
+    corpus = write_tree(base / "corpus", CORPUS)
+    undated = corpus / "team" / "sandbox-notes.md"
+    old = datetime(2021, 6, 1, 12, 0).timestamp()
+    os.utime(undated, (old, old))  # no `updated`: its date is the file's modification time
+    settings = make_settings(base / "data", abstain_threshold=0.2)
+    report = ingest([corpus], settings, embedder=embedder)
+    assert not report.files_failed and report.files_added == len(CORPUS)
+    retriever = Retriever(settings, embedder=embedder)
+    return settings, retriever, Answerer(settings, retriever, ExtractiveProvider(embedder))
+
+
+def test_status_and_date_are_stored_with_every_chunk(two_adrs):
+    _, retriever, _ = two_adrs
+    got = retriever.store.get()
+    by_source = {meta["source"]: meta for meta in got["metadatas"]}
+    old = by_source["team/adr-0003-rabbitmq-for-tracking-events.md"]
+    assert (old["status"], old["superseded_by"], old["superseded_on"], old["updated"]) == (
+        "superseded", "ADR-0011", "2025-05-12", "2023-05-22",
+    )  # fmt: skip
+    assert by_source["team/adr-0011-tracking-events-move-to-kafka.md"]["status"] == "accepted"
+    assert by_source["team/sandbox-notes.md"]["updated"] == "2021-06-01"
+    assert by_source["team/sandbox-notes.md"]["status"] == ""
+
+
+def test_the_successor_ranks_first_for_a_present_tense_question(two_adrs):
+    _, retriever, _ = two_adrs
+    passages = retriever.search("do we use RabbitMQ for tracking events?", k=5).passages
+    assert passages[0].source == "team/adr-0011-tracking-events-move-to-kafka.md"
+    assert any(p.source == "team/adr-0003-rabbitmq-for-tracking-events.md" for p in passages)  # demoted, not dropped
+
+
+def test_a_question_about_the_past_still_finds_the_old_decision(two_adrs):
+    _, retriever, _ = two_adrs
+    passages = retriever.search("what did we use for tracking events before Kafka?", k=5).passages
+    assert passages[0].source == "team/adr-0003-rabbitmq-for-tracking-events.md"
+    assert passages[0].status == "superseded" and passages[0].superseded_by == "ADR-0011"
+
+
+def test_a_present_tense_answer_leads_with_the_current_decision_not_the_superseded_one(two_adrs):
+    _, _, answerer = two_adrs
+    persona = load_persona("backend-architecture-expert", AGENTS)
+    final = [e for e in answerer.answer("do we use RabbitMQ for tracking events?", persona)][-1]
+    lead = final.answer.split("\n\n")[0]
+    assert "Kafka topic tracking-events" in lead and "We use RabbitMQ" not in lead
+    assert "We use RabbitMQ for tracking events." in final.answer  # it follows, to say what changed
+
+
+def test_an_answer_citing_the_superseded_adr_says_so(two_adrs):
+    _, _, answerer = two_adrs
+    persona = load_persona("backend-architecture-expert", AGENTS)
+    final = [e for e in answerer.answer("what did we use for tracking events before Kafka?", persona)][-1]
+    assert isinstance(final, Final) and not final.abstained
+    assert any(c.passage.source.endswith("adr-0003-rabbitmq-for-tracking-events.md") for c in final.citations)
+    assert (
+        'ADR-0003 was superseded by ADR-0011 on 2025-05-12. The current decision is "ADR-0011: Move tracking '
+        'events from RabbitMQ to Kafka".' in final.notes
+    )
+
+
+def test_an_answer_citing_an_old_document_marks_it_stale(two_adrs):
+    _, _, answerer = two_adrs
+    persona = load_persona("backend-architecture-expert", AGENTS)
+    final = [e for e in answerer.answer("how many test shipments a day does the merchant sandbox accept?", persona)][-1]
+    assert any(c.passage.source == "team/sandbox-notes.md" for c in final.citations)
+    assert any(note.startswith("Sandbox notes was last updated on 2021-06-01") for note in final.notes), final.notes
+
+
+def test_a_source_card_shows_the_status_and_the_date():
+    from ui.render import status_label
+
+    assert status_label("superseded", "ADR-0011", "2023-05-22") == (
+        ":material/history: superseded by ADR-0011 · :material/update: updated 2023-05-22"
+    )
+    assert status_label("accepted", "", "2025-08-04") == ":material/update: updated 2025-08-04"
+    assert status_label("", "", "") == ""
