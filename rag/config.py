@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     stale_days: int = Field(
         365, ge=1, description="A cited document whose date (updated, last commit or mtime) is older is noted as stale."
     )
+    api_tokens_file: Path | None = Field(
+        None, description="JSON file of bearer tokens for `python -m rag serve`: token -> {user, role, groups}."
+    )
     source_url_template: str | None = Field(
         None, description="Link to a source file in the team's Git web UI, e.g. https://git.example.com/docs/blob/main/{path}"
     )

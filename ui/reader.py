@@ -1,18 +1,17 @@
 """Reader view: a cited document shown whole, in a dialog, with the cited passage highlighted and scrolled to.
 
-The document is put back together from the knowledge base's own chunks (``Store.get`` by source key,
-``rag.search.passages.join_chunks`` per section), so what is shown is exactly what the answer was drawn
+The document is put back together from the knowledge base's own chunks (``Retriever.document`` by source
+key, ``rag.search.catalog.document_sections``), so what is shown is exactly what the answer was drawn
 from, for PDFs and DOCX files as much as for Markdown, and even when the file is not on this machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import streamlit as st
 
 from rag.app.conversations import source_url
-from rag.search.passages import Passage, join_chunks
+from rag.search.catalog import document_sections
+from rag.search.passages import Passage
 from ui import render
 
 SCROLL_TO_MARK = """<script>
@@ -27,30 +26,6 @@ SCROLL_TO_MARK = """<script>
   setTimeout(scroll, 150);
 })();
 </script>"""
-
-
-@dataclass
-class Section:
-    name: str  # "A > B" (empty for the top of the document)
-    text: str
-    cited: bool = False
-
-
-def document_sections(retriever, passage: Passage) -> list[Section]:
-    """Every section of the passage's document in reading order; the passage's own section is marked cited."""
-    sections: list[Section] = []
-    pieces: list[str] = []
-    for chunk in retriever.document(source_key=passage.source_key):
-        section, text = chunk.section, chunk.text
-        if not sections or sections[-1].name != section:
-            if sections:
-                sections[-1].text = join_chunks(pieces)
-            sections.append(Section(section, "", cited=section == passage.section))
-            pieces = []
-        pieces.append(text)
-    if sections:
-        sections[-1].text = join_chunks(pieces)
-    return sections
 
 
 def heading(section: str) -> str:
@@ -69,7 +44,7 @@ def show_document(retriever, passage: Passage, quotes: list[str], settings) -> N
     if url:
         st.link_button("Open in the Git web UI", url, icon=":material/open_in_new:")
     try:
-        sections = document_sections(retriever, passage)
+        sections = document_sections(retriever.document(source_key=passage.source_key))
     except Exception as error:
         st.error(f"The document cannot be read from the knowledge base: {error}")
         return
@@ -80,7 +55,7 @@ def show_document(retriever, passage: Passage, quotes: list[str], settings) -> N
         title = heading(section.name)
         if title:
             st.markdown(title)
-        if not section.cited:
+        if section.name != passage.section:
             st.markdown(section.text)
             continue
         shown, found = render.highlight(section.text, quotes)

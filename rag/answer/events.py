@@ -137,3 +137,17 @@ class Final:
 
 
 Event = TextDelta | CitationEvent | ErrorEvent | StatusEvent | Final
+
+
+def event_record(event: Event) -> tuple[str, dict]:
+    """An event as a name and a JSON object, as the HTTP API streams it (Server-Sent Events): ``text``,
+    ``citation``, ``status``, ``error``, and last ``final`` (the same object as ``python -m rag ask --json``)."""
+    if isinstance(event, TextDelta):
+        return "text", {"text": event.text}
+    if isinstance(event, CitationEvent):
+        return "citation", event.citation.to_dict()
+    if isinstance(event, StatusEvent):
+        return "status", {"message": event.message}
+    if isinstance(event, ErrorEvent):
+        return "error", {"message": event.message}
+    return "final", event.to_dict()

@@ -21,6 +21,25 @@ GROUNDING_RULES = """
 """
 
 
+# what a persona is told when it runs as a Claude Code agent with the MCP tools instead of inside the answerer
+KNOWLEDGE_BASE_RULES = """
+
+## The team's knowledge base (MCP server `{server}`)
+- Before you answer, search the knowledge base with `search_knowledge`: the team's design docs, ADRs, runbooks
+  and postmortems (doc type `team`) and reference articles (doc type `reference`). Search again with other words
+  when the first results miss; use `read_document` when a passage is not enough and `list_documents` to see
+  what exists.
+- Cite the file of every claim you take from it, as `path` (and section) exactly as the tool gave it, e.g.
+  (corpus/team/adr-0009-outbox-pattern-for-order-events.md, "Decision").
+- A team document outranks general advice. A result whose `status_note` says "superseded by ..." is history:
+  find and cite its successor; "stale since ..." means say it may be out of date.
+- When the knowledge base does not cover the question (low `confidence`, nothing relevant), say so first, then
+  mark anything you add from general knowledge as such. Never invent a document, a decision or a number.
+"""
+MCP_TOOLS = ("search_knowledge", "read_document", "list_documents", "ask")
+READ_ONLY_TOOLS = ("Read", "Grep", "Glob")  # the persona may also read the code it is asked about
+
+
 class PersonaError(Exception):
     """An agent file that cannot be used; the message names the file and the reason."""
 
@@ -88,3 +107,15 @@ def load_persona(name_or_path: str, agents_dir: Path) -> Persona:
             return persona
     names = ", ".join(p.name for p in list_personas(agents_dir)) or "none"
     raise PersonaError(f"no persona named '{name_or_path}' in {agents_dir} (available: {names})")
+
+
+def claude_code_agent(persona: Persona, server: str = "knowledge") -> str:
+    """The persona as a Claude Code agent file (``.claude/agents/NAME.md``): its own front matter and prompt,
+    with the knowledge base's MCP tools (of the server added as ``server``) granted and the rules to use them."""
+    import yaml
+
+    tools = [f"mcp__{server}__{tool}" for tool in MCP_TOOLS] + list(READ_ONLY_TOOLS)
+    tool_list = ", ".join(tools)
+    front = {"name": persona.name, "description": persona.description, "tools": tool_list, "color": persona.color}
+    header = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1_000)
+    return f"---\n{header}---\n\n{persona.prompt.rstrip()}{KNOWLEDGE_BASE_RULES.format(server=server)}"

@@ -1,4 +1,5 @@
-"""Query-side commands: ``search``, ``ask``, ``eval`` and ``calibrate`` (parsers and handlers)."""
+"""Query-side commands: ``search``, ``ask``, ``eval``, ``calibrate``, ``feedback``, and the servers for other
+tools, ``mcp`` (stdio) and ``serve`` (HTTP API and MCP over HTTP), with ``claude-agent`` (parsers and handlers)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,31 @@ def add_commands(commands, store_options) -> None:
     calibrate.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
     store_options(calibrate)
 
+    mcp = commands.add_parser("mcp", help="MCP server over stdio for Claude Code and other agents (read-only tools)")
+    _answerer_options(mcp)
+    store_options(mcp)
+
+    serve = commands.add_parser(
+        "serve", help="HTTP API (/v1/..., OpenAPI at /docs) and the MCP tools at /mcp, behind bearer tokens"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--tokens-file", dest="api_tokens_file", type=Path,
+        help='JSON of token -> {"user", "role", "groups"} (RAG_API_TOKENS_FILE); required',
+    )
+    _answerer_options(serve)
+    store_options(serve)
+
+    agent = commands.add_parser(
+        "claude-agent", help="print a persona as a Claude Code agent file (.claude/agents/) that uses the MCP tools"
+    )
+    agent.add_argument("--persona", help="persona name or agent file (default backend-architecture-expert)")
+    agent.add_argument("--agents-dir", type=Path, help="folder of persona files (default agents/)")
+    agent.add_argument(
+        "--server", default="knowledge", help="the MCP server's name in Claude Code (`claude mcp add NAME`; knowledge)"
+    )
+
     feedback = commands.add_parser("feedback", help="answers rated in the chat UI (thumbs up/down, comments)")
     feedback_actions = feedback.add_subparsers(dest="feedback_action", required=True)
     export = feedback_actions.add_parser("export", help="all feedback as JSONL, or the thumbs-down as eval questions")
@@ -81,6 +107,14 @@ def add_commands(commands, store_options) -> None:
     store_options(export)
 
 
+def _answerer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--persona", help="persona of the ask tool (default backend-architecture-expert)")
+    parser.add_argument("--agents-dir", type=Path, help="folder of persona files (default agents/)")
+    parser.add_argument(
+        "--provider", choices=["claude", "openai-compatible", "extractive"], help="answerer of the ask tool (as `ask`)"
+    )
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     handler = {
         "search": cmd_search,
@@ -88,6 +122,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "eval": cmd_eval,
         "calibrate": cmd_calibrate,
         "feedback": cmd_feedback,
+        "mcp": cmd_mcp,
+        "serve": cmd_serve,
+        "claude-agent": cmd_claude_agent,
     }[args.command]
     return handler(args, settings)
 
@@ -301,4 +338,60 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
         print(f"skipped {problem}", file=sys.stderr)
     what = "thumbs-down answers as questions" if args.as_questions else "feedback entries"
     print(f"{count} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
+def _knowledge_service(args: argparse.Namespace, settings: Settings):
+    """The service both servers offer, loaded before the first request; a persona that cannot be read only
+    disables the ask tool (said once here), the other tools work."""
+    from rag.answer.personas import PersonaError
+    from rag.app.knowledge import KnowledgeService
+
+    service = KnowledgeService(settings, provider=args.provider)
+    service.warm_up()
+    try:
+        service.persona()
+    except PersonaError as error:
+        print(f"warning: ask will fail until this is fixed: {error}", file=sys.stderr)
+    return service
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.server.mcp import serve_stdio
+
+    service = _knowledge_service(args, settings)
+    print(f"MCP server on stdio over {service.retriever.store.location} (read-only)", file=sys.stderr, flush=True)
+    serve_stdio(service)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.search.access import TokenFileError, TokenTable
+    from rag.server.http import run_server
+
+    if settings.api_tokens_file is None:
+        print("error: give --tokens-file or set RAG_API_TOKENS_FILE: every request needs a bearer token from it",
+              file=sys.stderr)
+        return 2
+    try:
+        tokens = TokenTable(settings.api_tokens_file)
+    except TokenFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    service = _knowledge_service(args, settings)
+    print(f"serving {service.retriever.store.location} on http://{args.host}:{args.port} (API docs at /docs, MCP "
+          f"at /mcp; {len(tokens)} tokens from {settings.api_tokens_file})", file=sys.stderr, flush=True)
+    run_server(service, tokens, args.host, args.port)
+    return 0
+
+
+def cmd_claude_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.answer.personas import PersonaError, claude_code_agent, load_persona
+
+    try:
+        persona = load_persona(args.persona or settings.persona, settings.agents_dir)
+    except PersonaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(claude_code_agent(persona, args.server), end="")
     return 0

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rag ingest|stats|search|ask|eval``, a thin layer over the library.
+"""Command line: ``python -m rag ingest|stats|search|ask|eval|mcp|serve ...``, a thin layer over the library.
 
 Exit codes: 0 success, 1 a runtime error (store unreachable, model mismatch, busy store),
 2 usage errors (argparse), 3 an ingest where some files failed but the rest went in.
@@ -29,7 +29,7 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     names = (
         "data_dir collection embedding_model chroma_host chroma_port chunk_tokens chunk_overlap max_file_mb "
-        "persona agents_dir anthropic_model top_k"
+        "persona agents_dir anthropic_model top_k api_tokens_file"
     ).split()
     return load_settings(**{name: getattr(args, name, None) for name in names})
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-READ_COMMANDS = ("stats", "search", "ask", "eval", "calibrate")
+READ_COMMANDS = ("stats", "search", "ask", "eval", "calibrate", "mcp", "serve")
 
 
 def _require_store(settings: Settings) -> None:

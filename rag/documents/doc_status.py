@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -153,3 +153,18 @@ def age_days(when: str, today: date | None = None) -> int | None:
     if not found:
         return None
     return ((today or date.today()) - date.fromisoformat(found)).days
+
+
+def status_summary(
+    status: str, superseded_by: str, superseded_on: str, updated: str, stale_days: int, today: date | None = None
+) -> str:
+    """A document's status in a few words for a search result: "superseded by ADR-0011 on 2025-05-12",
+    "deprecated", "stale since 2025-03-01 (last updated 2024-03-01)"; "" for a current document."""
+    if status in RETIRED:
+        by = f" by {superseded_by}" if superseded_by else ""
+        return status + by + (f" on {superseded_on}" if superseded_on else "")
+    age = age_days(updated, today)
+    if age is None or age <= stale_days:
+        return ""
+    since = date.fromisoformat(iso_date(updated)) + timedelta(days=stale_days)
+    return f"stale since {since.isoformat()} (last updated {iso_date(updated)})"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -86,6 +87,7 @@ class Embedder:
         self.requested_backend = backend
         self.cache_dir = cache_dir
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the API server embeds for many requests at once
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Embedder:
@@ -179,19 +181,21 @@ class Embedder:
             return []
         if len(texts) > CACHE_MAX_BATCH:
             return self._encode(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        for text, vector in zip(missing, self._encode(missing) if missing else []):
-            self._cache[text] = vector
-        result = []
-        for text in texts:
-            self._cache.move_to_end(text)
-            result.append(self._cache[text])
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return result
+        with self._cache_lock:
+            known = {text: self._cache[text] for text in texts if text in self._cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        known.update(zip(missing, self._encode(missing) if missing else []))  # encoded outside the lock
+        with self._cache_lock:
+            for text in dict.fromkeys(texts):
+                self._cache[text] = known[text]
+                self._cache.move_to_end(text)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return [known[text] for text in texts]
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     def embed_array(self, texts: list[str]) -> np.ndarray:
         """Normalised float32 vectors, one row per text, without the memo (bulk embedding in ingest)."""

@@ -388,9 +388,11 @@ class Store:
                 include=["documents", "metadatas", "distances"],
             )
 
-    def get(self, ids: list[str] | None = None, where: dict | None = None) -> dict:
+    def get(self, ids: list[str] | None = None, where: dict | None = None, texts: bool = True) -> dict:
+        """Chunks by id or filter; ``texts=False`` reads only their metadata (``documents`` is then None)."""
+        include = ["documents", "metadatas"] if texts else ["metadatas"]
         with self._reading("reading chunks"):
-            return self.chunks().get(ids=ids, where=where or None, include=["documents", "metadatas"])
+            return self.chunks().get(ids=ids, where=where or None, include=include)
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[None]:

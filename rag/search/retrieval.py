@@ -8,7 +8,9 @@ A follow-up question is made standalone before it gets here (``rag.search.follow
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -18,6 +20,7 @@ from rag.documents.doc_status import RETIRED, adr_ids, asks_about_past, asks_wha
 from rag.index.embedding import Embedder
 from rag.index.keyword import KeywordIndex
 from rag.index.store import Store
+from rag.search.access import Reader, readable_where
 from rag.search.passages import Passage, collapse_near_duplicates, join_chunks
 from rag.search.ranking import document_scores, reciprocal_rank_fusion
 
@@ -38,13 +41,44 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _KeywordSlot:
+    """The BM25 index a retriever and its per-reader views share: one reload per store revision, not one each."""
+
+    def __init__(self) -> None:
+        self.index: KeywordIndex | None = None
+        self.lock = threading.Lock()
+
+
 class Retriever:
-    def __init__(self, settings: Settings, store: Store | None = None, embedder: Embedder | None = None) -> None:
+    """Reads as ``reader`` (``rag.search.access``): every read of the store goes through ``_readable``. None (the
+    command line, the UI) reads as the local user; ``for_reader`` gives a view for another one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        reader: Reader | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or Store(settings)
         self.embedder = embedder or Embedder.for_settings(settings)
-        self._keyword: KeywordIndex | None = None
+        self.reader = reader
+        self._keyword_slot = _KeywordSlot()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-search")
+
+    def for_reader(self, reader: Reader) -> Retriever:
+        """This retriever reading as ``reader``: the same store, model, keyword index and thread, no new load."""
+        view = copy.copy(self)
+        view.reader = reader
+        return view
+
+    def _readable(self, where: dict | None) -> dict | None:
+        """``where`` narrowed to the chunks the reader may read (``rag.search.access.readable_where``)."""
+        allowed = readable_where(self.reader)
+        if allowed is None or where is None:
+            return where or allowed
+        return {"$and": [where, allowed]}
 
     @staticmethod
     def _timed(function, *args):
@@ -55,9 +89,12 @@ class Retriever:
     def keyword(self) -> KeywordIndex:
         """The BM25 index, reloaded whenever an ingest (by any process) changed the store."""
         revision = self.store.revision()
-        if self._keyword is None or self._keyword.revision != revision:
-            self._keyword = KeywordIndex.open(self.store, self.settings.data_dir)
-        return self._keyword
+        slot = self._keyword_slot
+        if slot.index is None or slot.index.revision != revision:
+            with slot.lock:  # concurrent requests that see a new revision load it once
+                if slot.index is None or slot.index.revision != revision:
+                    slot.index = KeywordIndex.open(self.store, self.settings.data_dir)
+        return slot.index
 
     def search(
         self,
@@ -112,16 +149,17 @@ class Retriever:
             return []
         return self._read(ids=[chunk_id for chunk_id, _ in hits])
 
-    def _read(self, ids: list[str] | None = None, where: dict | None = None) -> list[Passage]:
-        """Chunks of the store as passages, in the store's order."""
-        got = self.store.get(ids=ids, where=where)
-        return [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+    def _read(self, ids: list[str] | None = None, where: dict | None = None, texts: bool = True) -> list[Passage]:
+        """Chunks of the store as passages, in the store's order (``texts=False``: metadata only, empty texts)."""
+        got = self.store.get(ids=ids, where=self._readable(where), texts=texts)
+        documents = got["documents"] if texts else [""] * len(got["ids"])
+        return [Passage.from_chunk(i, t, m or {}) for i, t, m in zip(got["ids"], documents, got["metadatas"])]
 
     def _dense(self, query: str, k: int, doc_type: str | None, source: str | None) -> list[Passage]:
         if not self.store.exists():
             return []
         vector = self.embedder.embed_query(query)
-        result = self.store.query(vector, k, _where(doc_type, source), backend=self.embedder.backend)
+        result = self.store.query(vector, k, self._readable(_where(doc_type, source)), backend=self.embedder.backend)
         passages = []
         for chunk_id, text, meta, distance in zip(
             result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
@@ -139,7 +177,7 @@ class Retriever:
         clauses = [c for c in CLAUSE_BREAK.split(query.strip()) if len(c.split()) >= CLAUSE_WORDS]
         if len(clauses) < 2:
             return 0.0
-        where = _where(doc_type, source)
+        where = self._readable(_where(doc_type, source))
         best = 0.0
         for vector in self.embedder.embed(clauses):  # one encoder call for all the clauses
             result = self.store.query(vector, 1, where, self.embedder.backend)
@@ -178,7 +216,9 @@ class Retriever:
         widened = []
         for passage in passages:
             positions = [passage.position + d for d in range(-radius, radius + 1) if d and passage.position + d >= 0]
-            got = self.store.get(where={"$and": [{"source_key": passage.source_key}, {"position": {"$in": positions}}]})
+            got = self.store.get(
+                where=self._readable({"$and": [{"source_key": passage.source_key}, {"position": {"$in": positions}}]})
+            )
             neighbours = {
                 int(meta["position"]): (text, meta)
                 for text, meta in zip(got["documents"], got["metadatas"])
@@ -198,6 +238,16 @@ class Retriever:
         """All chunks of one document (by its source key or its path), in reading order."""
         where = {"source_key": source_key} if source_key is not None else {"path": path}
         return sorted(self._read(where=where), key=lambda p: p.position)
+
+    def first_chunks(self, doc_type: str | None = None) -> list[Passage]:
+        """The first chunk of every document the reader may read, metadata only: one row per document with its
+        title, path, doc type and status."""
+        if not self.store.exists():
+            return []
+        where: dict = {"position": 0}
+        if doc_type:
+            where = {"$and": [where, {"doc_type": doc_type}]}
+        return self._read(where=where, texts=False)
 
 
 SUPERSEDED_WEIGHT = 0.5  # a retired document's passages keep half their score
