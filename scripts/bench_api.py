@@ -7,8 +7,9 @@ Over the store in DATA_DIR, in one run: the in-process search (``Retriever.searc
 servers make, ``KnowledgeService.search``), ``GET /v1/search`` of ``python -m rag serve``, and the MCP tool
 ``search_knowledge`` over streamable HTTP (the same server's ``/mcp``) and over stdio (``python -m rag mcp``),
 each through a real client (httpx2, the ``mcp`` SDK's client). Every question is asked once per process and path,
-in turn (in-process, HTTP, MCP over HTTP, MCP over stdio), so every timing includes embedding the query and a
-change in the machine's load falls on all paths alike; the in-process calls clear the embedder's memo first.
+in turn (in-process, HTTP, MCP over HTTP, MCP over stdio; the two HTTP paths each on a server of their own), so
+every timing includes embedding the query and a change in the machine's load falls on all paths alike; the
+in-process calls clear the embedder's memo first.
 The overhead of a transport is, per question, its time minus the in-process service call's; the table shows
 p50 and p95 of each. Target: a p50 overhead of at most 20 ms.
 """
@@ -16,6 +17,7 @@ p50 and p95 of each. Target: a p50 overhead of at most 20 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -67,6 +70,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(store_options: list[str], tokens: Path, scratch: Path, env: dict) -> Iterator[str]:
+    """``python -m rag serve`` on a free port until the block ends; yields its base URL."""
+    port = free_port()
+    log = scratch / f"serve-{port}.log"
+    command = [sys.executable, "-m", "rag", "serve", *store_options, "--tokens-file", str(tokens), "--port", str(port)]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=scratch)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{base}/healthz", server, log)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,7 +107,13 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def measure(
-    service: KnowledgeService, asked: list[str], k: int, base: str, token: str, stdio: StdioServerParameters
+    service: KnowledgeService,
+    asked: list[str],
+    k: int,
+    http_base: str,
+    mcp_base: str,
+    token: str,
+    stdio: StdioServerParameters,
 ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {path: [] for path in PATHS}
     retriever = service.retriever
@@ -95,12 +121,12 @@ async def measure(
     async with (
         httpx2.AsyncClient(headers=headers, timeout=120) as http,
         httpx2.AsyncClient(headers=headers, timeout=120) as mcp_http_client,
-        Client(streamable_http_client(f"{base}/mcp", http_client=mcp_http_client)) as mcp_http,
+        Client(streamable_http_client(f"{mcp_base}/mcp", http_client=mcp_http_client)) as mcp_http,
         Client(stdio_client(stdio, errlog=sys.stderr)) as mcp_stdio,
     ):
         for client in (mcp_http, mcp_stdio):  # the first call of a session lists the tools
             await client.call_tool("search_knowledge", {"query": "warm up", "k": k})
-        await http.get(f"{base}/v1/search", params={"query": "warm up", "k": k})
+        await http.get(f"{http_base}/v1/search", params={"query": "warm up", "k": k})
         for number, question in enumerate(asked, start=1):
             retriever.embedder.clear_cache()
             started = time.perf_counter()
@@ -113,7 +139,7 @@ async def measure(
             times["service"].append(time.perf_counter() - started)
 
             started = time.perf_counter()
-            answer = await http.get(f"{base}/v1/search", params={"query": question, "k": k})
+            answer = await http.get(f"{http_base}/v1/search", params={"query": question, "k": k})
             times["http"].append(time.perf_counter() - started)
             answer.raise_for_status()
 
@@ -162,26 +188,17 @@ def main() -> int:
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     store_options = ["--data-dir", str(args.data_dir), "--agents-dir", str(REPO / "agents"), "--provider", "extractive"]
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as scratch, contextlib.ExitStack() as servers:
         token = secrets.token_urlsafe(32)
         tokens = Path(scratch) / "tokens.json"
         tokens.write_text(json.dumps({token: {"user": "bench"}}))
-        port = free_port()
-        log = Path(scratch) / "serve.log"
-        serve_options = ["--tokens-file", str(tokens), "--port", str(port)]
-        command = [sys.executable, "-m", "rag", "serve", *store_options, *serve_options]
-        with log.open("w") as out:
-            server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=scratch)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_healthy(f"{base}/healthz", server, log)
-            stdio = StdioServerParameters(
-                command=sys.executable, args=["-m", "rag", "mcp", *store_options], env=env, cwd=scratch
-            )
-            times = anyio.run(measure, service, asked, args.k, base, token, stdio)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        # one server for /v1/search and another for /mcp: a server asked the same question twice would answer the
+        # second time from its memo of query embeddings
+        http_base, mcp_base = (servers.enter_context(serving(store_options, tokens, Path(scratch), env)) for _ in "ab")
+        stdio = StdioServerParameters(
+            command=sys.executable, args=["-m", "rag", "mcp", *store_options], env=env, cwd=scratch
+        )
+        times = anyio.run(measure, service, asked, args.k, http_base, mcp_base, token, stdio)
 
     rows = report(times)
     if args.json:
