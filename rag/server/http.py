@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.transport_security import RequestBodyLimitMiddleware
+from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.routing import Route
@@ -62,15 +62,17 @@ class AskRequest(BaseModel):
     )
 
 
-def create_app(service: KnowledgeService, tokens: TokenTable, host: str = "127.0.0.1") -> FastAPI:
+def create_app(service: KnowledgeService, tokens: TokenTable) -> FastAPI:
     mcp = build_mcp_server(service)
-    # stateless: every MCP request stands alone (the tools keep no state), so no session outlives its request
+    # stateless: every MCP request stands alone (the tools keep no state), so no session outlives its request.
+    # No Host/Origin allow-list (the SDK's DNS-rebinding guard): the bearer token is what a page in a browser
+    # cannot send, and the allow-list would refuse the host name a reverse proxy forwards.
     mcp.streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=True,
         json_response=True,
         max_request_body_size=MAX_REQUEST_BYTES,
-        host=host,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     sessions = mcp.session_manager
 
@@ -224,6 +226,6 @@ def run_server(service: KnowledgeService, tokens: TokenTable, host: str, port: i
     import uvicorn
 
     uvicorn.run(
-        create_app(service, tokens, host), host=host, port=port, log_level="info", server_header=False,
+        create_app(service, tokens), host=host, port=port, log_level="info", server_header=False,
         timeout_graceful_shutdown=5,
     )

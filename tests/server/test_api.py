@@ -243,6 +243,28 @@ def test_tokens_are_required_and_health_is_open(api):
     assert {"/v1/search", "/v1/ask", "/v1/documents", "/v1/documents/{path}", "/healthz"} <= set(schema["paths"])
 
 
+def test_mcp_answers_behind_a_reverse_proxy(api):
+    """A proxy forwards its own host name; the token, not a host allow-list, is what guards /mcp."""
+    base, _ = api
+    parts = urllib.parse.urlsplit(base)
+    client = {"name": "proxy", "version": "1"}
+    body = {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client},
+    }
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.request("POST", "/mcp", json.dumps(body), {
+            "Host": "rag.example.com", "Origin": "https://rag.example.com", "Authorization": f"Bearer {TOKEN}",
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+        })
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()
+        assert json.loads(answer.read())["result"]["serverInfo"]["name"] == "architecture-knowledge"
+    finally:
+        connection.close()
+
+
 def test_bad_requests_say_what_is_allowed(api):
     base, _ = api
     status, body = get(search_url(base, "outbox", doc_type="adr"))
