@@ -40,9 +40,9 @@ from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
+from rag.app.knowledge import KnowledgeService  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.knowledge import KnowledgeService  # noqa: E402
-from rag.store import Store  # noqa: E402
+from rag.index.store import Store  # noqa: E402
 
 DEFAULT_QUESTIONS = [REPO / "scripts/devsets/nginx.jsonl", REPO / "corpus/eval/questions.jsonl"]
 PATHS = ("retriever", "service", "http", "mcp-http", "mcp-stdio")

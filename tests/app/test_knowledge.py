@@ -14,15 +14,17 @@ from pathlib import Path
 import frontmatter
 import pytest
 
-from rag import cli, embedding, retrieval
-from rag.access import Reader, TokenFileError, TokenTable
-from rag.catalog import CatalogError, read_document
-from rag.doc_status import status_summary
-from rag.knowledge import MAX_HISTORY_TURNS, MAX_K, KnowledgeService, RequestError, Turn
-from rag.personas import claude_code_agent, load_persona, parse_persona
-from rag.retrieval import Retriever
+from rag.answer.personas import claude_code_agent, load_persona, parse_persona
+from rag.app.knowledge import MAX_HISTORY_TURNS, MAX_K, KnowledgeService, RequestError, Turn
+from rag.cli import main as cli
+from rag.documents.doc_status import status_summary
+from rag.index import embedding
+from rag.search import retrieval
+from rag.search.access import Reader, TokenFileError, TokenTable
+from rag.search.catalog import CatalogError, read_document
+from rag.search.retrieval import Retriever
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "alice-0123456789abcdef"
 
 
