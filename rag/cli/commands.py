@@ -80,7 +80,7 @@ def add_commands(commands, store_options) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
     serve.add_argument(
-        "--tokens-file", dest="api_tokens_file", type=Path,
+        "--tokens-file", dest="api_tokens_file", type=Path, metavar="FILE",
         help='JSON of token -> {"user", "role", "groups"} (RAG_API_TOKENS_FILE); required',
     )
     _answerer_options(serve)
