@@ -358,6 +358,14 @@ class Store:
         result = files.get(include=["metadatas"])
         return {key: FileRecord.from_metadata(key, meta or {}) for key, meta in zip(result["ids"], result["metadatas"])}
 
+    def file_record(self, key: str) -> FileRecord | None:
+        """One file's manifest entry (``file_records`` reads them all)."""
+        files = self.files_collection(create=False)
+        if files is None:
+            return None
+        got = files.get(ids=[key], include=["metadatas"])
+        return FileRecord.from_metadata(key, got["metadatas"][0] or {}) if got["ids"] else None
+
     def revision(self) -> str:
         if not self.exists():
             return ""

@@ -73,9 +73,13 @@ class Retriever:
         view.reader = reader
         return view
 
+    def reader_where(self) -> dict | None:
+        """What the reader may read, as a Chroma ``where`` clause (``rag.search.access.readable_where``)."""
+        return readable_where(self.reader)
+
     def _readable(self, where: dict | None) -> dict | None:
-        """``where`` narrowed to the chunks the reader may read (``rag.search.access.readable_where``)."""
-        allowed = readable_where(self.reader)
+        """``where`` narrowed to the chunks the reader may read."""
+        allowed = self.reader_where()
         if allowed is None or where is None:
             return where or allowed
         return {"$and": [where, allowed]}
@@ -239,15 +243,17 @@ class Retriever:
         where = {"source_key": source_key} if source_key is not None else {"path": path}
         return sorted(self._read(where=where), key=lambda p: p.position)
 
-    def first_chunks(self, doc_type: str | None = None) -> list[Passage]:
-        """The first chunk of every document the reader may read, metadata only: one row per document with its
-        title, path, doc type and status."""
+    def first_chunks(self, doc_type: str | None = None, path: str | None = None) -> list[Passage]:
+        """The first chunk of every document the reader may read (of ``doc_type``; at ``path``, its display path
+        or its path inside its folder), metadata only: one row per document with its title, path, type, status."""
         if not self.store.exists():
             return []
-        where: dict = {"position": 0}
+        clauses: list[dict] = [{"position": 0}]
         if doc_type:
-            where = {"$and": [where, {"doc_type": doc_type}]}
-        return self._read(where=where, texts=False)
+            clauses.append({"doc_type": doc_type})
+        if path is not None:
+            clauses.append({"$or": [{"path": path}, {"source": path}]})
+        return self._read(where=clauses[0] if len(clauses) == 1 else {"$and": clauses}, texts=False)
 
 
 SUPERSEDED_WEIGHT = 0.5  # a retired document's passages keep half their score
