@@ -88,7 +88,9 @@ def create_app(service: KnowledgeService, tokens: TokenTable) -> FastAPI:
         "agents are served over MCP (streamable HTTP) at /mcp.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
     )
+    mount_offline_docs(app)
     app.state.tokens = tokens
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_REQUEST_BYTES)
 
@@ -229,3 +231,24 @@ def run_server(service: KnowledgeService, tokens: TokenTable, host: str, port: i
         create_app(service, tokens), host=host, port=port, log_level="info", server_header=False,
         timeout_graceful_shutdown=5,
     )
+
+
+def mount_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the assets of the swagger-ui-bundle package: FastAPI's default page loads them
+    from a CDN, which a server without internet access cannot reach (the page stays blank)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -241,6 +242,18 @@ def test_tokens_are_required_and_health_is_open(api):
     status, schema = get(f"{base}/openapi.json", token=None)
     assert status == 200
     assert {"/v1/search", "/v1/ask", "/v1/documents", "/v1/documents/{path}", "/healthz"} <= set(schema["paths"])
+
+
+def test_the_api_docs_page_works_without_internet(api):
+    """/docs loads Swagger UI from the server itself: a page pointing at a CDN stays blank offline."""
+    base, _ = api
+    with urllib.request.urlopen(f"{base}/docs", timeout=60) as answer:
+        page = answer.read().decode()
+    scripts = re.findall(r'<script src="([^"]+)"', page) + re.findall(r'<link[^>]+href="([^"]+)"', page)
+    assert scripts and all(src.startswith("/") for src in scripts), scripts
+    for src in scripts:
+        with urllib.request.urlopen(f"{base}{src}", timeout=60) as asset:
+            assert asset.status == 200 and asset.read()
 
 
 def test_mcp_answers_behind_a_reverse_proxy(api):
