@@ -173,7 +173,7 @@ def show_section(passage, quotes: list[str], retriever) -> None:
     from rag.search.passages import join_chunks
 
     shown, _ = render.highlight(join_chunks([chunk.text for chunk in chunks]), quotes)
-    st.markdown(shown, unsafe_allow_html=True)
+    st.markdown(render.demote_headings(shown), unsafe_allow_html=True)
 
 
 # -- how this answer was produced ----------------------------------------------------------------------

@@ -16,6 +16,9 @@ FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*$", re.MULTILINE)
 CODE_SPAN = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
 LINE_PREFIX = re.compile(r"[ \t]*(?:(?:[-*+>]|\d{1,9}[.)]|#{1,6})[ \t]+|>)*")
 TOKEN = re.compile(r"[^\W_]+")
+ATX_HEADING = re.compile(r"^( {0,3}(?:>[ \t]?)*)#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+NOT_A_PARAGRAPH = re.compile(r"^(?: {4}| {0,3}(?:[-*+>#|]|\d{1,9}[.)])(?:[ \t]|$))")
 MAX_QUOTE_TOKENS = 400
 
 
@@ -129,12 +132,53 @@ def _prose(text: str, start: int, end: int, marked: list[bool]) -> str:
 
 
 def passage_view(text: str, full_text: str, quotes: list[str]) -> tuple[str, bool]:
-    """The passage itself when the cited words are in it, else its widened context (where they were found)."""
+    """The passage itself when the cited words are in it, else its widened context (where they were found), its
+    headings demoted."""
     shown, found = highlight(text, quotes)
-    if found or full_text == text:
-        return shown, found
-    wide, wide_found = highlight(full_text, quotes)
-    return (wide, True) if wide_found else (shown, False)
+    if not found and full_text != text:
+        wide, wide_found = highlight(full_text, quotes)
+        if wide_found:
+            shown, found = wide, True
+    return demote_headings(shown), found
+
+
+def demote_headings(markdown: str) -> str:
+    """Heading lines (``## Locking``, or a line underlined with ``===``/``---``) outside code blocks as bold lines.
+
+    A passage quoted inside a card or a list keeps the sub-headings of its section as labels: as Markdown
+    headings they would be drawn at the size of the page's own title."""
+    out: list[str] = []
+    cursor = 0
+    for start, end, _ in code_segments(markdown):
+        out.append(_demote(markdown[cursor:start]))
+        out.append(markdown[start:end])
+        cursor = end
+    out.append(_demote(markdown[cursor:]))
+    return "".join(out)
+
+
+def _demote(prose: str) -> str:
+    original = prose.splitlines(keepends=True)
+    lines = list(original)
+    for i, line in enumerate(original):
+        body = line.rstrip("\r\n")
+        ending = line[len(body) :]
+        atx = ATX_HEADING.match(body)
+        if atx:
+            title = (atx.group(2) or "").strip()
+            lines[i] = (f"{atx.group(1)}**{title}**" if title else atx.group(1)) + ending
+        elif i and SETEXT_UNDERLINE.match(body) and _paragraph_text(original[i - 1]):
+            above = original[i - 1].rstrip("\r\n")
+            indent = above[: len(above) - len(above.lstrip())]
+            lines[i - 1] = f"{indent}**{above.strip()}**" + original[i - 1][len(above) :]
+            lines[i] = ""
+    return "".join(lines)
+
+
+def _paragraph_text(line: str) -> bool:
+    """Whether a line is paragraph text (which a ``===`` or ``---`` line under it makes a heading)."""
+    text = line.rstrip("\r\n")
+    return bool(text.strip()) and not NOT_A_PARAGRAPH.match(text) and not SETEXT_UNDERLINE.match(text)
 
 
 def cited_words_note(quotes: list[str], limit: int = 300) -> str:

@@ -36,7 +36,7 @@ from rag.index.store import Store
 from rag.index.write_lock import StoreBusyError
 from rag.ingest.pipeline import ingest
 from rag.search.retrieval import Retriever
-from ui.render import cited_words_note, highlight, passage_view
+from ui.render import cited_words_note, demote_headings, highlight, passage_view
 from ui.resources import OFFLINE_NOTICE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -836,6 +836,20 @@ def test_passage_view_falls_back_to_the_widened_context():
     assert found and shown.startswith("An earlier chunk <mark>explains leases in detail</mark>.")
     shown, found = passage_view(text, context, ["talks about pools"])
     assert found and shown == "The chunk itself <mark>talks about pools</mark>."
+
+
+def test_headings_inside_a_passage_become_bold_lines_and_code_is_left_alone():
+    passage = (
+        "## Cache stampede protection\n\nTwo techniques.\n\n### Locking ###\n\nA lock per key.\n\n"
+        "```bash\n# a comment, not a heading\n```\n\nSetext title\n---\n\n---\n\n#hashtag stays\n"
+    )
+    shown, found = passage_view(passage, passage, ["A lock per key."])
+    assert found
+    assert shown == (
+        "**Cache stampede protection**\n\nTwo techniques.\n\n**Locking**\n\n<mark>A lock per key</mark>.\n\n"
+        "```bash\n# a comment, not a heading\n```\n\n**Setext title**\n\n---\n\n#hashtag stays\n"
+    )
+    assert demote_headings("> ## Quoted heading\n- item\n---\n") == "> **Quoted heading**\n- item\n---\n"
 
 
 def test_a_cited_code_block_is_named_instead_of_marked():

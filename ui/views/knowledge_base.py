@@ -108,7 +108,7 @@ def show_chunks(retriever, paths: list[str]) -> None:
             section = render.escape_markdown(render.section_label(chunk.section))
             tokens = "?" if chunk.tokens is None else chunk.tokens
             st.caption(f"#{chunk.position} · {section} · {tokens} tokens")
-            st.markdown(chunk.text)
+            st.markdown(render.demote_headings(chunk.text))
 
 
 def uploaded_paths(settings, files: list[dict]) -> dict[str, str]:
@@ -189,7 +189,7 @@ def show_search(settings, retriever) -> None:
                 " · ".join(scores)
                 + f" · {render.escape_markdown(passage.doc_type)} · {render.escape_markdown(passage.path)}"
             )
-            st.markdown(passage.text)
+            st.markdown(render.demote_headings(passage.text))
 
 
 def show_upload(settings, retriever) -> None:
