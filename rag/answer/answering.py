@@ -21,7 +21,7 @@ from rag.answer.events import Citation, CitationEvent, ErrorEvent, Event, Final,
 from rag.answer.personas import Persona
 from rag.answer.providers.extractive import OFFLINE_NOTE, ExtractiveProvider
 from rag.config import Settings
-from rag.documents.doc_status import RETIRED, adr_id, age_days, document_names
+from rag.documents.doc_status import IN_FORCE, RETIRED, adr_id, age_days, age_in_words, document_names
 from rag.index.keyword import KeywordIndex
 from rag.search.followups import last_turn_context, search_follow_up
 from rag.search.intent import missing_names, read_intent
@@ -114,15 +114,23 @@ def unsaid_near_misses(answer: str, missing: list[str]) -> list[str]:
             for name in unsaid]
 
 
-def status_notes(citations: list[Citation], passages: list[Passage], stale_days: int) -> list[str]:
+def cited_before(history: list[dict]) -> set[str]:
+    """The documents earlier answers of the conversation cited (``documents`` of a turn: ``Passage.document_key``)."""
+    return {str(key) for turn in history if turn.get("role") == "assistant" for key in turn.get("documents") or []}
+
+
+def status_notes(
+    citations: list[Citation], passages: list[Passage], stale_days: int, earlier: set[str] | None = None
+) -> list[str]:
     """A note for each cited document that is superseded or deprecated (naming its successor and when), and for
-    each cited document older than ``stale_days`` (RAG_STALE_DAYS)."""
+    each cited document older than ``stale_days``, unless it is a decision in force (an accepted ADR) or
+    ``earlier`` answers of the conversation cited it already (it was noted then)."""
     notes: list[str] = []
     stale: list[str] = []
     documents: dict[str, Passage] = {}
     for citation in citations:
-        documents.setdefault(citation.passage.source_key or citation.passage.path, citation.passage)
-    for passage in documents.values():
+        documents.setdefault(citation.passage.document_key, citation.passage)
+    for key, passage in documents.items():
         name = adr_id(passage.title) or passage.title
         if passage.status in RETIRED:
             successor = next(
@@ -142,12 +150,11 @@ def status_notes(citations: list[Citation], passages: list[Passage], stale_days:
                 note = f"{name} is marked {passage.status}: it may no longer apply."
             notes.append(note)
             continue
+        if passage.status in IN_FORCE or key in (earlier or set()):
+            continue
         age = age_days(passage.updated)
         if age is not None and age > stale_days:
-            stale.append(
-                f"{name} was last updated on {passage.updated}, {age} days ago: it may be out of date "
-                f"(documents older than {stale_days} days are flagged; RAG_STALE_DAYS)."
-            )
+            stale.append(f"{name} was last updated on {passage.updated}, {age_in_words(age)}: it may be out of date.")
     return notes + stale  # what replaced a cited document matters more than its age
 
 
@@ -250,7 +257,7 @@ class Answerer:
         timings["verification"] = time.perf_counter() - verify_started
         timings["total"] = time.perf_counter() - started
         final.timings = timings
-        final.notes += status_notes(final.citations, passages, self.settings.stale_days)
+        final.notes += status_notes(final.citations, passages, self.settings.stale_days, cited_before(history))
         yield final
 
     def _missing(self, question: str, passages: list[Passage]) -> list[str]:

@@ -108,6 +108,8 @@ def history_for(messages: list[Message]) -> list[dict]:
             turn: dict = {"role": "assistant", "content": message.content}
             if message.final is not None:  # a follow-up is rewritten with the sections this answer cited
                 turn["sources"] = [citation.passage.heading for citation in message.final.citations]
+                # and a document this answer cited is not noted as out of date again
+                turn["documents"] = list(dict.fromkeys(c.passage.document_key for c in message.final.citations))
             history.append(turn)
     return history
 

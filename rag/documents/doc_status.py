@@ -17,6 +17,9 @@ from typing import Protocol
 
 KNOWN_STATUSES = ("superseded", "deprecated", "accepted", "proposed", "rejected", "draft", "obsolete")
 RETIRED = frozenset({"superseded", "deprecated", "obsolete"})
+# a decision record in force: its age alone says nothing about whether it still holds (an accepted ADR is
+# current until another supersedes it)
+IN_FORCE = frozenset({"accepted"})
 ADR_ID = re.compile(r"\badr[-_ ]?0*(\d{1,5})(?!\d)", re.IGNORECASE)
 ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 SUPERSEDED_BY = re.compile(r"\bsuperseded\s+by\s+(?:\[)?([A-Za-z]+[-_ ]?\d+|[^\s.,;)\]]+)", re.IGNORECASE)
@@ -168,3 +171,12 @@ def status_summary(
         return ""
     since = date.fromisoformat(iso_date(updated)) + timedelta(days=stale_days)
     return f"stale since {since.isoformat()} (last updated {iso_date(updated)})"
+
+
+def age_in_words(days: int) -> str:
+    """How long ago, as a reader would say it: "45 days ago", "13 months ago", "over 7 years ago"."""
+    if days < 60:
+        return f"{days} days ago"
+    if days < 730:
+        return f"{days // 30} months ago"
+    return f"over {days // 365} years ago"

@@ -40,6 +40,11 @@ class Passage:
         return self.context or self.text
 
     @property
+    def document_key(self) -> str:
+        """What names the passage's document: its source key, its path when the store recorded none."""
+        return self.source_key or self.path
+
+    @property
     def heading(self) -> str:
         return f"{self.title} > {self.section}" if self.section else self.title
 

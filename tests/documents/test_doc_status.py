@@ -17,7 +17,8 @@ from rag.answer.answering import Answerer, status_notes
 from rag.answer.events import Citation, Final
 from rag.answer.personas import load_persona
 from rag.answer.providers.extractive import ExtractiveProvider
-from rag.documents.doc_status import DocStatus, asks_about_past, parse_status, read_status
+from rag.app.conversations import Message, history_for
+from rag.documents.doc_status import DocStatus, age_in_words, asks_about_past, parse_status, read_status
 from rag.ingest.pipeline import ingest
 from rag.search.passages import Passage
 from rag.search.retrieval import Retriever, demote_superseded
@@ -119,9 +120,26 @@ def test_notes_name_the_successor_and_its_date_and_flag_stale_documents():
     assert notes[0] == (
         'ADR-0003 was superseded by ADR-0011 on 2025-05-12. The current decision is "ADR-0011: Move to Kafka".'
     )
-    assert len(notes) == 2 and notes[1].startswith("Message queues was last updated on 2020-01-01")
-    assert "may be out of date" in notes[1]
+    assert len(notes) == 2 and notes[1].startswith("Message queues was last updated on 2020-01-01, over ")
+    assert notes[1].endswith(" years ago: it may be out of date.")  # in a reader's words, no setting names
     assert status_notes(citations[:1], [stale], stale_days=365 * 100) == []
+
+
+def test_an_accepted_decision_or_a_document_noted_earlier_in_the_conversation_is_not_flagged_by_age():
+    accepted = Passage(**{**NEW.__dict__, "updated": "2020-01-01"})  # ADR-0011, accepted: the decision in force
+    stale = Passage(**{**OTHER.__dict__, "updated": "2020-01-01"})
+    citations = [Citation(1, accepted, "q"), Citation(2, stale, "q")]
+    assert [note.split(" was ")[0] for note in status_notes(citations, [accepted, stale], 365)] == ["Message queues"]
+    earlier = {stale.document_key}  # an earlier answer cited it (and noted it)
+    assert status_notes(citations, [accepted, stale], 365, earlier) == []
+    old = Passage(**{**OLD.__dict__, "updated": "2020-01-01"})  # superseded: said every time, whatever its age
+    superseded = status_notes([Citation(1, old, "q")], [old], 365, {old.document_key})
+    assert superseded == ["ADR-0003 was superseded by ADR-0011."]
+
+
+@pytest.mark.parametrize(("days", "words"), [(45, "45 days ago"), (400, "13 months ago"), (2838, "over 7 years ago")])
+def test_age_in_words(days, words):
+    assert age_in_words(days) == words
 
 
 # -- integration: a tiny corpus of two ADRs ---------------------------------------------------------
@@ -235,6 +253,12 @@ def test_an_answer_citing_an_old_document_marks_it_stale(two_adrs):
     final = [e for e in answerer.answer("how many test shipments a day does the merchant sandbox accept?", persona)][-1]
     assert any(c.passage.source == "team/sandbox-notes.md" for c in final.citations)
     assert any(note.startswith("Sandbox notes was last updated on 2021-06-01") for note in final.notes), final.notes
+    # the same document cited again later in the conversation is not noted again
+    history = history_for([Message("user", final.question), Message("assistant", final.answer, final=final)])
+    question = "how many sandbox test shipments per merchant account a day?"
+    again = [e for e in answerer.answer(question, persona, history=history)][-1]
+    assert any(c.passage.source == "team/sandbox-notes.md" for c in again.citations)
+    assert not any("Sandbox notes" in note for note in again.notes), again.notes
 
 
 def test_a_source_card_shows_the_status_and_the_date():
