@@ -28,7 +28,7 @@ from ui_support import (
 )
 
 from rag.answer.answering import CLOSE_MARGIN
-from rag.app.conversations import ConversationStore
+from rag.app.conversations import ConversationStore, title_from
 from rag.app.feedback import FeedbackStore
 from rag.app.uploads import UploadRejected, add_uploads, remove_upload, safe_filename, save_upload, uploads_dir
 from rag.config import Settings
@@ -364,6 +364,7 @@ def test_suggestions_regenerate_and_edit_the_last_question(ui_store):
     assert "circuit" in messages[3].content.lower()
     assert [m.content for m in store.get(conversation_id).messages][2] == "How do circuit breakers fail fast?"
     assert len(store.get(conversation_id).messages) == 4
+    assert store.get(conversation_id).title == title_from(suggestions[0])  # an edited later question keeps the title
 
 
 def test_off_topic_question_shows_that_the_knowledge_base_does_not_cover_it(ui_store):

@@ -14,7 +14,7 @@ import sqlite3
 import streamlit as st
 
 from rag.answer.personas import Persona
-from rag.app.conversations import Conversation, ConversationStore, Message, history_for
+from rag.app.conversations import Conversation, ConversationStore, Message, history_for, title_from
 from rag.app.stats import collect_stats
 from rag.index.store import StoreError
 from ui import answer as views
@@ -162,18 +162,28 @@ def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
     index = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if index is None:
         return
-    question = messages[index].content
+    asked = messages[index].content
+    question = asked
     if edited_key:
         question = str(st.session_state.get(edited_key) or "").strip() or question
     conversation_id = st.session_state.get("conversation_id")
     if conversation_id and not chat.broken:
         try:
             chat.conversations.delete_messages_from(conversation_id, messages[index].id)
+            if index == 0 and question != asked:
+                retitle(chat.conversations, conversation_id, asked, question)
         except sqlite3.Error as error:
             chat.fail(error)
     del messages[index:]
     st.session_state.pop("editing", None)
     st.session_state["pending_question"] = question
+
+
+def retitle(store: ConversationStore, conversation_id: str, asked: str, question: str) -> None:
+    """An edited first question renames the conversation it titled (a title the user chose stays)."""
+    conversation = store.get(conversation_id)
+    if conversation is not None and conversation.title == title_from(asked):
+        store.rename(conversation_id, title_from(question))
 
 
 def suggested_questions(retriever, limit: int = SUGGESTIONS) -> list[str]:
