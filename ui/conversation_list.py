@@ -17,6 +17,7 @@ import streamlit as st
 from rag.app.conversations import Conversation, ConversationStore, Message, conversation_markdown, title_from
 
 PARAM = "c"
+RECENT = 8  # conversations listed in the sidebar before the rest are folded under "Older conversations"
 
 
 def open_conversation(store: ConversationStore, conversation_id: str | None) -> None:
@@ -58,6 +59,8 @@ def start_conversation(store: ConversationStore, question: str) -> str:
 
 
 def sidebar_list(store: ConversationStore, conversations: list[Conversation]) -> None:
+    """The newest conversations and the open one (marked) in the sidebar's own flow, the others folded away:
+    the open one is always near the top, in view."""
     current = st.session_state.get("conversation_id")
     st.button("New conversation", icon=":material/add_comment:", on_click=open_conversation, args=(store, None),
               width="stretch", key="new_conversation")
@@ -65,17 +68,32 @@ def sidebar_list(store: ConversationStore, conversations: list[Conversation]) ->
         st.caption("Your conversations will be listed here.")
         return
     st.caption("Conversations")
-    with st.container(height=min(44 * len(conversations) + 16, 360), border=False, key="conversation_list"):
-        for conversation in conversations:
-            st.button(
-                conversation.title,
-                key=f"open-{conversation.id}",
-                type="secondary" if conversation.id == current else "tertiary",
-                icon=":material/chat:" if conversation.id == current else ":material/chat_bubble_outline:",
-                on_click=open_conversation,
-                args=(store, conversation.id),
-                width="stretch",
-            )
+    shown, older = split_list(conversations, current)
+    for conversation in shown:
+        conversation_button(store, conversation, current)
+    if older:
+        with st.expander(f"Older conversations ({len(older)})", key="older_conversations"):
+            for conversation in older:
+                conversation_button(store, conversation, current)
+
+
+def split_list(conversations: list[Conversation], current: str | None) -> tuple[list[Conversation], list[Conversation]]:
+    """``(listed, folded)``: the ``RECENT`` newest and the open one, then the rest."""
+    shown = conversations[:RECENT] + [c for c in conversations[RECENT:] if c.id == current]
+    return shown, [c for c in conversations[RECENT:] if c.id != current]
+
+
+def conversation_button(store: ConversationStore, conversation: Conversation, current: str | None) -> None:
+    is_open = conversation.id == current
+    st.button(
+        conversation.title,
+        key=f"open-{conversation.id}",
+        type="primary" if is_open else "tertiary",
+        icon=":material/chat:" if is_open else ":material/chat_bubble_outline:",
+        on_click=open_conversation,
+        args=(store, conversation.id),
+        width="stretch",
+    )
 
 
 def toolbar(store: ConversationStore, conversation: Conversation, source_template: str | None) -> None:

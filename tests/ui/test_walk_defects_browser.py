@@ -277,7 +277,7 @@ def test_the_open_conversation_is_in_view_and_marked_in_the_list(open_page, walk
     expect(sidebar.locator(f".st-key-open-{made[5].id} button")).to_have_attribute("data-testid",
                                                                                   "stBaseButton-primary")
     expect(sidebar.locator(f".st-key-open-{made[5].id} button")).to_be_in_viewport()
-    expect(current).not_to_have_attribute("data-testid", "stBaseButton-primary")
+    expect(listed.and_(page.get_by_test_id("stBaseButton-primary"))).to_have_count(1)
 
 
 # -- 5. the passages on a phone -----------------------------------------------------------------------
