@@ -179,16 +179,19 @@ def show_section(passage, quotes: list[str], retriever) -> None:
 # -- how this answer was produced ----------------------------------------------------------------------
 
 
-def passages_table(final: Final) -> str:
-    """A Markdown table (it wraps, so no passage or file name is cut and every score stays in view)."""
-    rows = ["| n | passage | file | doc type | fused | dense | keyword |", "|---|---|---|---|---|---|---|"]
+def passages_list(final: Final) -> str:
+    """The retrieved passages as a Markdown list numbered as the answer's ``[n]``: heading, file and doc type, then
+    the fused, dense and keyword scores. A list wraps at any width; a table of seven columns ran off a phone's
+    screen at the scores."""
+    items = []
     for n, p in enumerate(final.passages, start=1):
         dense = "-" if p.dense_score is None else f"{p.dense_score:.3f}"
         keyword = "-" if p.keyword_score is None else f"{p.keyword_score:.3f}"
-        cells = [str(n), render.escape_markdown(p.heading), f"`{p.path or p.source}`",
-                 render.escape_markdown(p.doc_type), f"{p.score:.4f}", dense, keyword]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        items.append(
+            f"{n}. **{render.escape_markdown(p.heading)}** · `{p.path or p.source}` · "
+            f"{render.escape_markdown(p.doc_type)}  \n    fused {p.score:.4f} · dense {dense} · keyword {keyword}"
+        )
+    return "\n".join(items)
 
 
 @st.fragment
@@ -223,7 +226,7 @@ def show_details(message: Message, settings) -> None:
         st.markdown(f"**Usage** {render.escape_markdown(render.usage_line(final.usage))}")
     if final.passages:
         st.markdown(f"**Retrieved passages** ({len(final.passages)})")
-        st.markdown(passages_table(final))
+        st.markdown(passages_list(final))
     if final.checks:
         verified = sum(check.supported for check in final.checks)
         st.markdown(

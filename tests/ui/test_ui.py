@@ -169,9 +169,10 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     assert "**Filter** all documents" in details
     assert "Citation checks" in details and "verified" in details
     assert "retrieval" in details and "generation" in details
-    # the passages table is Markdown: full file names and all three scores
-    assert "| n | passage | file | doc type | fused | dense | keyword |" in details
-    assert "`corpus/references/caching.md`" in details
+    # the passages, numbered as the answer's [n]: full heading and file name and all three scores
+    first = (r"^1\. \*\*Caching patterns .+\*\* · `corpus/references/caching\.md` · reference  \n"
+             r"    fused \d\.\d{4} · dense \d\.\d{3} · keyword \d+\.\d{3}$")
+    assert re.search(first, details, re.MULTILINE), details
     assert len(at.feedback) == 1
 
     # Copy: the answer as Markdown with its numbered sources, built when the popover opens
