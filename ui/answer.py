@@ -1,8 +1,9 @@
 """One chat message on screen: the answer with linked ``[n]`` markers, what it was made with, warnings and
 notes, source cards, "How this answer was produced", and feedback.
 
-Source cards, feedback (``ui.rating``), *Copy* and the details are ``st.fragment``s: a click on one reruns
-that part, not the page. Messages are ``rag.app.conversations.Message``; ``ui.conversation_list.Chat`` saves them.
+Source cards, feedback (``ui.rating``) and the details are ``st.fragment``s: a click on one reruns that part,
+not the page; *Copy* (``ui.copy_button``) works in the browser without a rerun. Messages are
+``rag.app.conversations.Message``; ``ui.conversation_list.Chat`` saves them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rag.answer.events import Citation, CitationEvent, ErrorEvent, Final, Status
 from rag.app.conversations import Message, answer_markdown, source_url
 from ui import rating, render
 from ui.conversation_list import Chat
+from ui.copy_button import copy_button
 from ui.reader import open_reader
 
 ABSTAINED_ICON = ":material/search_off:"
@@ -109,14 +111,9 @@ def show_extras(message: Message, chat: Chat) -> None:
     rating.feedback(message, chat)
 
 
-@st.fragment
-def copy_popover(message: Message, settings) -> None:
-    """The answer as Markdown, built only while the popover is open (every element on the page costs each click)."""
-    popover = st.popover("Copy", icon=":material/content_copy:", key=f"copy-{message.id}", on_change="rerun")
-    if popover.open:
-        with popover:
-            st.caption("The answer as Markdown with its sources: use the copy icon at the top right.")
-            st.code(answer_markdown(message, settings.source_url_template), language="markdown", wrap_lines=True)
+def copy_answer(message: Message, settings) -> None:
+    """*Copy*: one click puts the answer as Markdown, with its numbered sources and quotes, on the clipboard."""
+    copy_button(answer_markdown(message, settings.source_url_template), key=f"copy-{message.id}")
 
 
 # -- source cards ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import streamlit as st
 from rag.app.conversations import Conversation, ConversationStore, Message, conversation_markdown, title_from
 
 PARAM = "c"
+RENAME_POPOVER = "rename_popover"
 RECENT = 8  # conversations listed in the sidebar before the rest are folded under "Older conversations"
 
 
@@ -99,7 +100,7 @@ def conversation_button(store: ConversationStore, conversation: Conversation, cu
 def toolbar(store: ConversationStore, conversation: Conversation, source_template: str | None) -> None:
     """Rename, export and delete for the open conversation."""
     columns = st.columns([1, 1, 1, 3], gap="small")
-    with columns[0].popover("Rename", icon=":material/edit:"):
+    with columns[0].popover("Rename", icon=":material/edit:", key=RENAME_POPOVER, on_change="rerun"):
         st.text_input("Title", value=conversation.title, key=f"rename-{conversation.id}")
         st.button("Save title", key="rename_save", on_click=rename, args=(store, conversation.id))
     columns[1].download_button(
@@ -131,6 +132,7 @@ def rename(store: ConversationStore, conversation_id: str) -> None:
     try:
         store.rename(conversation_id, title)
         st.session_state.pop("rename_error", None)
+        st.session_state[RENAME_POPOVER] = False  # saved: the popover closes
     except ValueError as error:
         st.session_state["rename_error"] = str(error)
 

@@ -1,7 +1,8 @@
 """Feedback on an answer in the chat: thumbs up or down and an optional comment, saved with ``rag.app.feedback``.
 
 A fragment: a thumb reruns only itself. The rating's id is kept on the message, so a reopened
-conversation shows the rating it was given.
+conversation shows the rating it was given. *Regenerate* keeps a rating when the answer comes back the same
+(``ui.views.chat``); a different answer starts unrated and says the old one's rating is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def feedback(message: Message, chat: Chat) -> None:
         )
         saved = st.session_state.get(f"comment-saved-{message.id}")
         st.caption("Thank you: feedback and comment saved." if saved else "Thank you: feedback saved.")
+    elif st.session_state.get(replaced_key(message)):
+        entry = FeedbackStore.for_settings(chat.settings).get(st.session_state[replaced_key(message)])
+        if entry is not None:
+            thumb = "thumbs up" if entry.rating == 1 else "thumbs down"
+            st.caption(f"Your {thumb} on the answer this one replaced is kept in the feedback.")
+
+
+def replaced_key(message: Message) -> str:
+    """Session key of the feedback id a regenerated, different answer's predecessor was rated with."""
+    return f"replaced-feedback-{message.id}"
 
 
 def save_rating(message: Message, key: str, chat: Chat) -> None:

@@ -7,6 +7,7 @@ the module pays for loading it. The upload rules themselves are tested directly 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -175,11 +176,9 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     assert re.search(first, details, re.MULTILINE), details
     assert len(at.feedback) == 1
 
-    # Copy: the answer as Markdown with its numbered sources, built when the popover opens
-    assert not at.code
-    at.session_state[f"copy-{message.id}"] = True
-    at.run()
-    copied = at.code[0].value
+    # Copy: the answer as Markdown with its numbered sources, handed to its button in the browser
+    [copy] = [e for e in at.get("bidi_component") if e.proto.id.endswith(f"copy-{message.id}")]
+    copied = json.loads(copy.proto.json)["text"]
     assert copied.startswith(final.answer.strip()[:40]) and "**Sources**" in copied
     assert f"- [1] {final.citations[0].passage.heading}, `corpus/references/caching.md`" in copied
 
@@ -448,6 +447,34 @@ def test_feedback_is_stored_with_the_answer(ui_store):
     assert entry.rating == 1 and entry.comment == "It missed the TTL advice"
     at.feedback[0].set_value(None).run()  # and took it back
     assert store.all() == []
+
+
+def test_regenerate_keeps_a_rating_on_the_same_answer_and_says_where_it_went_for_a_new_one(ui_store, monkeypatch):
+    from openai_server import MODEL, Completion, OpenAIServer
+
+    first = "A cache stampede is many misses of one hot key at once [1]."
+    with OpenAIServer() as server:
+        server.script(Completion(first), Completion(first), Completion("Jitter spreads the expiry times out [1]."))
+        monkeypatch.setenv("RAG_LLM_BASE_URL", server.url)
+        monkeypatch.setenv("RAG_LLM_MODEL", MODEL)
+        at = start()
+        ask(at, ON_TOPIC_QUESTION)
+        at.feedback[0].set_value(0).run()  # thumbs down
+        store = FeedbackStore.for_settings(ui_store)
+        [entry] = store.all()
+
+        # made again the same: the same answer, the same rating (no second entry)
+        at.button(key=f"regenerate-{at.session_state['messages'][1].id}").click().run()
+        again = at.session_state["messages"][1]
+        assert again.content == first and again.feedback_id == entry.id and at.feedback[0].value == 0
+        assert [e.id for e in store.all()] == [entry.id]
+
+        # made again differently: the new answer starts unrated, and says the old rating is kept
+        at.button(key=f"regenerate-{again.id}").click().run()
+        new = at.session_state["messages"][1]
+        assert new.content.startswith("Jitter") and new.feedback_id is None and at.feedback[0].value is None
+        assert "Your thumbs down on the answer this one replaced is kept in the feedback." in texts(at.caption)
+        assert [(e.id, e.answer, e.rating) for e in store.all()] == [(entry.id, first, -1)]
 
 
 @pytest.mark.parametrize("failure", ["unreachable", "bad key"])

@@ -11,6 +11,7 @@ under CI) and never download a browser.
 from __future__ import annotations
 
 import re
+import socket
 import textwrap
 from pathlib import Path
 
@@ -348,7 +349,10 @@ def test_copy_rename_and_regenerate_each_do_their_job_in_one_step(open_page, wal
     assert "corpus/team/adr-0011-tracking-events-kafka.md" in copied
 
     # Rename: Save closes the popover and the new title shows
-    page.get_by_role("button", name="Rename").click()
+    page.mouse.move(DESKTOP["width"] // 2, DESKTOP["height"] // 2)
+    page.mouse.wheel(0, -20_000)  # back to the top as a reader scrolls (the chat keeps to the bottom otherwise)
+    expect(page.get_by_role("button", name="Rename", exact=True)).to_be_in_viewport()
+    page.get_by_role("button", name="Rename", exact=True).click()
     page.get_by_label("Title").fill("Stampedes and notify-sender")
     page.get_by_role("button", name="Save title").click()
     expect(page.locator("h1")).to_have_text("Stampedes and notify-sender", timeout=TIMEOUT_MS)
@@ -372,3 +376,40 @@ def test_copy_rename_and_regenerate_each_do_their_job_in_one_step(open_page, wal
     expect(last.get_by_role("radio", name="Thumbs down")).to_have_attribute("aria-checked", "true",
                                                                             timeout=TIMEOUT_MS)
     assert [entry.rating for entry in feedback.all()][before:] == [-1]  # one rating, not one per version
+
+
+def network_address() -> str | None:
+    """This machine's address on its network (not loopback), as a teammate's browser would reach the app."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_copy_works_on_a_team_server_over_plain_http(chromium, app_url, walk):
+    """Over http on a network address the page is not a secure context and has no navigator.clipboard."""
+    from playwright.sync_api import expect
+
+    address = network_address()
+    if address is None:
+        pytest.skip("this machine has no network address other than loopback")
+    context = chromium.new_context(viewport=DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url)
+    try:
+        page = context.new_page()
+        page.goto(app_url.replace("127.0.0.1", address) + f"/?c={walk}")
+        expect(replies(page)).to_have_count(3, timeout=TIMEOUT_MS)
+        assert page.evaluate("() => [window.isSecureContext, 'clipboard' in navigator]") == [False, False]
+        last = replies(page).last
+        last.get_by_role("button", name="Copy").click()
+        expect(last.get_by_role("button", name="Copied")).to_be_visible(timeout=10_000)
+        reader = context.new_page()  # the clipboard is read from a secure page of the same browser
+        reader.goto(f"{app_url}/_stcore/health")
+        copied = reader.evaluate("() => navigator.clipboard.readText()")
+        assert copied.startswith(last.get_by_test_id("stMarkdownContainer").first.inner_text()[:40])
+        assert "corpus/team/adr-0011-tracking-events-kafka.md" in copied
+    finally:
+        context.close()

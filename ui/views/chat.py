@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass
 
 import streamlit as st
 
@@ -18,7 +19,7 @@ from rag.app.conversations import Conversation, ConversationStore, Message, hist
 from rag.app.stats import collect_stats
 from rag.index.store import StoreError
 from ui import answer as views
-from ui import conversation_list
+from ui import conversation_list, rating
 from ui.resources import answerer_label, get_answerer, get_retriever, get_settings, read_personas
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,17 @@ def sidebar(settings, answerer, store: ConversationStore, conversations: list[Co
 # -- one answer ----------------------------------------------------------------------------------
 
 
+@dataclass
+class RatedAnswer:
+    """A rated answer that *Regenerate* replaces: made again the same, the new one keeps its rating."""
+
+    content: str
+    feedback_id: int
+
+
 def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer, chat: conversation_list.Chat) -> None:
     messages: list[Message] = st.session_state["messages"]
+    replaced: RatedAnswer | None = st.session_state.pop("replaced_answer", None)
     history = history_for(messages)
     conversation_id = chat.start(question)
     user = Message("user", question)
@@ -98,7 +108,11 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
             if reply.final is not None:
                 reply.content = reply.final.answer
             reply.complete = reply.final is not None or reply.error is not None
+            if replaced is not None and reply.complete and not reply.error and reply.content == replaced.content:
+                reply.feedback_id = replaced.feedback_id
             chat.save(reply, conversation_id)
+        if replaced is not None and reply.feedback_id is None:  # a different answer: the rating stays with the old
+            st.session_state[rating.replaced_key(reply)] = replaced.feedback_id
         meta.caption(views.provenance(reply))
         with notes:
             views.show_notes(reply.final)
@@ -136,7 +150,7 @@ def show_message(message: Message, chat: conversation_list.Chat, last: bool) -> 
 def actions(message: Message, chat: conversation_list.Chat, last: bool) -> None:
     columns = st.columns([1, 1, 4], gap="small")
     with columns[0]:
-        views.copy_popover(message, chat.settings)
+        views.copy_answer(message, chat.settings)
     if last:
         columns[1].button("Regenerate", icon=":material/refresh:", key=f"regenerate-{message.id}",
                           on_click=resend, args=(chat, None))
@@ -174,6 +188,9 @@ def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
                 retitle(chat.conversations, conversation_id, asked, question)
         except sqlite3.Error as error:
             chat.fail(error)
+    answer = messages[index + 1] if index + 1 < len(messages) else None
+    if question == asked and answer is not None and answer.feedback_id:
+        st.session_state["replaced_answer"] = RatedAnswer(answer.content, answer.feedback_id)
     del messages[index:]
     st.session_state.pop("editing", None)
     st.session_state["pending_question"] = question
