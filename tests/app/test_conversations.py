@@ -114,10 +114,12 @@ def test_a_refused_turn_is_not_sent_as_history(real_final):
             "role": "assistant",
             "content": "first answer",
             "sources": [citation.passage.heading for citation in real_final.citations],
+            "documents": list(dict.fromkeys(citation.passage.document_key for citation in real_final.citations)),
         },
         {"role": "user", "content": "a question that failed"},
     ]
     assert history_for(messages)[1]["sources"], "a follow-up is rewritten with the sections the answer cited"
+    assert history_for(messages)[1]["documents"], "a document an answer cited is not noted as out of date again"
 
 
 def test_export_has_questions_answers_citations_and_linked_sources(tmp_path, real_final):

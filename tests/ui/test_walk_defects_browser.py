@@ -320,7 +320,8 @@ def test_the_retrieved_passages_and_their_scores_fit_a_phone_screen(open_page, w
         wanted += [f"{score:.3f}" for score in (p.dense_score, p.keyword_score) if score is not None]
     shown = page.evaluate(SHOWN_WHOLE, [details.element_handle(), wanted])
     ARTIFACTS.mkdir(exist_ok=True)
-    details.screenshot(path=str(ARTIFACTS / "walk-phone-passages.png"))
+    details.get_by_text("Retrieved passages").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "walk-phone-passages.png"))
     assert [text for text, whole in shown if not whole] == [], shown
     # nothing on the page is wider than the screen (no sideways scrolling to reach a column)
     overflow = page.evaluate(
