@@ -162,12 +162,13 @@ def status_summary(
     status: str, superseded_by: str, superseded_on: str, updated: str, stale_days: int, today: date | None = None
 ) -> str:
     """A document's status in a few words for a search result: "superseded by ADR-0011 on 2025-05-12",
-    "deprecated", "stale since 2025-03-01 (last updated 2024-03-01)"; "" for a current document."""
+    "deprecated", "stale since 2025-03-01 (last updated 2024-03-01)"; "" for a current document. A decision record
+    in force (accepted) is never called stale by age alone, as in the chat's notes."""
     if status in RETIRED:
         by = f" by {superseded_by}" if superseded_by else ""
         return status + by + (f" on {superseded_on}" if superseded_on else "")
     age = age_days(updated, today)
-    if age is None or age <= stale_days:
+    if status in IN_FORCE or age is None or age <= stale_days:
         return ""
     since = date.fromisoformat(iso_date(updated)) + timedelta(days=stale_days)
     return f"stale since {since.isoformat()} (last updated {iso_date(updated)})"

@@ -147,9 +147,8 @@ def test_status_summary():
         "superseded by ADR-0011 on 2025-05-12"
     )
     assert status_summary("deprecated", "", "", "2025-12-01", 365, today) == "deprecated"
-    assert status_summary("accepted", "", "", "2024-03-01", 365, today) == (
-        "stale since 2025-03-01 (last updated 2024-03-01)"
-    )
+    assert status_summary("accepted", "", "", "2024-03-01", 365, today) == ""  # a decision in force
+    assert status_summary("", "", "", "2024-03-01", 365, today) == "stale since 2025-03-01 (last updated 2024-03-01)"
     assert status_summary("accepted", "", "", "2025-06-01", 365, today) == ""
     assert status_summary("", "", "", "", 365, today) == ""
 
