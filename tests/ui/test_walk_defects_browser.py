@@ -372,7 +372,7 @@ def test_copy_rename_and_regenerate_each_do_their_job_in_one_step(open_page, wal
     # until the run ends, the last run's elements may still show beside the new ones
     expect(last.get_by_role("button", name="Regenerate")).to_have_count(1, timeout=TIMEOUT_MS)
     expect(last.get_by_role("radio", name="Thumbs down")).to_have_count(1, timeout=TIMEOUT_MS)
-    expect(last.get_by_role("radio", name="Thumbs down")).to_have_attribute("aria-checked", "true")
+    expect(last.get_by_role("radio", name="Thumbs down")).to_have_attribute("aria-checked", "true", timeout=TIMEOUT_MS)
     assert last.get_by_test_id("stMarkdownContainer").first.inner_text() == answer
     page.reload()
     last = replies(page).last
