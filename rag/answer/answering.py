@@ -11,6 +11,7 @@ extractive answerer (``rag.answer.providers.extractive``).
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from rag.answer.providers.extractive import OFFLINE_NOTE, ExtractiveProvider
 from rag.config import Settings
 from rag.documents.doc_status import IN_FORCE, RETIRED, adr_id, age_days, age_in_words, document_names
 from rag.index.keyword import KeywordIndex
+from rag.search.access import Reader, group_filter
 from rag.search.followups import last_turn_context, search_follow_up
 from rag.search.intent import missing_names, read_intent
 from rag.search.passages import Passage
@@ -164,6 +166,13 @@ class Answerer:
         self.retriever = retriever or Retriever(settings)
         self.provider = provider or choose_provider(settings, self.retriever)
 
+    def for_reader(self, reader: Reader | None) -> Answerer:
+        """This answerer answering ``reader`` (``rag.search.access``): it searches only what they may read, so no
+        passage, quote, heading or name of a document they may not read reaches the answer."""
+        view = copy.copy(self)
+        view.retriever = self.retriever.for_reader(reader)
+        return view
+
     def answer(
         self,
         question: str,
@@ -275,9 +284,9 @@ class Answerer:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one
         with a word few chunks use ("permessage-deflate") names a thing of its own."""
         words = [w for w in term.lower().split("-") if len(w) > 2 and w not in STOPWORDS]
-        index = self.retriever.keyword
+        index, groups = self.retriever.keyword, group_filter(self.retriever.reader)
         limit = rare_word_limit(len(index.ids))
-        return any(_is_rare(index, word, limit) for word in words)
+        return any(_is_rare(index, word, limit, groups) for word in words)
 
     def _rare_words_shared(self, question: str, passages: list[Passage]) -> list[str]:
         """The question's words that the passages use and that at most RARE_WORD_CHUNKS chunks of the knowledge base
@@ -287,13 +296,16 @@ class Answerer:
         base of a few dozen chunks no word is rare enough to vouch for anything."""
         in_passages = set(content_words("\n".join(_texts(passages))))
         index = self.retriever.keyword  # read once: each read checks the store's revision
+        groups = group_filter(self.retriever.reader)
         limit = min(RARE_WORD_CHUNKS, int(RARE_EVIDENCE_SHARE * len(index.ids)))
-        return [w for w in dict.fromkeys(content_words(question)) if w in in_passages and _is_rare(index, w, limit)]
+        return [
+            w for w in dict.fromkeys(content_words(question)) if w in in_passages and _is_rare(index, w, limit, groups)
+        ]
 
 
-def _is_rare(index: KeywordIndex, word: str, limit: int) -> bool:
-    """At most ``limit`` chunks use the word."""
-    return len(index.search(word, limit + 1)) <= limit
+def _is_rare(index: KeywordIndex, word: str, limit: int, groups: frozenset[str] | None = None) -> bool:
+    """At most ``limit`` chunks the reader may read (``groups``, None: all) use the word."""
+    return len(index.search(word, limit + 1, groups=groups)) <= limit
 
 
 def _texts(passages: list[Passage]) -> list[str]:

@@ -131,11 +131,17 @@ def final_to_record(final: Final) -> dict:
     return dataclasses.asdict(final)
 
 
+def _passage(record: dict) -> Passage:
+    values = _fields(Passage, record)
+    values["access"] = tuple(values.get("access") or ())  # JSON gives a list
+    return Passage(**values)
+
+
 def final_from_record(record: dict) -> Final:
     values = _fields(Final, record)
-    values["passages"] = [Passage(**_fields(Passage, p)) for p in record.get("passages", [])]
+    values["passages"] = [_passage(p) for p in record.get("passages", [])]
     values["citations"] = [
-        Citation(**{**_fields(Citation, c), "passage": Passage(**_fields(Passage, c.get("passage", {})))})
+        Citation(**{**_fields(Citation, c), "passage": _passage(c.get("passage", {}))})
         for c in record.get("citations", [])
     ]
     values["checks"] = [SentenceCheck(**_fields(SentenceCheck, c)) for c in record.get("checks", [])]

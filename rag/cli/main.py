@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="load, chunk, embed and sync documents into the store")
     ingest.add_argument("paths", nargs="*", help="files or folders (default: corpus/)")
     ingest.add_argument("--doc-type", choices=["reference", "team"], help="force the doc type of these files")
+    ingest.add_argument(
+        "--access",
+        action="append",
+        metavar="GROUP",
+        help="only members of GROUP may read these files (repeat for more groups; a file's own front matter "
+        "'access' wins); kept for later runs",
+    )
+    ingest.add_argument(
+        "--public",
+        action="store_true",
+        help="drop the groups an earlier --access gave these files: everyone reads them",
+    )
     ingest.add_argument("--no-prune", action="store_true", help="keep chunks of files deleted under these roots")
     ingest.add_argument(
         "--reindex", action="store_true", help="rebuild the collection from scratch (built aside, then swapped in)"
@@ -145,8 +157,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        access = _access_option(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     options = {
         "doc_type": args.doc_type,
+        "access": access,
         "prune": not args.no_prune,
         "force_prune": args.force_prune,
         "follow_symlinks": args.follow_symlinks,
@@ -156,6 +174,25 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     report = ingest(paths, settings, reindex=args.reindex, progress=None if args.json else _progress_bar(), **options)
     _print_report(report, args.json)
     return EXIT_PARTIAL if report.files_failed else EXIT_OK
+
+
+def _access_option(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The groups of ``--access`` (also comma-separated), () for ``--public``, None when neither was given."""
+    from rag.documents.access import AccessError, normalize_groups
+
+    if args.public and args.access:
+        raise ValueError("--public and --access contradict each other: give one")
+    if args.public:
+        return ()
+    if not args.access:
+        return None
+    try:
+        groups = normalize_groups(part for value in args.access for part in value.split(",") if part.strip())
+    except AccessError as error:
+        raise ValueError(f"--access: {error}") from None
+    if not groups:
+        raise ValueError("--access needs a group name (use --public to let everyone read the files)")
+    return groups
 
 
 def _watch(paths: list[Path], settings: Settings, args: argparse.Namespace, options: dict) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.documents import converters
+from rag.documents.access import AccessError, parse_access
 from rag.documents.discovery import SourceFile
 from rag.documents.doc_status import DocStatus, read_status
 from rag.documents.errors import LoadError, SkippedFile, megabytes
@@ -50,6 +51,7 @@ class Document:
     commit_date: str = ""
     status: DocStatus = field(default_factory=DocStatus)  # superseded, deprecated... (rag.documents.doc_status)
     site: list[str] = field(default_factory=list)  # titles of the folders above the file (rag.documents.site_path)
+    access: tuple[str, ...] = ()  # the groups that may read it; () = everyone (rag.documents.access)
 
 
 def file_hash(path: Path, max_bytes: int) -> str:
@@ -61,8 +63,11 @@ def infer_doc_type(ref: SourceFile) -> str:
     return "reference" if "references" in parts else "team"
 
 
-def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Document:
-    """Reads and converts one file. Raises ``LoadError`` with the reason when it cannot."""
+def load(
+    ref: SourceFile, max_bytes: int, doc_type: str | None = None, access: tuple[str, ...] = ()
+) -> Document:
+    """Reads and converts one file. Raises ``LoadError`` with the reason when it cannot. ``access``: the groups
+    the ingest restricts it to (``--access``, an upload's group), unless its front matter names its own."""
     raw = read_file(ref.path, max_bytes)
     if not raw.strip():
         raise LoadError("empty file")
@@ -99,6 +104,7 @@ def load(ref: SourceFile, max_bytes: int, doc_type: str | None = None) -> Docume
         updated=_scalar(meta, "updated"),
         status=read_status(meta, text),
         site=folder_titles(ref.path, _root_folder(ref), max_bytes),
+        access=_front_matter_access(meta) or tuple(access),
     )
 
 
@@ -124,6 +130,13 @@ def _scalar(meta: dict, name: str) -> str:
     if isinstance(value, (dict, list)):
         raise LoadError(f"front matter '{name}' must be a single value, not {value!r}")
     return str(value).strip()
+
+
+def _front_matter_access(meta: dict) -> tuple[str, ...]:
+    try:
+        return parse_access(meta.get("access"))
+    except AccessError as error:
+        raise LoadError(f"front matter 'access': {error}") from None
 
 
 def _front_matter_doc_type(meta: dict) -> str:

@@ -3,7 +3,8 @@
 Local Chroma has no sparse search, so this index is derived from the chunk collection and rebuilt
 whenever the collection's revision changes (every ingest that changed something bumps it). A
 rebuild tokenizes a few thousand chunks in about a second, which keeps it simpler and safer than
-patching the index in place.
+patching the index in place. It keeps each chunk's groups (``rag.index.chunk_access``), so a search for a reader
+masks out the restricted chunks they may not read before BM25 ranks anything.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.index.chunk_access import groups_of
 from rag.index.store import Store
 
 INDEX_DIR = "keyword"
@@ -41,6 +43,7 @@ ABANDONED_SECONDS = 3600
 # higher (MRR@10 0.915 to 0.921) and the NGINX and external sets no lower; b stays at bm25s's 0.75. An index
 # persisted with other parameters is rebuilt on open.
 BM25_PARAMETERS = {"k1": 1.2, "b": 0.75}
+MASKS_KEPT = 64  # readable-chunk masks remembered per index, one per distinct set of groups
 
 
 @lru_cache(maxsize=1)
@@ -95,8 +98,11 @@ class KeywordIndex:
     doc_types: list[str]
     sources: list[str]  # relpath and display path of each chunk's file, for the source filter
     revision: str
+    access: list[str] = field(default_factory=list)  # each chunk's groups, "a,b"; "" = everyone may read it
     _position: dict[str, int] | None = field(default=None, repr=False)  # chunk id -> place, built on first use
     _sorted_vocab: list[str] | None = field(default=None, repr=False)
+    _masks: dict[frozenset[str], np.ndarray] = field(default_factory=dict, repr=False)
+    _restricted: bool | None = field(default=None, repr=False)  # whether any chunk is restricted, found on first use
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -120,6 +126,7 @@ class KeywordIndex:
         texts: list[str] = []
         doc_types: list[str] = []
         sources: list[str] = []
+        access: list[str] = []
         revision = store.revision()
         if store.exists():
             for page_ids, documents, metadatas in store.iter_all():
@@ -128,11 +135,12 @@ class KeywordIndex:
                     texts.append(keyword_text(str(meta.get("title", "")), str(meta.get("section", "")), text or ""))
                     doc_types.append(str(meta.get("doc_type", "")))
                     sources.append(f"{meta.get('source', '')}\n{meta.get('path', '')}")
+                    access.append(",".join(groups_of(meta)))
         retriever = None
         if ids:
             retriever = bm25s.BM25(**BM25_PARAMETERS)
             retriever.index(tokenize(texts), show_progress=False)
-        index = cls(retriever, ids, doc_types, sources, revision)
+        index = cls(retriever, ids, doc_types, sources, revision, access)
         if persist:
             index._save(cls.directory(data_dir))
         return index
@@ -150,6 +158,7 @@ class KeywordIndex:
                 "ids": self.ids,
                 "doc_types": self.doc_types,
                 "sources": self.sources,
+                "access": self.access,
             }
             (staging / META_FILE).write_text(json.dumps(meta))
         except BaseException:
@@ -167,12 +176,12 @@ class KeywordIndex:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("bm25") != BM25_PARAMETERS:  # built by an earlier version: the caller rebuilds
+            if meta.get("bm25") != BM25_PARAMETERS or "access" not in meta:  # an earlier version's: rebuilt
                 return None
             retriever = bm25s.BM25.load(str(directory)) if meta["ids"] else None
         except (OSError, ValueError, KeyError):  # swapped out while being read: the caller rebuilds
             return None
-        return cls(retriever, meta["ids"], meta["doc_types"], meta["sources"], meta["revision"])
+        return cls(retriever, meta["ids"], meta["doc_types"], meta["sources"], meta["revision"], meta["access"])
 
     @classmethod
     def open(cls, store: Store, data_dir: Path) -> KeywordIndex:
@@ -226,23 +235,47 @@ class KeywordIndex:
             self._position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
         return self._position
 
+    def readable_mask(self, groups: frozenset[str] | None) -> np.ndarray | None:
+        """1 for each chunk a reader of ``groups`` may read, 0 for the others; None when they may read every chunk
+        (``groups`` None, or nothing is restricted)."""
+        if self._restricted is None:
+            self._restricted = any(self.access)
+        if groups is None or not self._restricted:
+            return None
+        mask = self._masks.get(groups)
+        if mask is None:
+            mask = np.array(
+                [not value or bool(groups.intersection(value.split(","))) for value in self.access], dtype=np.float32
+            )
+            if len(self._masks) >= MASKS_KEPT:
+                self._masks.clear()
+            self._masks[groups] = mask
+        return mask
+
     def search(
-        self, query: str, k: int, doc_type: str | None = None, source: str | None = None
+        self,
+        query: str,
+        k: int,
+        doc_type: str | None = None,
+        source: str | None = None,
+        groups: frozenset[str] | None = None,
     ) -> list[tuple[str, float]]:
+        """The best BM25 hits; ``groups``: only the chunks a reader of those groups may read (None: every chunk)."""
         if self.retriever is None or not self.ids:
             return []
         tokens = [known for token in tokenize([query])[0] for known in self._known_forms(token)]
         if not tokens:
             return []
-        mask = None
+        mask = self.readable_mask(groups)
         if doc_type or source:
-            mask = np.array(
+            wanted = np.array(
                 [
                     (doc_type is None or dt == doc_type) and (source is None or source in src.split("\n"))
                     for dt, src in zip(self.doc_types, self.sources)
                 ],
                 dtype=np.float32,
             )
+            mask = wanted if mask is None else mask * wanted
         k = min(k, len(self.ids))
         documents, scores = self.retriever.retrieve([tokens], k=k, show_progress=False, weight_mask=mask)
         return [(self.ids[int(i)], float(s)) for i, s in zip(documents[0], scores[0]) if s > 0]

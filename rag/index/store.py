@@ -53,7 +53,11 @@ SWAP_WAIT = 2.0  # seconds a reader waits for a swap in progress
 
 @dataclass
 class FileRecord:
-    """One ingested file in the manifest. ``complete`` is False while its chunks are being replaced."""
+    """One ingested file in the manifest. ``complete`` is False while its chunks are being replaced.
+
+    ``access`` is the groups its chunks are restricted to ("a,b"; "" = everyone); ``doc_type_option`` and
+    ``access_option`` are what the ingest that wrote it was told (``--doc-type``, ``--access``, an upload's group),
+    kept so a later run that does not say them again (a cron job, a reindex) treats the file the same way."""
 
     key: str
     root: str
@@ -64,6 +68,9 @@ class FileRecord:
     chunk_count: int
     ingested_at: float
     complete: bool
+    access: str = ""
+    doc_type_option: str = ""
+    access_option: str = ""
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -75,6 +82,9 @@ class FileRecord:
             "chunk_count": self.chunk_count,
             "ingested_at": self.ingested_at,
             "complete": self.complete,
+            "access": self.access,
+            "doc_type_option": self.doc_type_option,
+            "access_option": self.access_option,
         }
 
     @classmethod
@@ -89,6 +99,9 @@ class FileRecord:
             chunk_count=int(meta.get("chunk_count", 0)),
             ingested_at=float(meta.get("ingested_at", 0.0)),
             complete=bool(meta.get("complete", False)),
+            access=str(meta.get("access") or ""),
+            doc_type_option=str(meta.get("doc_type_option") or ""),
+            access_option=str(meta.get("access_option") or ""),
         )
 
 

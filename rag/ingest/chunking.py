@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag.documents.loading import Document
+from rag.index.chunk_access import access_metadata
 from rag.ingest.block_cutting import MAX_CHARS_PER_TOKEN, fit
 from rag.text.embedded_text import embedded_text
 
@@ -53,7 +54,7 @@ class Chunk:
         """What the encoder reads: the heading line, then the text without its markup (``rag.text.embedded_text``)."""
         return embedded_text(self.prefix or embedding_prefix(self.title, self.section), self.text)
 
-    def metadata(self) -> dict[str, str | int]:
+    def metadata(self) -> dict[str, object]:
         source = self.document.source
         return {
             "source": source.relpath,
@@ -72,6 +73,7 @@ class Chunk:
             "commit_id": self.document.commit_id,
             "commit_date": self.document.commit_date,
             "site": SECTION_SEPARATOR.join(self.document.site),
+            **access_metadata(self.document.access),
         }
 
 

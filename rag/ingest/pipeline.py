@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
+from rag.documents.access import normalize_groups
 from rag.documents.discovery import Discovery, Failure, SourceFile, discover
 from rag.documents.doc_status import status_metadata
 from rag.documents.errors import LoadError, SkippedFile
@@ -37,7 +38,15 @@ from rag.index.store import FileRecord, Store, StoreDamagedError
 from rag.index.store_files import move_damaged_aside
 from rag.ingest import reindex as reindex_swap
 from rag.ingest.chunking import Chunk, chunk_document
-from rag.ingest.sync_plan import changed_files, reindex_refusals, removable, under_known_roots, vanished
+from rag.ingest.sync_plan import (
+    FileOptions,
+    changed_files,
+    file_options,
+    reindex_refusals,
+    removable,
+    under_known_roots,
+    vanished,
+)
 
 EMBED_GROUP_CHUNKS = 512
 
@@ -103,6 +112,7 @@ class _Pending:
     document: Document
     chunks: list[Chunk]
     is_new: bool
+    options: FileOptions = field(default_factory=FileOptions)
 
 
 def ingest(
@@ -110,6 +120,7 @@ def ingest(
     settings: Settings,
     *,
     doc_type: str | None = None,
+    access: tuple[str, ...] | None = None,
     prune: bool = True,
     reindex: bool = False,
     force_prune: bool = False,
@@ -118,7 +129,11 @@ def ingest(
     embedder: Embedder | None = None,
     progress: ProgressCallback | None = None,
 ) -> IngestReport:
+    """Brings the store in step with ``paths``. ``doc_type`` and ``access`` (the groups that may read the files,
+    () for everyone) apply to every file; None keeps what an earlier run was told (``file_options``)."""
     started = time.perf_counter()
+    if access is not None:
+        access = normalize_groups(access)
     store = store or Store(settings)
     embedder = embedder or Embedder.for_settings(settings)
     found = discover(paths, follow_symlinks)
@@ -132,8 +147,11 @@ def ingest(
             report.seconds = time.perf_counter() - started
             return report  # nothing built, nothing swapped: the store stays as it was
         records = target.file_records()
+        remembered = records if target is store else store.file_records()  # a reindex keeps what files were told
         found.files = under_known_roots(found, records)
-        work, report.files_unchanged, unreadable = changed_files(found, records, doc_type, settings.max_file_bytes)
+        work, report.files_unchanged, unreadable = changed_files(
+            found, records, doc_type, settings.max_file_bytes, access
+        )
         report.files_failed += unreadable
         gone = vanished(found, records) if prune else []
         if not force_prune:
@@ -149,8 +167,9 @@ def ingest(
         pending: list[_Pending] = []
         commits = last_commits([ref.path for ref in work])  # one git walk per repository, not one per file
         for ref in work:
+            options = file_options(ref, remembered, doc_type, access)
             try:
-                document = load(ref, settings.max_file_bytes, doc_type)
+                document = load(ref, settings.max_file_bytes, options.doc_type, options.access)
                 if ref.path in commits:
                     document.commit_id, document.commit_date = commits[ref.path].id, commits[ref.path].date
                 chunks = chunk_document(
@@ -173,7 +192,7 @@ def ingest(
                 dropped |= _drop_half_written([report.files_failed[-1]], found, records, target)
                 tick(ref.display_path, "failed")
                 continue
-            pending.append(_Pending(document, chunks, ref.key not in records))
+            pending.append(_Pending(document, chunks, ref.key not in records, options))
             if sum(len(p.chunks) for p in pending) >= EMBED_GROUP_CHUNKS:
                 _commit(pending, target, vectors, records, report, tick)
                 pending = []
@@ -298,6 +317,9 @@ def _record(p: _Pending, previous: FileRecord | None, now: float, complete: bool
         chunk_count=len(p.chunks),
         ingested_at=now,
         complete=complete,
+        access=",".join(p.document.access),
+        doc_type_option=p.options.doc_type or "",
+        access_option=",".join(p.options.access),
     )
 
 

@@ -4,11 +4,16 @@ Which discovered files are new or changed (their content hash against the manife
 vanished from the roots this run walks, and which of those may be removed: a root that lost more than half of its
 documents at once (an unmounted share, a wrong checkout) keeps them unless the run forces the prune. A file named
 on its own that lies under a root ingested before keeps that root's key.
+
+What a run was told about its files (a forced doc type, the groups of ``--access``) is kept in the manifest, and a
+later run that is not told again uses it (``file_options``): a cron job that forgets ``--access`` never makes a
+restricted folder readable by everyone, and a new file in such a folder gets its groups too.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from rag.documents.discovery import Discovery, Failure, SourceFile
@@ -17,10 +22,43 @@ from rag.documents.loading import file_hash
 from rag.index.store import FileRecord
 
 
+@dataclass(frozen=True)
+class FileOptions:
+    """What an ingest is told about a file: a forced doc type (None: front matter or its path decides) and the
+    groups that may read it unless its front matter names its own (() = everyone)."""
+
+    doc_type: str | None = None
+    access: tuple[str, ...] = ()
+
+    @classmethod
+    def of_record(cls, record: FileRecord) -> FileOptions:
+        groups = tuple(group for group in record.access_option.split(",") if group)
+        return cls(record.doc_type_option or None, groups)
+
+
+def file_options(
+    ref: SourceFile, records: dict[str, FileRecord], doc_type: str | None, access: tuple[str, ...] | None
+) -> FileOptions:
+    """The options ``ref`` is ingested with: what this run was told, else what the manifest kept for the file,
+    else (a new file) what every file of its root was ingested with."""
+    record = records.get(ref.key)
+    if record is not None:
+        kept = FileOptions.of_record(record)
+    else:
+        siblings = {FileOptions.of_record(r) for r in records.values() if r.root == ref.root}
+        kept = siblings.pop() if len(siblings) == 1 else FileOptions()
+    return FileOptions(doc_type or kept.doc_type, kept.access if access is None else tuple(access))
+
+
 def changed_files(
-    found: Discovery, records: dict[str, FileRecord], doc_type: str | None, max_bytes: int
+    found: Discovery,
+    records: dict[str, FileRecord],
+    doc_type: str | None,
+    max_bytes: int,
+    access: tuple[str, ...] | None = None,
 ) -> tuple[list[SourceFile], int, list[Failure]]:
-    """The files to (re)ingest, how many are unchanged, and the files that could not be read to tell."""
+    """The files to (re)ingest, how many are unchanged, and the files that could not be read to tell. A file
+    told another doc type or other groups than it has is ingested again."""
     changed: list[SourceFile] = []
     unchanged = 0
     failures: list[Failure] = []
@@ -32,7 +70,8 @@ def changed_files(
             failures.append(Failure(ref.display_path, str(error)))
             continue
         same_type = doc_type is None or record is None or record.doc_type == doc_type
-        if record and record.complete and record.file_hash == digest and same_type:
+        same_access = access is None or record is None or record.access_option == ",".join(access)
+        if record and record.complete and record.file_hash == digest and same_type and same_access:
             unchanged += 1
         else:
             changed.append(ref)

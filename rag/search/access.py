@@ -1,10 +1,13 @@
-"""Access: who is reading the knowledge base, and the one place that decides which chunks they may read.
+"""Access: who is reading, what their role lets them do, and which chunks they may read.
 
-A ``Reader`` is the person or tool behind a request: the API's bearer token names one (user, role, groups),
-the command line and the stdio MCP server read as ``LOCAL`` (whoever can open the data directory can read it
-all anyway). ``Retriever.for_reader`` carries the reader into every read of the store; each of those reads
-asks ``readable_where`` for the filter to add. Today every reader may read every document, so it adds none.
-Per-user document access (issue 27) is written there: a Chroma ``where`` clause over chunk metadata.
+A ``Reader`` is the person or tool behind a request: the signed-in person of the UI, the user an HTTP API token
+names, or ``LOCAL`` (single-user mode, the command line: whoever can open the data directory can read it all).
+Roles rank ``reader`` < ``editor`` < ``admin``: readers ask and search, editors also upload and remove team
+documents, admins also see all feedback, reindex and read the audit log. Admins read every document; anyone else
+reads the documents without groups and those restricted to one of their groups (``rag.documents.access``).
+
+``readable_where`` is the Chroma filter for a reader and ``may_read`` the same rule for one passage or record;
+``Retriever.for_reader`` puts the filter on every read of the store, the keyword search included.
 
 The HTTP API's bearer tokens come from a JSON file (``TokenTable``); only their digests are kept in memory.
 """
@@ -14,23 +17,96 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rag.documents.access import AccessError, normalize_groups
+from rag.index.chunk_access import ACCESS_KEY, RESTRICTED_KEY
+
+ROLES = ("reader", "editor", "admin")
+# what each role may do beyond the one below it
+PERMISSIONS = {
+    "ask": "reader",  # ask questions, search, read documents (their groups')
+    "edit_documents": "editor",  # upload and remove team documents
+    "see_all_feedback": "admin",
+    "reindex": "admin",
+    "read_audit_log": "admin",
+}
+WHAT = {
+    "ask": "ask questions",
+    "edit_documents": "add or remove team documents",
+    "see_all_feedback": "see everyone's feedback",
+    "reindex": "rebuild the knowledge base",
+    "read_audit_log": "read the audit log",
+}
+
+
+class PermissionDenied(PermissionError):
+    """The reader's role does not allow the action; the message says which role would."""
 
 
 @dataclass(frozen=True)
 class Reader:
-    user: str
+    user: str  # an email for a signed-in person, "local" in single-user mode
     role: str = "reader"
     groups: tuple[str, ...] = field(default=())
+    signed_in: bool = True  # False only for LOCAL (nobody signed in: the app is used by one person)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}: use one of {', '.join(ROLES)}")
+
+    @property
+    def reads_everything(self) -> bool:
+        return self.role == "admin"
+
+    def may(self, permission: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(PERMISSIONS[permission])
+
+    def require(self, permission: str) -> None:
+        """Raises ``PermissionDenied`` unless the reader's role allows ``permission``."""
+        if not self.may(permission):
+            needed = PERMISSIONS[permission]
+            raise PermissionDenied(
+                f"{self.user} is a {self.role}: only {'admins' if needed == 'admin' else 'editors and admins'} "
+                f"may {WHAT[permission]}"
+            )
 
 
-LOCAL = Reader(user="local", role="admin")
+LOCAL = Reader(user="local", role="admin", signed_in=False)
+
+
+def may_read(reader: Reader | None, groups: Sequence[str]) -> bool:
+    """Whether ``reader`` may read a document restricted to ``groups`` (empty: everyone may). None reads as LOCAL."""
+    if reader is None or reader.reads_everything or not groups:
+        return True
+    return bool(set(groups) & set(reader.groups))
 
 
 def readable_where(reader: Reader | None) -> dict | None:
-    """The Chroma ``where`` clause that restricts chunks to what ``reader`` may read; None: no restriction."""
-    return None
+    """The Chroma ``where`` clause that keeps the chunks ``reader`` may read; None: no restriction."""
+    if reader is None or reader.reads_everything:
+        return None
+    public = {RESTRICTED_KEY: {"$ne": True}}  # also matches chunks written before access existed (no key)
+    if not reader.groups:
+        return public
+    return {"$or": [public, *({ACCESS_KEY: {"$contains": group}} for group in reader.groups)]}
+
+
+def narrowed(where: dict | None, reader: Reader | None) -> dict | None:
+    """``where`` and the reader's filter together."""
+    allowed = readable_where(reader)
+    if allowed is None or not where:
+        return where or allowed
+    return {"$and": [where, allowed]}
+
+
+def group_filter(reader: Reader | None) -> frozenset[str] | None:
+    """The groups the keyword index may show restricted chunks of; None: every chunk."""
+    if reader is None or reader.reads_everything:
+        return None
+    return frozenset(reader.groups)
 
 
 MIN_TOKEN_CHARS = 16  # a shorter token can be guessed; `python -c "import secrets; print(secrets.token_urlsafe(32))"`
@@ -96,11 +172,15 @@ def parse_tokens(path: Path) -> dict[str, Reader]:
             raise TokenFileError(f'{where}: expected {{"user": "...", "role": "...", "groups": [...]}}')
         role = entry.get("role", "reader")
         groups = entry.get("groups", [])
-        if not isinstance(role, str) or not role.strip():
-            raise TokenFileError(f"{where}: role must be a non-empty string")
+        if not isinstance(role, str) or role.strip() not in ROLES:
+            raise TokenFileError(f"{where}: role must be one of {', '.join(ROLES)}, not {role!r}")
         if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
             raise TokenFileError(f"{where}: groups must be a list of strings")
-        readers[token_digest(token)] = Reader(entry["user"].strip(), role.strip(), tuple(groups))
+        try:
+            groups = normalize_groups(groups)
+        except AccessError as error:
+            raise TokenFileError(f"{where}: {error}") from None
+        readers[token_digest(token)] = Reader(entry["user"].strip(), role.strip(), groups)
     return readers
 
 

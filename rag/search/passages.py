@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rag.index.chunk_access import groups_of
 from rag.text.words import words
 
 
@@ -34,6 +35,7 @@ class Passage:
     updated: str = ""  # the document's date, YYYY-MM-DD
     tokens: int | None = None  # the chunk's length in the embedding model's tokens (None: not recorded)
     site: str = ""  # where the file sits in its documentation site: its folders' titles, "A > B"
+    access: tuple[str, ...] = ()  # the groups that may read its document; () = everyone (rag.search.access)
 
     @property
     def full_text(self) -> str:
@@ -67,6 +69,7 @@ class Passage:
             updated=str(meta.get("updated", "")),
             site=str(meta.get("site", "")),
             tokens=int(meta["tokens"]) if meta.get("tokens") is not None else None,
+            access=groups_of(meta),
         )
 
 

@@ -20,7 +20,7 @@ from rag.documents.doc_status import RETIRED, adr_ids, asks_about_past, asks_wha
 from rag.index.embedding import Embedder
 from rag.index.keyword import KeywordIndex
 from rag.index.store import Store
-from rag.search.access import Reader, readable_where
+from rag.search.access import Reader, group_filter, narrowed, readable_where
 from rag.search.passages import Passage, collapse_near_duplicates, join_chunks
 from rag.search.ranking import document_scores, reciprocal_rank_fusion
 
@@ -50,8 +50,10 @@ class _KeywordSlot:
 
 
 class Retriever:
-    """Reads as ``reader`` (``rag.search.access``): every read of the store goes through ``_readable``. None (the
-    command line, the UI) reads as the local user; ``for_reader`` gives a view for another one."""
+    """Reads as ``reader`` (``rag.search.access``): every read of the store (dense search, keyword search, chunks
+    by id, a section, a whole document, the first chunks of a listing) leaves out the chunks the reader may not
+    read, before anything is ranked. None (the command line) reads everything; ``for_reader`` gives a view of a
+    shared retriever for one reader (the UI's person, the API's token)."""
 
     def __init__(
         self,
@@ -79,10 +81,7 @@ class Retriever:
 
     def _readable(self, where: dict | None) -> dict | None:
         """``where`` narrowed to the chunks the reader may read."""
-        allowed = self.reader_where()
-        if allowed is None or where is None:
-            return where or allowed
-        return {"$and": [where, allowed]}
+        return narrowed(where, self.reader)
 
     @staticmethod
     def _timed(function, *args):
@@ -99,6 +98,12 @@ class Retriever:
                 if slot.index is None or slot.index.revision != revision:
                     slot.index = KeywordIndex.open(self.store, self.settings.data_dir)
         return slot.index
+
+    def keyword_hits(
+        self, query: str, k: int, doc_type: str | None = None, source: str | None = None
+    ) -> list[tuple[str, float]]:
+        """BM25 hits among the chunks the reader may read: ``(chunk id, score)``, best first."""
+        return self.keyword.search(query, k, doc_type, source, group_filter(self.reader))
 
     def search(
         self,
@@ -119,7 +124,9 @@ class Retriever:
         keyword_future = None
         if mode in ("hybrid", "keyword"):
             index = self.keyword
-            keyword_future = self._pool.submit(self._timed, index.search, query, CANDIDATES, doc_type, source)
+            keyword_future = self._pool.submit(
+                self._timed, index.search, query, CANDIDATES, doc_type, source, group_filter(self.reader)
+            )
         # dense search runs in every mode: its similarity is the confidence signal
         t = time.perf_counter()
         dense = self._dense(query, CANDIDATES, doc_type, source)
@@ -145,10 +152,10 @@ class Retriever:
         return SearchResult(query, passages, confidence, timings["total"], mode, timings)
 
     def keyword_passages(self, query: str, k: int = 10) -> list[Passage]:
-        """The best keyword hits for ``query`` across the whole store, no filter, not fused."""
+        """The best keyword hits for ``query`` across what the reader may read, no other filter, not fused."""
         if not self.store.exists():
             return []
-        hits = self.keyword.search(query, k, None, None)
+        hits = self.keyword_hits(query, k)
         if not hits:
             return []
         return self._read(ids=[chunk_id for chunk_id, _ in hits])
