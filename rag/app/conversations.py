@@ -5,6 +5,12 @@ A conversation is a titled list of messages; an assistant message keeps its whol
 and provenance exactly as they were. The file is ``<data dir>/conversations.sqlite3``, next to the
 feedback. Also here: the history a follow-up is answered with (refused turns left out) and the
 Markdown export of a conversation with its citations and sources.
+
+Each conversation belongs to one person (``owner``, the ``Reader``'s user; ``local`` in single-user mode, and for
+every conversation saved before owners existed). Only the owner lists it, changes it or adds to it; anyone else
+who opens its link is told it is not theirs (``NotYourConversation``), unless the owner shared it, which lets
+signed-in teammates read it. Whoever reads a conversation, an answer that drew on a document they may not read
+(``rag.search.access``) is shown as withheld, in the app and in its export.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.answer.events import Citation, Final, SentenceCheck
+from rag.search.access import LOCAL, Reader, may_read
 from rag.search.passages import Passage
 
 if TYPE_CHECKING:
@@ -29,13 +36,16 @@ if TYPE_CHECKING:
 
 FILE_NAME = "conversations.sqlite3"
 TITLE_LENGTH = 60
+WITHHELD = "This answer drew on documents you may not read, so it is not shown."
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     title TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT 'local',
+    shared INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -48,6 +58,16 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
 """
+# a file written before conversations had owners: its conversations become the local user's
+UPGRADES = {
+    "owner": "ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'",
+    "shared": "ALTER TABLE conversations ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",
+}
+OWNER_INDEX = "CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations(owner, updated_at)"
+
+
+class NotYourConversation(PermissionError):
+    """The conversation belongs to someone else (and was not shared with the reader)."""
 
 
 def new_id() -> str:
@@ -83,6 +103,31 @@ class Conversation:
     created_at: float
     updated_at: float
     messages: list[Message] = field(default_factory=list)
+    owner: str = LOCAL.user
+    shared: bool = False  # signed-in teammates may read it
+
+    def owned_by(self, reader: Reader) -> bool:
+        return self.owner == reader.user
+
+
+def withheld(message: Message, reader: Reader) -> bool:
+    """Whether the answer drew on a passage ``reader`` may not read (cited or only retrieved: the answer's text,
+    its table of passages and its "See also" come from all of them)."""
+    final = message.final
+    if final is None:
+        return False
+    passages = [*final.passages, *(citation.passage for citation in final.citations)]
+    return not all(may_read(reader, passage.access) for passage in passages)
+
+
+def visible_to(messages: list[Message], reader: Reader) -> list[Message]:
+    """The messages as ``reader`` may see them: a withheld answer keeps its place but not its text or sources."""
+    return [
+        dataclasses.replace(message, content=WITHHELD, final=None, quotes={}, error=None, complete=True)
+        if withheld(message, reader)
+        else message
+        for message in messages
+    ]
 
 
 def title_from(question: str) -> str:
@@ -201,29 +246,41 @@ class ConversationStore:
         try:
             with connection:  # one transaction: committed on success, rolled back on error
                 connection.executescript(SCHEMA)
+                self._upgrade(connection)
                 yield connection
         finally:
             connection.close()
 
-    def create(self, title: str = "") -> Conversation:
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection) -> None:
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(conversations)")}
+        for column, statement in UPGRADES.items():
+            if column not in columns:
+                db.execute(statement)
+        db.execute(OWNER_INDEX)
+
+    def create(self, title: str = "", owner: str = LOCAL.user) -> Conversation:
         now = time.time()
-        conversation = Conversation(new_id(), title or "New conversation", now, now)
+        conversation = Conversation(new_id(), title or "New conversation", now, now, owner=owner)
         with self._connect() as db:
             db.execute(
-                "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (conversation.id, conversation.title, now, now),
+                "INSERT INTO conversations (id, title, created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?)",
+                (conversation.id, conversation.title, now, now, owner),
             )
         return conversation
 
-    def list(self) -> list[Conversation]:
-        """Every conversation without its messages, the most recently active first."""
+    def list(self, owner: str = LOCAL.user) -> list[Conversation]:
+        """The owner's conversations without their messages, the most recently active first."""
         if not self.path.exists():
             return []
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM conversations ORDER BY updated_at DESC, created_at DESC").fetchall()
-        return [Conversation(r["id"], r["title"], r["created_at"], r["updated_at"]) for r in rows]
+            rows = db.execute(
+                "SELECT * FROM conversations WHERE owner = ? ORDER BY updated_at DESC, created_at DESC", (owner,)
+            ).fetchall()
+        return [_conversation(r) for r in rows]
 
     def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation as stored, whoever asks (``read`` is what a person may see of it)."""
         if not self.path.exists():
             return None
         with self._connect() as db:
@@ -233,12 +290,34 @@ class ConversationStore:
             rows = db.execute(
                 "SELECT * FROM messages WHERE conversation_id = ? ORDER BY position", (conversation_id,)
             ).fetchall()
-        return Conversation(row["id"], row["title"], row["created_at"], row["updated_at"], [_message(r) for r in rows])
+        return _conversation(row, [_message(r) for r in rows])
 
-    def save_message(self, conversation_id: str, message: Message) -> None:
-        """Adds the message at the end of the conversation, or updates it when it is already there."""
+    def read(self, conversation_id: str, reader: Reader) -> Conversation | None:
+        """The conversation as ``reader`` may see it; None when there is none. Raises ``NotYourConversation`` when
+        it is someone else's and not shared with signed-in teammates."""
+        conversation = self.get(conversation_id)
+        if conversation is None:
+            return None
+        if not conversation.owned_by(reader) and not (conversation.shared and reader.signed_in):
+            raise NotYourConversation(f"the conversation {conversation_id} is not yours")
+        conversation.messages = visible_to(conversation.messages, reader)
+        return conversation
+
+    def _check_owner(self, db: sqlite3.Connection, conversation_id: str, user: str) -> bool:
+        """False when there is no such conversation; raises ``NotYourConversation`` when it is someone else's."""
+        row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            return False
+        if row["owner"] != user:
+            raise NotYourConversation(f"the conversation {conversation_id} is not yours")
+        return True
+
+    def save_message(self, conversation_id: str, message: Message, user: str = LOCAL.user) -> None:
+        """Adds the message at the end of the conversation, or updates it when it is already there. Only the
+        conversation's owner (``user``) may."""
         data = json.dumps(_message_data(message), ensure_ascii=False)
         with self._connect() as db:
+            self._check_owner(db, conversation_id, user)
             updated = db.execute(
                 "UPDATE messages SET content = ?, data = ? WHERE id = ? AND conversation_id = ?",
                 (message.content, data, message.id, conversation_id),
@@ -255,9 +334,10 @@ class ConversationStore:
                 )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
 
-    def delete_messages_from(self, conversation_id: str, message_id: str) -> int:
+    def delete_messages_from(self, conversation_id: str, message_id: str, user: str = LOCAL.user) -> int:
         """Removes the message and every later one (regenerate, edit and resend); returns how many."""
         with self._connect() as db:
+            self._check_owner(db, conversation_id, user)
             row = db.execute(
                 "SELECT position FROM messages WHERE id = ? AND conversation_id = ?", (message_id, conversation_id)
             ).fetchone()
@@ -267,18 +347,36 @@ class ConversationStore:
                 "DELETE FROM messages WHERE conversation_id = ? AND position >= ?", (conversation_id, row[0])
             ).rowcount
 
-    def rename(self, conversation_id: str, title: str) -> bool:
+    def rename(self, conversation_id: str, title: str, user: str = LOCAL.user) -> bool:
         title = " ".join(title.split())
         if not title:
             raise ValueError("a conversation needs a title")
         with self._connect() as db:
+            if not self._check_owner(db, conversation_id, user):
+                return False
+            return db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)).rowcount > 0
+
+    def share(self, conversation_id: str, shared: bool, user: str = LOCAL.user) -> bool:
+        """Lets signed-in teammates read the conversation (``shared``), or stops it; only its owner may."""
+        with self._connect() as db:
+            if not self._check_owner(db, conversation_id, user):
+                return False
             return db.execute(
-                "UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)
+                "UPDATE conversations SET shared = ? WHERE id = ?", (int(shared), conversation_id)
             ).rowcount > 0
 
-    def delete(self, conversation_id: str) -> bool:
+    def delete(self, conversation_id: str, user: str = LOCAL.user) -> bool:
         with self._connect() as db:
+            if not self._check_owner(db, conversation_id, user):
+                return False
             return db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount > 0
+
+
+def _conversation(row: sqlite3.Row, messages: list[Message] | None = None) -> Conversation:
+    return Conversation(
+        row["id"], row["title"], row["created_at"], row["updated_at"], messages or [],
+        owner=row["owner"], shared=bool(row["shared"]),
+    )
 
 
 # -- export -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ truncation for regenerate/edit, the history a follow-up gets (refused turns left
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from pathlib import Path
 
@@ -14,13 +15,16 @@ from rag.answer.events import Final
 from rag.answer.personas import load_persona
 from rag.app.conversations import (
     FILE_NAME,
+    WITHHELD,
     ConversationStore,
     Message,
+    NotYourConversation,
     conversation_markdown,
     history_for,
     source_url,
     title_from,
 )
+from rag.search.access import LOCAL, Reader
 from rag.search.retrieval import Retriever
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,3 +147,92 @@ def test_source_url():
     assert source_url("/docs/adr.md", "https://git.example.com/x/blob/main/{path}") == (
         "https://git.example.com/x/blob/main/docs/adr.md"
     )
+
+
+# -- owners, sharing, upgrade ------------------------------------------------------------------------
+
+ALICE = Reader("alice@example.com", "reader", ("payments",))
+BOB = Reader("bob@example.com", "reader", ())
+
+OLD_SCHEMA = """
+CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, created_at REAL NOT NULL,
+                            updated_at REAL NOT NULL);
+CREATE TABLE messages (id TEXT PRIMARY KEY,
+                       conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                       position INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL,
+                       data TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL);
+INSERT INTO conversations VALUES ('old1', 'Saved before owners existed', 1700000000, 1700000000);
+INSERT INTO messages VALUES ('m1', 'old1', 0, 'user', 'What is cache-aside?', '{}', 1700000000);
+"""
+
+
+def test_conversations_saved_before_owners_belong_to_the_local_user(tmp_path):
+    path = tmp_path / FILE_NAME
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+    store = ConversationStore(path)
+    [old] = store.list(LOCAL.user)
+    assert (old.id, old.owner, old.shared) == ("old1", "local", False)
+    assert store.read("old1", LOCAL).messages[0].content == "What is cache-aside?"
+    assert store.list(ALICE.user) == []
+    with pytest.raises(NotYourConversation):
+        store.read("old1", ALICE)
+    store.save_message("old1", Message("assistant", "It reads the cache first."))  # the local user goes on
+    assert len(store.get("old1").messages) == 2
+
+
+def test_each_person_lists_reads_and_changes_only_their_own(tmp_path):
+    store = ConversationStore(tmp_path / FILE_NAME)
+    mine = store.create("Alice's question", owner=ALICE.user)
+    store.save_message(mine.id, Message("user", "How do we settle cards?"), user=ALICE.user)
+    theirs = store.create("Bob's question", owner=BOB.user)
+    assert [c.title for c in store.list(ALICE.user)] == ["Alice's question"]
+    assert [c.title for c in store.list(BOB.user)] == ["Bob's question"]
+    with pytest.raises(NotYourConversation, match="is not yours"):
+        store.read(mine.id, BOB)
+    for change in (
+        lambda: store.save_message(mine.id, Message("user", "sneaky"), user=BOB.user),
+        lambda: store.rename(mine.id, "taken", user=BOB.user),
+        lambda: store.share(mine.id, True, user=BOB.user),
+        lambda: store.delete_messages_from(mine.id, "x", user=BOB.user),
+        lambda: store.delete(mine.id, user=BOB.user),
+    ):
+        with pytest.raises(NotYourConversation):
+            change()
+    assert store.read(mine.id, ALICE).title == "Alice's question" and len(store.get(mine.id).messages) == 1
+
+    # shared: signed-in teammates may read it, not change it; the local user (nobody signed in) may not
+    assert store.share(mine.id, True, user=ALICE.user)
+    assert store.read(mine.id, BOB).messages[0].content == "How do we settle cards?"
+    assert [c.id for c in store.list(BOB.user)] == [theirs.id]  # a shared conversation is not in Bob's list
+    with pytest.raises(NotYourConversation):
+        store.rename(mine.id, "taken", user=BOB.user)
+    with pytest.raises(NotYourConversation):
+        store.read(mine.id, LOCAL)
+    assert store.share(mine.id, False, user=ALICE.user)
+    with pytest.raises(NotYourConversation):
+        store.read(mine.id, BOB)
+    assert store.delete(mine.id, user=ALICE.user) and store.read(mine.id, ALICE) is None
+
+
+def test_an_answer_from_a_document_the_reader_may_not_read_is_withheld(tmp_path, real_final):
+    restricted = dataclasses.replace(real_final.citations[0].passage, access=("payments",))
+    final = dataclasses.replace(
+        real_final,
+        citations=[dataclasses.replace(real_final.citations[0], passage=restricted)],
+        passages=[restricted, *real_final.passages[1:]],
+    )
+    store = ConversationStore(tmp_path / FILE_NAME)
+    conversation = store.create("Settlement", owner=ALICE.user)
+    store.save_message(conversation.id, Message("user", QUESTION), user=ALICE.user)
+    store.save_message(conversation.id, Message("assistant", final.answer, final=final), user=ALICE.user)
+    store.share(conversation.id, True, user=ALICE.user)
+
+    alice = store.read(conversation.id, ALICE)
+    assert alice.messages[1].content == final.answer and alice.messages[1].final == final
+    bob = store.read(conversation.id, BOB)
+    assert bob.messages[0].content == QUESTION
+    assert bob.messages[1].content == WITHHELD and bob.messages[1].final is None
+    exported = conversation_markdown(bob)
+    assert WITHHELD in exported and restricted.path not in exported and final.answer.strip() not in exported
+    assert restricted.path in conversation_markdown(alice)
