@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     source_url_template: str | None = Field(
         None, description="Link to a source file in the team's Git web UI, e.g. https://git.example.com/docs/blob/main/{path}"
     )
+    roles_file: Path | None = Field(
+        None, description="TOML file of who is a reader, editor or admin (emails, group:NAME, *) and team groups."
+    )
+    trusted_user_header: str | None = Field(
+        None,
+        description="Request header a trusted reverse proxy puts the signed-in email in (e.g. X-Forwarded-Email); "
+        "honoured only when set, and only safe when every request comes through that proxy.",
+    )
+    trusted_groups_header: str | None = Field(
+        None, description="Request header with the person's groups, comma-separated (e.g. X-Forwarded-Groups)."
+    )
 
     @property
     def max_file_bytes(self) -> int:

@@ -27,6 +27,7 @@ from rag.index.keyword import KeywordIndex
 from rag.index.store import Store, StoreDamagedError
 from rag.ingest.chunking import MAX_CHARS_PER_TOKEN, chunk_document
 from rag.ingest.pipeline import ingest
+from rag.search.access import LOCAL
 from rag.search.retrieval import Retriever
 
 NOTES = {
@@ -410,7 +411,7 @@ def test_f4_bad_front_matter_rejects_only_that_file(settings, notes, embedder, f
 def test_f4_bad_front_matter_in_an_upload_keeps_the_rest_of_the_batch(settings, embedder):
     good = ("design.md", b"# Design\n\nOrders go through an outbox.\n")
     bad = ("tagged.md", b"---\ntags: 2026\n---\n# Tagged\n\nText.\n")
-    results = add_uploads([good, bad], settings, embedder=embedder)
+    results = add_uploads([good, bad], settings, reader=LOCAL, embedder=embedder)
     assert [(r.original, r.status) for r in results] == [("design.md", "added"), ("tagged.md", "failed")]
     assert "'tags' must be a list" in results[1].message
 

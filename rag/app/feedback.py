@@ -2,7 +2,9 @@
 
 Each row holds what is needed to judge the answer later: the question (and the earlier questions of
 the conversation, so a follow-up can be replayed), the answer, its citations, the persona, the
-provider and model, and when it was given. ``export_questions`` turns the thumbs-down answers into
+provider and model, who gave it (``user``; ``local`` in single-user mode and for rows from before users existed),
+and when. ``for_reader`` is what one person may see: their own, or everyone's for an admin.
+``export_questions`` turns the thumbs-down answers into
 lines of a question file that ``python -m rag eval --questions FILE`` reads (see
 ``rag.app.evaluation.load_questions``), so a team's bad answers become regression cases.
 """
@@ -17,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from rag.search.access import Reader
 
 if TYPE_CHECKING:
     from rag.answer.events import Final
@@ -40,12 +44,14 @@ CREATE TABLE IF NOT EXISTS feedback (
     model TEXT NOT NULL DEFAULT '',
     abstained INTEGER NOT NULL DEFAULT 0,
     rating INTEGER NOT NULL CHECK (rating IN (-1, 1)),
-    comment TEXT NOT NULL DEFAULT ''
+    comment TEXT NOT NULL DEFAULT '',
+    user TEXT NOT NULL DEFAULT 'local'
 )
 """
+ADD_USER = "ALTER TABLE feedback ADD COLUMN user TEXT NOT NULL DEFAULT 'local'"  # a file from before users existed
 COLUMNS = (
     "created_at updated_at question standalone_query history answer citations persona provider model abstained "
-    "rating comment"
+    "rating comment user"
 ).split()
 
 
@@ -69,10 +75,14 @@ class FeedbackEntry:
     id: int | None = None
     created_at: str = ""
     updated_at: str = ""
+    user: str = "local"
 
     @classmethod
-    def from_final(cls, final: Final, rating: int, comment: str = "", history: list[str] | None = None):
+    def from_final(
+        cls, final: Final, rating: int, comment: str = "", history: list[str] | None = None, user: str = "local"
+    ):
         return cls(
+            user=user,
             question=final.question,
             answer=final.answer,
             rating=rating,
@@ -144,6 +154,8 @@ class FeedbackStore:
         try:
             with connection:  # one transaction: committed on success, rolled back on error
                 connection.execute(SCHEMA)
+                if "user" not in {row["name"] for row in connection.execute("PRAGMA table_info(feedback)")}:
+                    connection.execute(ADD_USER)
                 yield connection
         finally:
             connection.close()
@@ -225,6 +237,13 @@ class FeedbackStore:
             ) from None
         return entries
 
+    def for_reader(self, reader: Reader, rating: int | None = None) -> list[FeedbackEntry]:
+        """What ``reader`` may see: everyone's entries for an admin, their own for anyone else."""
+        entries = self.all(rating)
+        if reader.may("see_all_feedback"):
+            return entries
+        return [entry for entry in entries if entry.user == reader.user]
+
     def export_jsonl(self, out: IO[str]) -> int:
         """Writes every entry as one JSON line; returns how many."""
         entries = self.all()
@@ -256,4 +275,5 @@ def _entry(row: sqlite3.Row) -> FeedbackEntry:
         abstained=bool(row["abstained"]),
         rating=int(row["rating"]),
         comment=row["comment"],
+        user=row["user"],
     )

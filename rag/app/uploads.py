@@ -6,6 +6,11 @@ is reduced to its last path part and to ``[A-Za-z0-9._-]``, never starts with a 
 never silently overwrites a different file: it gets a free name (``design-2.md``) unless replacing
 was asked for. A file that fails to ingest is taken out again (a replaced file gets its earlier
 version back), so the uploads folder only holds what the knowledge base holds.
+
+Adding and removing are for editors and admins (``rag.search.access``): both take the ``Reader`` they act for,
+refuse anyone else with ``PermissionDenied``, and write what they did to the audit log (``rag.app.audit``). An
+upload can be restricted to groups (only groups its uploader is in, unless an admin); a document the person may
+not read is never replaced or removed on their behalf.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.app.audit import AuditLog
 from rag.config import Settings
+from rag.documents.access import normalize_groups
 from rag.documents.errors import megabytes
+from rag.index.store import FileRecord
 from rag.ingest.pipeline import Progress, ProgressCallback, ingest
+from rag.search.access import PermissionDenied, Reader, may_read
 
 ALLOWED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 UPLOADS_DIR = "uploads"
@@ -124,21 +133,42 @@ def _save(result: UploadResult, safe: str, data: bytes, directory: Path, replace
     result.name, result.message = target.name, "; ".join(notes)
 
 
+def check_upload_groups(reader: Reader, access: tuple[str, ...]) -> tuple[str, ...]:
+    """The groups an upload is restricted to, normalised; only groups the uploader is in (admins: any)."""
+    groups = normalize_groups(access)
+    outside = sorted(set(groups) - set(reader.groups))
+    if outside and not reader.reads_everything:
+        raise PermissionDenied(
+            f"{reader.user} is not in the group(s) {', '.join(outside)}: an upload can only be restricted to "
+            "groups its uploader is in"
+        )
+    return groups
+
+
 def add_uploads(
     files: list[tuple[str, bytes]],
     settings: Settings,
     *,
+    reader: Reader,
+    access: tuple[str, ...] = (),
     replace: bool = False,
     store=None,
     embedder=None,
     progress: ProgressCallback | None = None,
 ) -> list[UploadResult]:
-    """Saves and ingests uploads (doc type "team"); one result per file, in the order given.
+    """Saves and ingests uploads (doc type "team") for ``reader`` (an editor or admin), readable only by
+    ``access`` (groups; () for everyone); one result per file, in the order given.
 
     A store error (busy, unreachable) propagates after every file saved by this call is taken back.
     """
+    reader.require("edit_documents")
+    access = check_upload_groups(reader, access)
     directory = uploads_dir(settings)
-    results = [save_upload(name, data, directory, settings.max_file_bytes, replace) for name, data in files]
+    hidden = _unreadable_uploads(settings, reader, store) if replace else set()
+    results = [
+        save_upload(name, data, directory, settings.max_file_bytes, replace and _target_name(name) not in hidden)
+        for name, data in files
+    ]
     saved = [r for r in results if r.path is not None]
     if not saved:
         return results
@@ -150,8 +180,8 @@ def add_uploads(
             progress(event)
 
     try:
-        report = ingest([r.path for r in saved], settings, doc_type=DOC_TYPE, prune=False, store=store,
-                        embedder=embedder, progress=track)
+        report = ingest([r.path for r in saved], settings, doc_type=DOC_TYPE, access=access, prune=False,
+                        store=store, embedder=embedder, progress=track)
     except BaseException:
         for result in saved:
             _undo(result)
@@ -173,7 +203,38 @@ def add_uploads(
             result.status = status if status in ("added", "updated") else "unchanged"
             if result._backup is not None:
                 result._backup.unlink(missing_ok=True)
+    audit = AuditLog.for_settings(settings)
+    readable_by = f"; readable by {', '.join(access)}" if access else ""
+    for result in results:
+        if result.status in ("added", "updated"):
+            audit.record(reader.user, "upload", result.name, f"{result.status}{readable_by}")
     return results
+
+
+def _target_name(name: str) -> str:
+    try:
+        return safe_filename(name)
+    except UploadRejected:
+        return ""
+
+
+def _upload_records(settings: Settings, store) -> list[FileRecord]:
+    from rag.index.store import Store
+
+    store = store or Store(settings)
+    folder = uploads_dir(settings).resolve()
+    if not store.exists():
+        return []
+    return [record for record in store.file_records().values() if Path(record.root).resolve() == folder]
+
+
+def _unreadable_uploads(settings: Settings, reader: Reader, store) -> set[str]:
+    """The names of uploads ``reader`` may not read: never replaced on their behalf (a new name is used)."""
+    return {
+        record.relpath
+        for record in _upload_records(settings, store)
+        if not may_read(reader, [group for group in record.access.split(",") if group])
+    }
 
 
 def _lookup(by_path: dict[str, str], name: str) -> str | None:
@@ -241,15 +302,19 @@ def _undo(result: UploadResult) -> None:
             result.path.unlink()
 
 
-def remove_upload(name: str, settings: Settings, store=None) -> bool:
+def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) -> bool:
     """Takes an uploaded team doc out of the knowledge base (its chunks and manifest entry) and deletes its file
-    from the uploads folder; False when there was no such upload. Files under an ingested folder are not
-    uploads: they leave the knowledge base when the file is deleted and the folder is ingested again."""
+    from the uploads folder, for ``reader`` (an editor or admin); False when there was no such upload, or none
+    ``reader`` may read. Files under an ingested folder are not uploads: they leave the knowledge base when the
+    file is deleted and the folder is ingested again."""
     from rag.index.keyword import KeywordIndex
     from rag.index.store import Store
 
+    reader.require("edit_documents")
     if not name or name != Path(name).name or name.startswith("."):
         raise UploadRejected(f"'{name}' is not the name of an uploaded file")
+    if name in _unreadable_uploads(settings, reader, store):
+        return False  # as if it were not there: its name is all they could learn
     store = store or Store(settings)
     folder = uploads_dir(settings).resolve()
     with store.writing():
@@ -268,4 +333,6 @@ def remove_upload(name: str, settings: Settings, store=None) -> bool:
         path.unlink(missing_ok=True)
     if records:
         KeywordIndex.rebuild(store, settings.data_dir)
+    if records or existed:
+        AuditLog.for_settings(settings).record(reader.user, "remove", name)
     return bool(records) or existed

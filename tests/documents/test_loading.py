@@ -416,10 +416,11 @@ def test_ingest_counts_section_pages_as_skipped_and_forgets_a_page_emptied_to_fr
 
 def test_an_upload_with_front_matter_only_is_skipped_and_not_kept(settings, embedder):
     from rag.app.uploads import add_uploads, uploads_dir
+    from rag.search.access import LOCAL
 
     good = ("notes.md", b"# Notes\n\nThe proxy keeps idle connections for sixty seconds.\n")
     section = ("_index.md", b"---\ntitle: Team docs\n---\n")
-    results = add_uploads([good, section], settings, embedder=embedder)
+    results = add_uploads([good, section], settings, reader=LOCAL, embedder=embedder)
     statuses = [(r.original, r.status, r.ok) for r in results]
     assert statuses == [("notes.md", "added", True), ("_index.md", "skipped", True)]
     assert "only front matter" in results[1].message

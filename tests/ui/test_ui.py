@@ -36,6 +36,7 @@ from rag.config import Settings
 from rag.index.store import Store
 from rag.index.write_lock import StoreBusyError
 from rag.ingest.pipeline import ingest
+from rag.search.access import LOCAL
 from rag.search.retrieval import Retriever
 from ui.render import cited_words_note, demote_headings, highlight, passage_view
 from ui.resources import OFFLINE_NOTICE
@@ -750,6 +751,7 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     results = add_uploads(
         [("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n"), ("bad.pdf", b"%PDF-1.4 junk")],
         settings,
+        reader=LOCAL,
         store=store,
         embedder=embedder,
     )
@@ -762,15 +764,18 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     again = add_uploads(
         [("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n")],
         settings,
+        reader=LOCAL,
         store=store,
         embedder=embedder,
     )
     assert again[0].status == "unchanged"
 
     # a replacement that fails to ingest gives the earlier version back
-    failed = add_uploads([("notes.md", b"")], settings, replace=True, store=store, embedder=embedder)
+    failed = add_uploads([("notes.md", b"")], settings, reader=LOCAL, replace=True, store=store, embedder=embedder)
     assert failed[0].status == "rejected"
-    broken = add_uploads([("notes.md", b"\x00\x01 binary")], settings, replace=True, store=store, embedder=embedder)
+    broken = add_uploads(
+        [("notes.md", b"\x00\x01 binary")], settings, reader=LOCAL, replace=True, store=store, embedder=embedder
+    )
     assert broken[0].status == "failed" and "earlier version is kept" in broken[0].message
     assert (uploads_dir(settings) / "notes.md").read_bytes().startswith(b"# Notes")
     assert [p.name for p in uploads_dir(settings).iterdir()] == ["notes.md"]
@@ -778,6 +783,7 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
     updated = add_uploads(
         [("notes.md", b"# Notes\n\nThe deploy freeze now starts on Thursday.\n")],
         settings,
+        reader=LOCAL,
         replace=True,
         store=store,
         embedder=embedder,
@@ -789,25 +795,25 @@ def test_add_uploads_ingests_as_team_and_takes_back_failures(tmp_path, embedder)
 def test_remove_upload_takes_only_uploads_out(ui_store, embedder):
     store = Store(ui_store)
     add_uploads([("notes.md", b"# Notes\n\nThe deploy freeze starts every Friday at noon.\n")], ui_store,
-                store=store, embedder=embedder)
+                reader=LOCAL, store=store, embedder=embedder)
     before = {r.relpath for r in store.file_records().values()}
     [key] = [k for k, r in store.file_records().items() if r.relpath == "notes.md"]
     assert store.chunk_ids_of(key)
     for bad in ("../corpus/references/caching.md", ".hidden.md", ""):
         with pytest.raises(UploadRejected):
-            remove_upload(bad, ui_store, store=store)
-    assert not remove_upload("caching.md", ui_store, store=store)  # a folder file is not an upload
-    assert remove_upload("notes.md", ui_store, store=store)
+            remove_upload(bad, ui_store, reader=LOCAL, store=store)
+    assert not remove_upload("caching.md", ui_store, reader=LOCAL, store=store)  # a folder file is not an upload
+    assert remove_upload("notes.md", ui_store, reader=LOCAL, store=store)
     assert {r.relpath for r in store.file_records().values()} == before - {"notes.md"}
     assert not store.chunk_ids_of(key)
     assert not (uploads_dir(ui_store) / "notes.md").exists()
-    assert not remove_upload("notes.md", ui_store, store=store)
+    assert not remove_upload("notes.md", ui_store, reader=LOCAL, store=store)
 
 
 def test_add_uploads_on_a_busy_store_keeps_nothing(tmp_path, embedder):
     settings = isolated_settings(tmp_path / "data", lock_timeout=0.2)
     with Store(settings).writing(), pytest.raises(StoreBusyError):
-        add_uploads([("notes.md", b"# Notes\n\nSome text here.\n")], settings, embedder=embedder)
+        add_uploads([("notes.md", b"# Notes\n\nSome text here.\n")], settings, reader=LOCAL, embedder=embedder)
     assert list(uploads_dir(settings).iterdir()) == []
 
 
