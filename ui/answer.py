@@ -108,7 +108,8 @@ def show_extras(message: Message, chat: Chat) -> None:
         for citation in final.citations:
             source_card(message, citation, chat)
     details(message, chat.settings)
-    rating.feedback(message, chat)
+    if not chat.read_only:  # a teammate's shared conversation is read, not rated
+        rating.feedback(message, chat)
 
 
 def copy_answer(message: Message, settings) -> None:

@@ -3,7 +3,8 @@ toolbar of the open one (rename, export as Markdown, delete after a confirmation
 which the views save messages (and which says so when the file cannot be written).
 
 Storage is ``rag.app.conversations.ConversationStore``; this module only keeps ``st.session_state``
-(``conversation_id``, ``messages``) and the URL in step with it.
+(``conversation_id``, ``messages``) and the URL in step with it. Every call names the person (``ui.identity``):
+the store lists, opens and changes only their own conversations, and opens a teammate's shared one read-only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from rag.app.conversations import Conversation, ConversationStore, Message, conversation_markdown, title_from
+from rag.app.conversations import (
+    Conversation,
+    ConversationStore,
+    Message,
+    NotYourConversation,
+    conversation_markdown,
+    title_from,
+)
+from rag.search.access import LOCAL, Reader
+from ui.identity import current_reader
 
 PARAM = "c"
 RENAME_POPOVER = "rename_popover"
@@ -22,8 +32,13 @@ RECENT = 8  # conversations listed in the sidebar before the rest are folded und
 
 
 def open_conversation(store: ConversationStore, conversation_id: str | None) -> None:
-    """Shows ``conversation_id`` (None: a new, empty conversation) and puts it in the URL."""
-    conversation = store.get(conversation_id) if conversation_id else None
+    """Shows ``conversation_id`` (None: a new, empty conversation) and puts it in the URL; someone else's
+    conversation that is not shared with this person is not shown (``not_yours`` says so)."""
+    try:
+        conversation = store.read(conversation_id, current_reader()) if conversation_id else None
+    except NotYourConversation:
+        st.session_state["not_yours"] = conversation_id
+        conversation = None
     st.session_state["conversation_id"] = conversation.id if conversation else None
     st.session_state["messages"] = conversation.messages if conversation else []
     st.session_state.pop("confirm_delete", None)
@@ -53,7 +68,7 @@ def start_conversation(store: ConversationStore, question: str) -> str:
     current = st.session_state.get("conversation_id")
     if current:
         return current
-    conversation = store.create(title_from(question))
+    conversation = store.create(title_from(question), owner=current_reader().user)
     st.session_state["conversation_id"] = conversation.id
     st.query_params[PARAM] = conversation.id
     return conversation.id
@@ -98,21 +113,25 @@ def conversation_button(store: ConversationStore, conversation: Conversation, cu
 
 
 def toolbar(store: ConversationStore, conversation: Conversation, source_template: str | None) -> None:
-    """Rename, export and delete for the open conversation."""
+    """Rename, export, delete and share for the open conversation; only export for a teammate's shared one."""
+    reader = current_reader()
+    if not conversation.owned_by(reader):
+        st.info(f"Shared by {conversation.owner}: you can read and export it, not add to it.",
+                icon=":material/group:")
+        export_button(conversation, source_template)
+        return
     columns = st.columns([1, 1, 1, 3], gap="small")
     with columns[0].popover("Rename", icon=":material/edit:", key=RENAME_POPOVER, on_change="rerun"):
         st.text_input("Title", value=conversation.title, key=f"rename-{conversation.id}")
         st.button("Save title", key="rename_save", on_click=rename, args=(store, conversation.id))
-    columns[1].download_button(
-        "Export",
-        data=conversation_markdown(conversation, source_template),
-        file_name=export_name(conversation.title),
-        mime="text/markdown",
-        icon=":material/download:",
-        key="export",
-        help="The conversation as Markdown, with its citations and sources",
-    )
+    with columns[1]:
+        export_button(conversation, source_template)
     columns[2].button("Delete", icon=":material/delete:", key="delete", on_click=ask_delete)
+    if reader.signed_in:
+        columns[3].toggle(
+            "Share with teammates", value=conversation.shared, key=f"share-{conversation.id}", on_change=share,
+            args=(store, conversation.id), help="Signed-in teammates who open its link can read it (not change it).",
+        )
     if st.session_state.get("confirm_delete"):
         with st.container(border=True, key="confirm_delete_box"):
             st.warning(f"Delete the conversation “{conversation.title}” for good? This cannot be undone.",
@@ -123,6 +142,22 @@ def toolbar(store: ConversationStore, conversation: Conversation, source_templat
             no.button("Keep it", key="delete_cancelled", on_click=st.session_state.pop, args=("confirm_delete", None))
 
 
+def export_button(conversation: Conversation, source_template: str | None) -> None:
+    st.download_button(
+        "Export",
+        data=conversation_markdown(conversation, source_template),
+        file_name=export_name(conversation.title),
+        mime="text/markdown",
+        icon=":material/download:",
+        key="export",
+        help="The conversation as Markdown, with its citations and sources",
+    )
+
+
+def share(store: ConversationStore, conversation_id: str) -> None:
+    store.share(conversation_id, bool(st.session_state.get(f"share-{conversation_id}")), user=current_reader().user)
+
+
 def ask_delete() -> None:
     st.session_state["confirm_delete"] = True
 
@@ -130,7 +165,7 @@ def ask_delete() -> None:
 def rename(store: ConversationStore, conversation_id: str) -> None:
     title = str(st.session_state.get(f"rename-{conversation_id}") or "")
     try:
-        store.rename(conversation_id, title)
+        store.rename(conversation_id, title, user=current_reader().user)
         st.session_state.pop("rename_error", None)
         st.session_state[RENAME_POPOVER] = False  # saved: the popover closes
     except ValueError as error:
@@ -138,7 +173,7 @@ def rename(store: ConversationStore, conversation_id: str) -> None:
 
 
 def delete(store: ConversationStore, conversation_id: str) -> None:
-    store.delete(conversation_id)
+    store.delete(conversation_id, user=current_reader().user)
     open_conversation(store, None)
     st.session_state["deleted_notice"] = True
 
@@ -153,9 +188,11 @@ class Chat:
     """What the message views need: settings, the retriever (sections, reader) and where messages are saved."""
 
     settings: object
-    retriever: object
+    retriever: object  # reading as the person (``Retriever.for_reader``)
     conversations: ConversationStore
     broken: str | None = None  # why conversations cannot be saved (the chat still answers)
+    read_only: bool = False  # a teammate's shared conversation: no edit, regenerate, rating or new question
+    reader: Reader = LOCAL  # who is asking: conversations are saved as theirs
 
     def fail(self, error: Exception) -> None:
         self.broken = (
@@ -179,6 +216,6 @@ class Chat:
         if not conversation_id or self.broken:
             return
         try:
-            self.conversations.save_message(conversation_id, message)
+            self.conversations.save_message(conversation_id, message, user=self.reader.user)
         except sqlite3.Error as error:
             self.fail(error)

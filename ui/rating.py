@@ -68,7 +68,7 @@ def save_rating(message: Message, key: str, chat: Chat) -> None:
             updated = bool(message.feedback_id) and store.update(message.feedback_id, rating=rating)
             if not updated:
                 history = earlier_questions_before(message)
-                entry = FeedbackEntry.from_final(message.final, rating, history=history)
+                entry = FeedbackEntry.from_final(message.final, rating, history=history, user=chat.reader.user)
                 message.feedback_id = store.add(entry)
         chat.save(message)
         st.session_state[f"feedback-error-{message.id}"] = None

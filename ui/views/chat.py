@@ -4,6 +4,9 @@ All retrieval and answering is ``rag.answer.answering.Answerer``; this page only
 message is saved as it is made (``rag.app.conversations``, via ``ui.answer.Chat``): the question before the
 answer starts, the answer when it ends, also when it fails or is stopped, so a reload, a restart or
 an error loses nothing. The open conversation is ``st.session_state["messages"]`` and ``?c=<id>``.
+
+Everything reads as the person using the app (``ui.identity``): the answerer and retriever search only what they
+may read, the sidebar lists only their conversations, the suggestions name only documents they may read.
 """
 
 from __future__ import annotations
@@ -15,11 +18,19 @@ from dataclasses import dataclass
 import streamlit as st
 
 from rag.answer.personas import Persona
-from rag.app.conversations import Conversation, ConversationStore, Message, history_for, title_from
+from rag.app.conversations import (
+    Conversation,
+    ConversationStore,
+    Message,
+    NotYourConversation,
+    history_for,
+    title_from,
+)
 from rag.app.stats import collect_stats
 from rag.index.store import StoreError
 from ui import answer as views
 from ui import conversation_list, rating
+from ui.identity import current_reader
 from ui.resources import answerer_label, get_answerer, get_retriever, get_settings, read_personas
 
 log = logging.getLogger(__name__)
@@ -128,6 +139,7 @@ def ask(question: str, persona: Persona, k: int, doc_type: str | None, answerer,
 
 
 def show_message(message: Message, chat: conversation_list.Chat, last: bool) -> None:
+    last = last and not chat.read_only
     with st.chat_message(message.role):
         if message.role == "user":
             if last and st.session_state.get("editing") == message.id:
@@ -183,9 +195,9 @@ def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
     conversation_id = st.session_state.get("conversation_id")
     if conversation_id and not chat.broken:
         try:
-            chat.conversations.delete_messages_from(conversation_id, messages[index].id)
+            chat.conversations.delete_messages_from(conversation_id, messages[index].id, user=chat.reader.user)
             if index == 0 and question != asked:
-                retitle(chat.conversations, conversation_id, asked, question)
+                retitle(chat.conversations, conversation_id, asked, question, chat.reader.user)
         except sqlite3.Error as error:
             chat.fail(error)
     answer = messages[index + 1] if index + 1 < len(messages) else None
@@ -196,18 +208,18 @@ def resend(chat: conversation_list.Chat, edited_key: str | None) -> None:
     st.session_state["pending_question"] = question
 
 
-def retitle(store: ConversationStore, conversation_id: str, asked: str, question: str) -> None:
+def retitle(store: ConversationStore, conversation_id: str, asked: str, question: str, user: str) -> None:
     """An edited first question renames the conversation it titled (a title the user chose stays)."""
     conversation = store.get(conversation_id)
     if conversation is not None and conversation.title == title_from(asked):
-        store.rename(conversation_id, title_from(question))
+        store.rename(conversation_id, title_from(question), user=user)
 
 
 def suggested_questions(retriever, limit: int = SUGGESTIONS) -> list[str]:
-    """Questions about the knowledge base's own documents (``rag.app.stats``, as the knowledge base page lists them):
-    team docs first, then references, spread out."""
+    """Questions about the knowledge base's own documents that the reader may read (``rag.app.stats``, as the
+    knowledge base page lists them): team docs first, then references, spread out."""
     try:
-        files = collect_stats(retriever.settings, store=retriever.store)["files"]
+        files = collect_stats(retriever.settings, store=retriever.store, reader=retriever.reader)["files"]
     except Exception:  # a store that cannot be read: the page still opens, without suggestions
         log.exception("cannot read the knowledge base's documents for suggestions")
         return []
@@ -246,18 +258,19 @@ def empty_page(retriever) -> None:
 
 def main() -> None:
     settings = get_settings()
+    reader = current_reader()
     try:
         retriever = get_retriever(settings)
-        answerer = get_answerer(settings, retriever)
+        answerer = get_answerer(settings, retriever).for_reader(reader)
     except Exception as error:
         log.exception("cannot load the knowledge base")
         st.error(readable_error(error))
         st.stop()
     store = ConversationStore.for_settings(settings)
-    chat = conversation_list.Chat(settings, retriever, store)
+    chat = conversation_list.Chat(settings, answerer.retriever, store, reader=reader)
     try:
         conversation_list.sync_with_url(store)
-        conversations = store.list()
+        conversations = store.list(reader.user)
     except sqlite3.Error as error:
         log.exception("cannot read the saved conversations")
         chat.fail(error)
@@ -266,12 +279,23 @@ def main() -> None:
     persona, k, doc_type = sidebar(settings, answerer, store, conversations)
     messages: list[Message] = st.session_state["messages"]
     current = next((c for c in conversations if c.id == st.session_state.get("conversation_id")), None)
+    if current is None and st.session_state.get("conversation_id"):  # a teammate's conversation shared with them
+        try:
+            current = store.read(st.session_state["conversation_id"], reader)
+        except NotYourConversation:  # no longer shared
+            conversation_list.open_conversation(store, None)
+            st.rerun()
+        chat.read_only = current is not None and not current.owned_by(reader)
     st.title(current.title if current else "Architecture knowledge assistant")
     if chat.broken:
         st.error(chat.broken, icon=":material/error:")
     missing = st.session_state.pop("missing_conversation", None)
     if missing:
         st.warning(f"The conversation {missing} does not exist (it was deleted, or the link is wrong).")
+    not_yours = st.session_state.pop("not_yours", None)
+    if not_yours:
+        st.warning(f"The conversation {not_yours} is not yours: its owner has not shared it with you.",
+                   icon=":material/lock:")
     if st.session_state.pop("deleted_notice", None):
         st.success("The conversation was deleted.", icon=":material/delete:")
     if current is not None:
@@ -289,11 +313,14 @@ def main() -> None:
     for i, message in enumerate(messages):
         last = not pending and (i == last_user if message.role == "user" else i == len(messages) - 1)
         show_message(message, chat, last)
+    if chat.read_only:
+        st.caption("To ask a question of your own, start a new conversation.")
     question = st.chat_input(
-        "Ask a backend or system-design question", disabled=persona is None, submit_mode="stop", key="question"
+        "Ask a backend or system-design question", disabled=persona is None or chat.read_only, submit_mode="stop",
+        key="question",
     )
     question = question or pending
-    if question and persona is not None:
+    if question and persona is not None and not chat.read_only:
         welcome.empty()
         ask(question, persona, k, doc_type, answerer, chat)
         # the page above was drawn before this turn (the list, the toolbar, which turn is the last): redraw it

@@ -5,6 +5,8 @@ document can be removed here).
 Statistics are ``rag.app.stats.collect_stats``, search is ``Retriever.search``, a document's chunks are
 ``Retriever.document``, and uploads go through ``rag.app.uploads.add_uploads`` (which calls
 ``rag.ingest.pipeline.ingest``), removal ``rag.app.uploads.remove_upload``; nothing here reads the store on its own.
+All of it reads as the person using the app (``ui.identity``): search, the document list and the chunks show only
+what they may read; uploading and removing are for editors, and an upload can be restricted to one of their groups.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from rag.app.stats import collect_stats
 from rag.app.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remove_upload, uploads_dir
 from rag.index.store import StoreError
 from rag.index.write_lock import StoreBusyError
+from rag.search.access import PermissionDenied
 from ui import render
+from ui.identity import current_reader
 from ui.resources import get_retriever, get_settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,7 @@ STATUS_ICONS = {
 def show_documents(settings, retriever) -> None:
     st.subheader("Documents")
     try:
-        stats = collect_stats(settings, store=retriever.store)
+        stats = collect_stats(settings, store=retriever.store, reader=retriever.reader)
     except Exception as error:
         log.exception("cannot read the knowledge base statistics")
         st.error(f"Cannot read what the knowledge base holds: {error}")
@@ -129,7 +133,10 @@ def uploaded_row(file: dict, name: str, settings, retriever) -> None:
             f":material/upload_file: **{render.escape_markdown(file['title'] or name)}** · "
             f"`{file['path']}` · {file['chunks']} chunk{'' if file['chunks'] == 1 else 's'} · "
             f"uploaded {render.format_time(file['ingested_at'])}"
+            + (f" · :material/lock: readable by {', '.join(file['access'])}" if file.get("access") else "")
         )
+        if not current_reader().may("edit_documents"):
+            return
         action.button("Remove", key=f"remove-{name}", icon=":material/delete:",
                       on_click=st.session_state.__setitem__, args=("confirm_remove", name))
         if st.session_state.get("confirm_remove") == name:
@@ -145,8 +152,8 @@ def uploaded_row(file: dict, name: str, settings, retriever) -> None:
 def remove(name: str, settings, retriever) -> None:
     st.session_state.pop("confirm_remove", None)
     try:
-        removed = remove_upload(name, settings, store=retriever.store)
-    except (StoreError, UploadRejected) as error:
+        removed = remove_upload(name, settings, reader=current_reader(), store=retriever.store)
+    except (StoreError, UploadRejected, PermissionDenied) as error:
         st.session_state["remove_result"] = ("error", f"{name} was not removed: {error}")
         return
     if removed:
@@ -194,6 +201,10 @@ def show_search(settings, retriever) -> None:
 
 def show_upload(settings, retriever) -> None:
     st.subheader("Add team documents")
+    reader = current_reader()
+    if not reader.may("edit_documents"):
+        st.caption(f":material/lock: Only editors and admins add team documents; you are a {reader.role}.")
+        return
     limit_mb = settings.max_file_mb
     st.caption(
         f"Markdown, text, HTML, PDF or DOCX, up to {limit_mb:g} MB each. Files are saved under "
@@ -211,8 +222,15 @@ def show_upload(settings, retriever) -> None:
         "Replace files with the same name", key="upload_replace",
         help="Otherwise an upload whose name is taken by a different file is saved under a new name.",
     )
+    access: tuple[str, ...] = ()
+    if reader.groups:
+        readable_by = st.selectbox(
+            "Who may read them", ["Everyone", *reader.groups], key="upload_access",
+            help="A group restricts the documents to its members (and admins), in answers, search and everywhere else.",
+        )
+        access = () if readable_by == "Everyone" else (readable_by,)
     if st.button("Add to knowledge base", type="primary", disabled=not files, icon=":material/upload:"):
-        run_upload([(f.name, f.getvalue()) for f in files], replace, settings, retriever)
+        run_upload([(f.name, f.getvalue()) for f in files], replace, access, settings, retriever)
     results = st.session_state.get("upload_results")
     if results:
         summary, ok = st.session_state.get("upload_summary", ("", True))
@@ -230,7 +248,7 @@ def upload_line(original: str, name: str, status: str, message: str) -> str:
     return text + (f" ({render.escape_markdown(message)})" if message else "")
 
 
-def run_upload(files: list[tuple[str, bytes]], replace: bool, settings, retriever) -> None:
+def run_upload(files: list[tuple[str, bytes]], replace: bool, access: tuple[str, ...], settings, retriever) -> None:
     with st.status(f"Ingesting {len(files)} file(s)...", expanded=True) as status:
 
         def progress(event) -> None:
@@ -238,14 +256,14 @@ def run_upload(files: list[tuple[str, bytes]], replace: bool, settings, retrieve
 
         try:
             results = add_uploads(
-                files, settings, replace=replace, store=retriever.store, embedder=retriever.embedder,
-                progress=progress,
+                files, settings, reader=current_reader(), access=access, replace=replace, store=retriever.store,
+                embedder=retriever.embedder, progress=progress,
             )
         except StoreBusyError as error:
             status.update(label="The knowledge base is busy: nothing was added", state="error")
             st.error(str(error))
             return
-        except (StoreError, RuntimeError) as error:
+        except (StoreError, RuntimeError, PermissionDenied) as error:
             status.update(label="The upload failed: nothing was added", state="error")
             st.error(str(error))
             return
@@ -273,7 +291,7 @@ def run_upload(files: list[tuple[str, bytes]], replace: bool, settings, retrieve
 def main() -> None:
     settings = get_settings()
     try:
-        retriever = get_retriever(settings)
+        retriever = get_retriever(settings).for_reader(current_reader())
     except Exception as error:
         log.exception("cannot load the knowledge base")
         st.error(f"The knowledge base is not available: {error}")
