@@ -13,13 +13,14 @@ from pathlib import Path
 
 import frontmatter
 import pytest
+from conftest import make_settings, write_tree
 
 from rag.answer.personas import claude_code_agent, load_persona, parse_persona
 from rag.app.knowledge import MAX_HISTORY_TURNS, MAX_K, KnowledgeService, RequestError, Turn
 from rag.cli import main as cli
 from rag.documents.doc_status import status_summary
 from rag.index import embedding
-from rag.search import retrieval
+from rag.ingest.pipeline import ingest
 from rag.search.access import Reader, TokenFileError, TokenTable
 from rag.search.catalog import CatalogError, read_document
 from rag.search.retrieval import Retriever
@@ -117,21 +118,36 @@ def test_a_long_document_comes_back_in_part_naming_what_was_left_out(service):
     assert alone.sections == whole.sections[:1]
 
 
-def test_every_read_asks_the_one_access_rule(service, monkeypatch):
-    """Issue 27's seam: a rule in ``readable_where`` alone hides what a reader may not read from search, the
-    document list, the reader and ask."""
-    def team_only_for_bob(reader):
-        return {"doc_type": "team"} if reader is not None and reader.user == "bob" else None
-
-    monkeypatch.setattr(retrieval, "readable_where", team_only_for_bob)
-    bob = Reader("bob", groups=("orders",))
-    assert {hit.doc_type for hit in service.search("token bucket bursts", reader=bob).passages} == {"team"}
-    assert service.search("token bucket bursts").passages[0].doc_type == "reference"  # the local user: all
-    assert {d.doc_type for d in service.documents(reader=bob).documents} == {"team"}
+def test_every_read_leaves_out_what_the_reader_may_not_read(tmp_path, embedder):
+    """Issue 27 behind the servers: a document restricted to a group is left out of search, the document list,
+    the document reader and ask for a reader outside the group (a token's groups), and found by one inside it."""
+    write_tree(tmp_path, {
+        "docs/buckets.md": "# Token buckets\n\n## Bursts\n\nA token bucket lets a burst through up to its "
+                           "capacity, then refills at a fixed rate per second.\n",
+        "orders/refunds.md": "# Refund limits\n\n## Limits\n\nA support agent may refund at most 180 euros per "
+                             "order without a second approval from the Kestrel desk.\n",
+    })
+    settings = make_settings(tmp_path / "data", agents_dir=REPO / "agents")
+    ingest([tmp_path / "docs"], settings, embedder=embedder)
+    ingest([tmp_path / "orders"], settings, embedder=embedder, access=("orders",))
+    service = KnowledgeService(settings, Retriever(settings, embedder=embedder), provider="extractive")
+    ana, bob = Reader("ana", groups=("orders",)), Reader("bob")
+    query, question = "refund limit Kestrel desk", "How much may a support agent refund without a second approval?"
+    assert service.search(query, reader=ana).passages[0].title == "Refund limits"
+    assert service.search(query).passages[0].title == "Refund limits"  # the local user reads everything
+    assert "Refund limits" not in {hit.title for hit in service.search(query, reader=bob).passages}
+    assert [d.title for d in service.documents(reader=bob).documents] == ["Token buckets"]
+    [refunds] = [d.path for d in service.documents(reader=ana).documents if d.title == "Refund limits"]
+    assert service.document(refunds, reader=ana).sections
+    with pytest.raises(CatalogError, match="no document") as refused:
+        service.document(refunds, reader=bob)
+    assert "buckets.md" in str(refused.value)  # the closest names are only what Bob may read
     with pytest.raises(CatalogError, match="no document"):
-        service.document(caching_path(service), reader=bob)
-    final = service.ask("How does a token bucket handle bursts?", reader=bob)
-    assert all(c.passage.doc_type == "team" for c in final.citations)
+        service.search(query, source=refunds, reader=bob)
+    assert "180 euros" in service.ask(question, reader=ana).answer
+    final = service.ask(question, reader=bob)
+    assert "180 euros" not in final.answer and "Kestrel" not in final.answer
+    assert all(passage.title != "Refund limits" for passage in final.passages)
 
 
 def test_a_reader_view_shares_the_model_and_the_keyword_index(service):
@@ -181,7 +197,9 @@ def test_tokens_file_names_readers_and_follows_its_edits(tmp_path):
         ({"short-token": {"user": "x"}}, "entry 1: the token is shorter than 16 characters"),
         ({TOKEN: {"user": "a"}, TOKEN + "-2": {"role": "reader"}}, 'entry 2: expected {"user"'),
         ({TOKEN: {"user": "a", "groups": "sre"}}, "entry 1: groups must be a list of strings"),
-        ({TOKEN: {"user": "a", "role": ""}}, "entry 1: role must be a non-empty string"),
+        ({TOKEN: {"user": "a", "role": ""}}, "entry 1: role must be one of reader, editor, admin, not ''"),
+        ({TOKEN: {"user": "a", "role": "owner"}}, "entry 1: role must be one of reader, editor, admin"),
+        ({TOKEN: {"user": "a", "groups": ["pay ments"]}}, "entry 1: 'pay ments' is not a group name"),
     ],
 )
 def test_a_broken_tokens_file_is_named_with_the_reason_never_the_token(tmp_path, data, message):

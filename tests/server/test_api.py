@@ -386,3 +386,36 @@ def parse_sse(body: str) -> list[tuple[str, dict]]:
 
 def without_timings(answer: dict) -> dict:
     return {key: value for key, value in answer.items() if key != "timings"}
+
+
+def test_a_restricted_document_reaches_only_the_tokens_of_its_group(api, store, tmp_path, embedder):
+    """Issue 27 through the API: a token's groups decide what its searches, answers, listings and reads see. Alice's
+    token is in ``orders``, Bob's in no group. (After the test above: this one adds a document too.)"""
+    base, _ = api
+    settings, _ = store
+    before = {token: get(f"{base}/v1/documents", token=token)[1]["count"] for token in (TOKEN, OTHER_TOKEN)}
+    folder = write_tree(
+        tmp_path / "orders-only",
+        {"refund-limits.md": "# Refund limits\n\n## Limits\n\nA support agent may refund at most 180 euros per "
+         "order without a second approval from the Kestrel desk.\n"},
+    )
+    report = ingest([folder], settings.with_overrides(lock_timeout=2.0), embedder=embedder, prune=False,
+                    access=("orders",))
+    assert report.files_added == 1
+    assert get(f"{base}/v1/documents", token=TOKEN)[1]["count"] == before[TOKEN] + 1
+    assert get(f"{base}/v1/documents", token=OTHER_TOKEN)[1]["count"] == before[OTHER_TOKEN]
+    [path] = [d["path"] for d in get(f"{base}/v1/documents", token=TOKEN)[1]["documents"]
+              if d["path"].endswith("refund-limits.md")]
+    query = "refund limit per order without a second approval from the Kestrel desk"
+    for mode in ("hybrid", "dense", "keyword"):
+        alice = get(search_url(base, query, k=5, mode=mode))[1]["passages"]
+        assert alice[0]["path"] == path, mode
+        bob = get(search_url(base, query, k=5, mode=mode), token=OTHER_TOKEN)[1]["passages"]
+        assert path not in [p["path"] for p in bob] and "Kestrel" not in json.dumps(bob), mode
+    assert get(f"{base}/v1/documents/{path}")[0] == 200
+    status, refused = get(f"{base}/v1/documents/{path}", token=OTHER_TOKEN)
+    assert status == 404 and "refund-limits" not in refused["detail"].replace(path, "", 1)
+    question = {"question": "How much may a support agent refund without a second approval?"}
+    assert "180 euros" in json.loads(post(f"{base}/v1/ask", question)[2])["answer"]
+    bob_answer = post(f"{base}/v1/ask", question, token=OTHER_TOKEN)[2]
+    assert "180 euros" not in bob_answer and "Kestrel" not in bob_answer and "refund-limits" not in bob_answer
