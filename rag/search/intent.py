@@ -250,7 +250,8 @@ def _states_affix(part: str, text: str) -> bool:
     word = re.escape(part)
     if re.search(AFFIX_RULE.format(part=word), _normal(text)):
         return True
-    return bool(re.search(rf"[}}>*]{word}\b|\b{word}[{{<*]", text.lower()))
+    # a placeholder in braces: "{verb}Async", "List{Resources}" (not "*" or "<...>": emphasis and HTML tags)
+    return bool(re.search(rf"\{{[a-z]\w*\}}{word}\b|\b{word}\{{[a-z]\w*\}}", text.lower()))
 
 
 def _mentioned(name: Name, normal_texts: list[str], prose_texts: list[str], strict: bool = False) -> bool:

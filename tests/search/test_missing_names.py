@@ -86,6 +86,8 @@ def test_a_name_made_of_parts_by_a_stated_rule_counts_as_covered():
     # the parts alone are not enough: NGINX documents proxy_, cache and tags, never a proxy_cache_tags directive
     parts_only = "The proxy cache stores responses; tags group cached responses by product."
     assert missing_names([Name("proxy_cache_tags")], [parts_only]) == [Name("proxy_cache_tags")]
+    # Markdown emphasis is not a pattern: "*worker_processes*" states no rule for "worker"
+    assert not composed_by_rule(Name("worker_autoscale"), ["Set *worker_processes* to auto; autoscale the pods."])
     # nor a rule without the parts: nothing says what "replay" or "batch" would be
     assert missing_names([Name("replayBatchAsync")], [rule]) == [Name("replayBatchAsync")]
     # a thing named by a head noun keeps its own rule: an alert of documented words is still missing
