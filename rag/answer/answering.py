@@ -180,8 +180,9 @@ class Answerer:
             result = search_follow_up(self.retriever, standalone, context, k or self.settings.top_k, doc_type)
         else:
             result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
+        # a superseded document's successor joins its passages: the answer can give the current decision
+        passages = self.retriever.with_successors(result.passages, standalone, k or self.settings.top_k, doc_type)
         timings = {"retrieval": time.perf_counter() - started}
-        passages = result.passages
         final = Final(
             question=question,
             standalone_query=standalone,
