@@ -156,9 +156,8 @@ def test_html_templates_in_script_elements_are_content_and_programs_are_not(tmp_
 
 
 def test_a_site_whose_pages_are_all_templates_ingests_every_page(tmp_path, settings, embedder):
-    from rag.retrieval import Retriever
-
-    from rag.ingest import ingest
+    from rag.ingest.pipeline import ingest
+    from rag.search.retrieval import Retriever
 
     other = TEMPLATED_PAGE.replace("replication-template", "consumer-template").replace(
         "4.7 Replication", "4.8 Consumer groups"
