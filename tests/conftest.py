@@ -10,6 +10,7 @@ Everything is real: no mocks. Fixtures that other test files are expected to reu
 - ``write_docs``: writes ``{relative path: text}`` under a folder (str or bytes values).
 - ``sample_corpus``: a small mixed corpus (references/ and team docs) under ``tmp_path/"corpus"``.
 - ``mini_corpus_store`` (session): ``(settings, corpus_path)`` of 8 short docs already ingested.
+- ``shipped_store`` (session): ``(settings, retriever)`` of the shipped ``corpus/`` ingested once (the slowest).
 - ``run_rag`` / ``run_python``: run ``python -m rag ...`` or a script in a clean subprocess.
 - ``store_state`` / ``assert_store_consistent``: what the store holds, and that it matches its manifest.
 - ``chroma_server`` (session): ``(host, port)`` of a real ``chroma run`` server on a free port.
@@ -37,6 +38,7 @@ from rag.config import DEFAULT_BACKEND, Settings
 from rag.index.embedding import Embedder
 from rag.index.store import Store
 from rag.ingest.pipeline import ingest
+from rag.search.retrieval import Retriever
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -322,6 +324,16 @@ def mini_corpus_store(tmp_path_factory, embedder) -> tuple[Settings, Path]:
     assert not report.files_failed, report.files_failed
     assert report.files_added == len(MINI_CORPUS)
     return settings, corpus
+
+
+@pytest.fixture(scope="session")
+def shipped_store(tmp_path_factory, embedder) -> tuple[Settings, Retriever]:
+    """``corpus/`` ingested once into a session directory: ``(settings, retriever)``. Read it, never write to it."""
+    settings = make_settings(tmp_path_factory.mktemp("shipped-corpus") / "data")
+    report = ingest([REPO / "corpus"], settings, embedder=embedder)
+    assert not report.files_failed, report.files_failed
+    assert report.files_added >= 60
+    return settings, Retriever(settings, embedder=embedder)
 
 
 # -- store inspection -------------------------------------------------------------------------------

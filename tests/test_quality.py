@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
 
 from rag.answer.answering import Answerer
 from rag.answer.events import CitationEvent, Final
@@ -20,8 +19,6 @@ from rag.answer.personas import load_persona
 from rag.answer.providers.extractive import ExtractiveProvider
 from rag.app.answer_eval import answer_all, format_summary, summarise
 from rag.app.evaluation import Question, evaluate, format_report, is_hit, load_questions
-from rag.ingest.pipeline import ingest
-from rag.search.retrieval import Retriever
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
@@ -47,16 +44,6 @@ def question_file() -> list[Question]:
     for part in sorted(PARTS.glob("*.jsonl")):
         questions.extend(load_questions(part))
     return questions
-
-
-@pytest.fixture(scope="session")
-def shipped_store(tmp_path_factory, embedder):
-    """``corpus/`` ingested once into a session directory: ``(settings, retriever)``."""
-    settings = make_settings(tmp_path_factory.mktemp("shipped-corpus") / "data")
-    report = ingest([CORPUS], settings, embedder=embedder)
-    assert not report.files_failed, report.files_failed
-    assert report.files_added >= 60
-    return settings, Retriever(settings, embedder=embedder)
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ import copy
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Protocol
 
-from rag.answer.citations import MarkerFilter, citations_in_order, verify
+from rag.answer.citations import MarkerFilter, citations_in_order, in_reading_order, verify
 from rag.answer.events import Citation, CitationEvent, ErrorEvent, Event, Final, StatusEvent, StopEvent, TextDelta
 from rag.answer.personas import Persona
 from rag.answer.providers.extractive import OFFLINE_NOTE, ExtractiveProvider
@@ -189,8 +190,9 @@ class Answerer:
             result = search_follow_up(self.retriever, standalone, context, k or self.settings.top_k, doc_type)
         else:
             result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
+        # a superseded document's successor joins its passages: the answer can give the current decision
+        passages = self.retriever.with_successors(result.passages, standalone, k or self.settings.top_k, doc_type)
         timings = {"retrieval": time.perf_counter() - started}
-        passages = result.passages
         final = Final(
             question=question,
             standalone_query=standalone,
@@ -226,24 +228,29 @@ class Answerer:
         final.abstained = close  # below the bar but close: the closest material, under a notice that says so
         missing = self._missing(question, passages)
         parts: list[str] = []
-        cited: dict[int, Citation] = {}
-        markers = MarkerFilter(len(passages))
+        cited: dict[int, Citation] = {}  # by the provider's number
+        waiting: dict[int, list[Citation]] = {}  # citations whose marker has not been streamed yet
+        markers = MarkerFilter(len(passages))  # also numbers the markers in reading order as they stream
         if close and not missing:  # a near-miss says what is missing instead, with the same "closest" below
             parts.append(CLOSE_NOTICE)
             yield TextDelta(CLOSE_NOTICE)
         for event in self.provider.generate(question, standalone, history, persona, passages, missing=missing):
             if isinstance(event, TextDelta):
                 text = markers.feed(event.text)
-                if not text:
-                    continue
-                event = TextDelta(text)
-                parts.append(text)
+                if text:
+                    parts.append(text)
+                    yield TextDelta(text)
+                    yield from _numbered(waiting, markers.numbering)
+                continue
             elif isinstance(event, CitationEvent):
                 if not 1 <= event.citation.n <= len(passages):
                     continue
                 first = cited.setdefault(event.citation.n, event.citation)
                 if first is not event.citation and event.citation.quote not in first.all_quotes:
                     first.quotes.append(event.citation.quote)
+                waiting.setdefault(event.citation.n, []).append(event.citation)
+                yield from _numbered(waiting, markers.numbering)
+                continue
             elif isinstance(event, ErrorEvent):
                 final.error = event.message
             elif isinstance(event, StopEvent):  # how the call ended: folded into Final, not passed on
@@ -257,10 +264,17 @@ class Answerer:
         if rest:
             parts.append(rest)
             yield TextDelta(rest)
+            yield from _numbered(waiting, markers.numbering)
         timings["generation"] = time.perf_counter() - generation_started
         final.answer = "".join(parts)
         final.notes += unsaid_near_misses(final.answer, missing)
-        final.citations = citations_in_order(final.answer, cited, passages)
+        # [n] is the n-th passage cited in reading order: the passages are put in that order, so passages[n - 1]
+        # is still the one [n] cites (source cards, exports and checks read them so)
+        numbering = markers.numbering
+        passages = final.passages = in_reading_order(passages, numbering)
+        renumbered = {numbering[n]: replace(c, n=numbering[n], passage=passages[numbering[n] - 1])
+                      for n, c in cited.items() if n in numbering}
+        final.citations = citations_in_order(final.answer, renumbered, passages)
         verify_started = time.perf_counter()
         final.checks = verify(final.answer, passages, self.retriever.embedder, self.settings.support_threshold)
         timings["verification"] = time.perf_counter() - verify_started
@@ -301,6 +315,13 @@ class Answerer:
         return [
             w for w in dict.fromkeys(content_words(question)) if w in in_passages and _is_rare(index, w, limit, groups)
         ]
+
+
+def _numbered(waiting: dict[int, list[Citation]], numbering: dict[int, int]) -> Iterator[CitationEvent]:
+    """The waiting citations whose marker has been streamed, under the number the reader sees."""
+    for given in [n for n in waiting if n in numbering]:
+        for citation in waiting.pop(given):
+            yield CitationEvent(replace(citation, n=numbering[given]))
 
 
 def _is_rare(index: KeywordIndex, word: str, limit: int, groups: frozenset[str] | None = None) -> bool:

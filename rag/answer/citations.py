@@ -49,24 +49,61 @@ def strip_invalid_markers(answer: str, passage_count: int) -> str:
     return MARKER.sub(keep, answer)
 
 
-class MarkerFilter:
-    """Strips invalid [n] markers from streamed text. A marker split across deltas ("[", "9]") and an inline
-    code span not closed yet are held back until they can be told apart; fences are tracked over the whole text."""
+def renumber(answer: str, numbering: dict[int, int]) -> str:
+    """The answer with its markers numbered in reading order: the first passage cited is [1], the next new one
+    [2]... ``numbering`` (the provider's number -> the reader's) is extended with each marker seen first here,
+    so a text renumbered piece by piece as it streams comes out the same as renumbered whole (code left as it is)."""
+    spans = _code_spans(answer)
 
-    PARTIAL = re.compile(r"\[\d*$|`[^`\n]*$")
+    def number(match: re.Match) -> str:
+        if _in_code(match.start(), spans):
+            return match.group(0)
+        given = int(match.group(1))
+        return f"[{numbering.setdefault(given, len(numbering) + 1)}]"
+
+    return MARKER.sub(number, answer)
+
+
+def in_reading_order(passages: list[Passage], numbering: dict[int, int]) -> list[Passage]:
+    """The passages reordered so that ``passages[n - 1]`` is the one cited as [n] after ``renumber``: the cited ones
+    in the order they are first cited, then the others in their retrieval order."""
+    cited = sorted(numbering, key=numbering.__getitem__)
+    return [passages[n - 1] for n in cited] + [p for i, p in enumerate(passages, 1) if i not in numbering]
+
+
+class MarkerFilter:
+    """Strips invalid [n] markers from streamed text and numbers the valid ones in reading order (``numbering``:
+    the provider's number -> the one shown). A marker split across deltas ("[", "9]") and an inline code span not
+    closed yet are held back until they can be told apart; fences are tracked over the whole text."""
+
+    PARTIAL_MARKER = re.compile(r"\[\d*$")
 
     def __init__(self, passage_count: int) -> None:
         self.passage_count = passage_count
         self.pending = ""
         self.raw = ""  # everything released so far, as received
         self.sent = 0  # characters of the cleaned text already returned
+        self.numbering: dict[int, int] = {}
 
     def feed(self, text: str) -> str:
         text = self.pending + text
-        partial = self.PARTIAL.search(text)
-        cut = partial.start() if partial else len(text)
+        cut = self._safe_end(text)
         self.pending = text[cut:]
         return self._release(text[:cut])
+
+    def _safe_end(self, text: str) -> int:
+        """How much of ``text`` can be released: not a marker that may still grow ("[1" of "[12]"), nor an inline
+        code span that is not closed yet (after the last complete one: a closing backtick is not an opening one)."""
+        whole = self.raw + text
+        end = len(whole)
+        partial = self.PARTIAL_MARKER.search(whole)
+        if partial:
+            end = partial.start()
+        after_code = max((match.end() for match in CODE.finditer(whole)), default=0)
+        opener = whole.find("`", after_code)
+        if opener != -1 and "\n" not in whole[opener:]:
+            end = min(end, opener)
+        return max(0, end - len(self.raw))
 
     def flush(self) -> str:
         rest, self.pending = self.pending, ""
@@ -74,7 +111,7 @@ class MarkerFilter:
 
     def _release(self, text: str) -> str:
         self.raw += text
-        cleaned = strip_invalid_markers(self.raw, self.passage_count)
+        cleaned = renumber(strip_invalid_markers(self.raw, self.passage_count), self.numbering)
         out, self.sent = cleaned[self.sent :], len(cleaned)
         return out
 

@@ -19,6 +19,65 @@ def html_title(html: str) -> str:
     return re.sub(r"\s+", " ", match.group(1)).strip() if match else ""
 
 
+# The types that make a <script> a program (HTML's JavaScript MIME types, plus "module" and no type at all);
+# importmap, speculationrules and JSON are data. Any other type holding markup is a template.
+JAVASCRIPT_TYPES = {
+    "",
+    "module",
+    "text/javascript",
+    "application/javascript",
+    "application/ecmascript",
+    "application/x-ecmascript",
+    "application/x-javascript",
+    "text/ecmascript",
+    "text/javascript1.0",
+    "text/javascript1.1",
+    "text/javascript1.2",
+    "text/javascript1.3",
+    "text/javascript1.4",
+    "text/javascript1.5",
+    "text/jscript",
+    "text/livescript",
+    "text/x-ecmascript",
+    "text/x-javascript",
+    "text/babel",
+    "text/jsx",
+    "text/typescript",
+}
+DATA_TYPES = {"importmap", "speculationrules"}
+SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script\s*>", re.IGNORECASE | re.DOTALL)
+SCRIPT_TYPE = re.compile(r"""\btype\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+MARKUP_TAG = re.compile(r"<[a-zA-Z][\w-]*[\s/>]")
+
+
+def script_type(attributes: str) -> str:
+    match = SCRIPT_TYPE.search(attributes)
+    if not match:
+        return ""
+    value = next(group for group in match.groups() if group is not None)
+    return value.split(";")[0].strip().lower()
+
+
+def is_template(attributes: str, body: str) -> bool:
+    """A <script> whose text a browser shows once a template engine renders it (Handlebars, Vue's
+    x-template, Underscore's text/template): not a program, not data, and markup inside."""
+    kind = script_type(attributes)
+    if kind in JAVASCRIPT_TYPES or kind in DATA_TYPES or "json" in kind:
+        return False
+    return bool(MARKUP_TAG.search(body))
+
+
+def unwrap_templates(html: str) -> str:
+    """Template scripts become plain markup, so they are converted like the page around them; program and
+    data scripts stay scripts (html2text drops them)."""
+
+    def replace(match: re.Match[str]) -> str:
+        attributes, body = match.group(1), match.group(2)
+        return f"<div>{body}</div>" if is_template(attributes, body) else match.group(0)
+
+    return SCRIPT.sub(replace, html)
+
+
 def html_to_text(html: str) -> str:
     import html2text
 
@@ -26,7 +85,7 @@ def html_to_text(html: str) -> str:
     converter.body_width = 0
     converter.ignore_images = True
     converter.mark_code = False
-    return converter.handle(html)
+    return converter.handle(unwrap_templates(html))
 
 
 def rst_to_text(source: str) -> str:

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+# the sections that state what a document decides: a superseded document's successor is quoted from them first
+DECISION_SECTION = re.compile(r"\b(decision|decisions|decided|summary|outcome)\b", re.IGNORECASE)
 KNOWN_STATUSES = ("superseded", "deprecated", "accepted", "proposed", "rejected", "draft", "obsolete")
 RETIRED = frozenset({"superseded", "deprecated", "obsolete"})
 # a decision record in force: its age alone says nothing about whether it still holds (an accepted ADR is
@@ -37,6 +39,23 @@ class DocStatus:
     @property
     def retired(self) -> bool:
         return self.status in RETIRED
+
+
+# what an LLM is told when some of its passages are marked retired (rag.claude, rag.openai_compat)
+RETIRED_INSTRUCTION = (
+    "Passages marked superseded or deprecated record decisions that no longer apply: unless the question asks "
+    "how things were, answer with the current decision first and mention the old one only as what it replaced."
+)
+
+
+def retired_label(status: str, superseded_by: str = "", superseded_on: str = "") -> str:
+    """How a retired document is marked for an LLM: "superseded by ADR-0011 on 2025-05-12, no longer current";
+    "" for a current one."""
+    if status not in RETIRED:
+        return ""
+    successor = f" by {superseded_by}" if superseded_by else ""
+    when = f" on {superseded_on}" if superseded_on else ""
+    return f"{status}{successor}{when}, no longer current"
 
 
 def adr_id(text: str) -> str:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from rag.documents.doc_status import asks_about_past
-from rag.text.words import STOPWORDS
+from rag.text.words import STOPWORDS, identifier_parts, stem
 
 COMPARE = re.compile(
     r"\b(difference|differences|differ|vs\.?|versus|compared?|comparison|better than|rather than|"
@@ -207,11 +207,51 @@ def _normal(text: str) -> str:
 
 
 def missing_names(names: list[Name], texts: list[str], strict: bool = False) -> list[Name]:
-    """The names that no text mentions. ``strict``: a thing named by a head noun needs its singling-out words
-    next to that noun (for texts found by searching those very words, where each will turn up somewhere)."""
+    """The names that no text mentions, whole or as a name the texts' own rule makes (``composed_by_rule``).
+    ``strict``: a thing named by a head noun needs its singling-out words next to that noun (for texts found by
+    searching those very words, where each will turn up somewhere)."""
     normal_texts = [_normal(text) for text in texts]
     prose_texts = [_normal(re.sub(r"```.*?(?:```|\Z)", " ", text, flags=re.DOTALL)) for text in texts]
-    return [name for name in names if not _mentioned(name, normal_texts, prose_texts, strict)]
+    return [
+        name
+        for name in names
+        if not _mentioned(name, normal_texts, prose_texts, strict) and not composed_by_rule(name, texts)
+    ]
+
+
+# a name the question coins from documented parts: one word of letters joined by CamelCase humps, "_" or "-"
+COINED = re.compile(r"[A-Za-z]+(?:[_-]?[A-Za-z]+)*")
+AFFIX_RULE = (
+    r"(?:(?:ends?|ending|starts?|starting|begins?|beginning)\s+(?:with|in)"
+    r"|(?:suffix|prefix)(?:es|ed)?(?:\s+(?:with|by|of))?)\s+(?:\S+\s+){{0,2}}?{part}\b"
+    r"|\b{part}\s+(?:suffix|prefix)"
+)
+
+
+def composed_by_rule(name: Name, texts: list[str]) -> bool:
+    """A method, field or key name the question makes up ("loadOrderAsync") is covered when every one of its
+    parts (CamelCase pieces, pieces between "_" and "-", compared by stem) occurs in the texts and one text
+    states the rule for its first or last part: "async methods end with Async", "the `is` prefix", a pattern
+    such as ``{verb}Async`` or ``List{Resources}``. Without that rule its parts say nothing: documented parts
+    also make up the names of directives and alerts that do not exist (``proxy_cache_tags``)."""
+    if name.modifiers or not COINED.fullmatch(name.text):
+        return False
+    parts = identifier_parts(name.text)
+    if len(parts) < 2:
+        return False
+    known = {stem(word) for text in texts for word in identifier_parts(text)}
+    if not all(stem(part) in known for part in parts if part not in STOPWORDS):
+        return False
+    return any(_states_affix(part, text) for part in {parts[0], parts[-1]} for text in texts)
+
+
+def _states_affix(part: str, text: str) -> bool:
+    """The text states a naming rule for ``part``: as a prefix or suffix in words, or in a name pattern."""
+    word = re.escape(part)
+    if re.search(AFFIX_RULE.format(part=word), _normal(text)):
+        return True
+    # a placeholder in braces: "{verb}Async", "List{Resources}" (not "*" or "<...>": emphasis and HTML tags)
+    return bool(re.search(rf"\{{[a-z]\w*\}}{word}\b|\b{word}\{{[a-z]\w*\}}", text.lower()))
 
 
 def _mentioned(name: Name, normal_texts: list[str], prose_texts: list[str], strict: bool = False) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rag.documents.doc_status import retired_label
 from rag.index.chunk_access import groups_of
 from rag.text.words import words
 
@@ -71,6 +72,13 @@ class Passage:
             tokens=int(meta["tokens"]) if meta.get("tokens") is not None else None,
             access=groups_of(meta),
         )
+
+
+def marked_heading(passage: Passage) -> str:
+    """The passage's heading, with "(superseded by ADR-0011 on 2025-05-12, no longer current)" when its document
+    is retired: the model reads the status where it reads what the result is."""
+    label = retired_label(passage.status, passage.superseded_by, passage.superseded_on)
+    return f"{passage.heading} ({label})" if label else passage.heading
 
 
 MIN_OVERLAP = 16  # characters: shorter repeats between neighbouring chunks are a coincidence, not an overlap

@@ -16,7 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from rag.config import Settings
-from rag.documents.doc_status import RETIRED, adr_ids, asks_about_past, asks_what_came_before, document_names
+from rag.documents.doc_status import (
+    DECISION_SECTION,
+    RETIRED,
+    adr_ids,
+    asks_about_past,
+    asks_what_came_before,
+    document_names,
+)
 from rag.index.embedding import Embedder
 from rag.index.keyword import KeywordIndex
 from rag.index.store import Store
@@ -26,6 +33,7 @@ from rag.search.ranking import document_scores, reciprocal_rank_fusion
 
 CANDIDATES = 50  # hits taken from each of the dense and keyword searches before fusion (30: MRR@10 0.793 on NGINX)
 MODES = ("hybrid", "dense", "keyword")
+SUCCESSOR_CHUNKS = 20  # a successor's closest chunks searched for one in its decision section
 # a clause of a long question counts toward the confidence when it has this many words
 CLAUSE_WORDS = 3
 CLAUSE_BREAK = re.compile(r"(?<=[.!?;,])\s+")
@@ -150,6 +158,69 @@ class Retriever:
             passages = self.widen(passages)
         timings["total"] = time.perf_counter() - started
         return SearchResult(query, passages, confidence, timings["total"], mode, timings)
+
+    def with_successors(
+        self, passages: list[Passage], query: str, k: int, doc_type: str | None = None
+    ) -> list[Passage]:
+        """``passages`` with the best passage of each successor that a superseded or deprecated document among them
+        names (``successor_passage``), when it is not among them yet: above the old document's best passage, or
+        below it when the question asks about the past. Still ``k`` passages at most (the last others make room).
+        Retrieval figures are untouched: this is what an answer is given, not the ranking."""
+        about_past = asks_about_past(query)
+        result = list(passages)
+        handled: set[str] = set()  # the old documents whose successor was looked up
+        vector: list[float] | None = None
+        for old in passages:  # best first: the first passage of a document is its best
+            if old.status not in RETIRED or not old.superseded_by or old.path in handled:
+                continue
+            handled.add(old.path)
+            paths = [path for path in self._documents_named(old.superseded_by) if path != old.path]
+            if not paths:
+                continue
+            vector = vector if vector is not None else self.embedder.embed_query(query)
+            successor = self.successor_passage(paths, vector, doc_type)
+            if successor is None or any(p.id == successor.id for p in result):
+                continue
+            [successor] = self.widen([successor])
+            successor.score = old.score * ((1 - 1e-6) if about_past else (1 + 1e-6))
+            result.insert(result.index(old) + (1 if about_past else 0), successor)
+        joined = {p.id for p in result} - {p.id for p in passages}
+        while len(result) > k:  # room for the successors: the last passage that is neither old nor new goes
+            last = next((p for p in reversed(result) if p.id not in joined and p.status not in RETIRED), result[-1])
+            result.remove(last)
+        return result
+
+    def _documents_named(self, name: str) -> list[str]:
+        """The paths of the documents called ``name`` (an ADR number, a path, a file name or stem): by their file
+        names in the keyword index, else by the titles of the chunks a keyword search for the name finds."""
+        index = self.keyword
+        paths: dict[str, None] = {}
+        for entry in dict.fromkeys(index.sources):
+            source, _, path = entry.partition("\n")
+            if name in document_names("", source):
+                paths[path] = None
+        if not paths:
+            for passage in self.keyword_passages(name, k=20):
+                if name in document_names(passage.title, passage.source):
+                    paths[passage.path] = None
+        return list(paths)
+
+    def successor_passage(self, paths: list[str], vector: list[float], doc_type: str | None) -> Passage | None:
+        """The successor's best passage for the query: its closest chunk in a section that states what it decides
+        ("Decision", "Summary"), else its closest chunk."""
+        where: dict = {"path": {"$in": paths}}
+        if doc_type:
+            where = {"$and": [where, {"doc_type": doc_type}]}
+        result = self.store.query(vector, SUCCESSOR_CHUNKS, self._readable(where), backend=self.embedder.backend)
+        chunks = []
+        for chunk_id, text, meta, distance in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+        ):
+            passage = Passage.from_chunk(chunk_id, text, meta or {})
+            passage.dense_score = 1.0 - float(distance)
+            chunks.append(passage)
+        decisions = [p for p in chunks if DECISION_SECTION.search(p.section)]
+        return (decisions or chunks or [None])[0]
 
     def keyword_passages(self, query: str, k: int = 10) -> list[Passage]:
         """The best keyword hits for ``query`` across what the reader may read, no other filter, not fused."""

@@ -7,6 +7,7 @@ compare texts through these lists, so that they agree on what a word is.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 WORD = re.compile(r"[a-z0-9]+(?:[-_'][a-z0-9]+)*")
 
@@ -27,3 +28,24 @@ STOPWORDS = frozenset(
 
 def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and len(w) > 1]
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def stem(word: str) -> str:
+    """The English Snowball stem of a lower-case word ("shelves" -> "shelv", "handlers" -> "handler")."""
+    return _stemmer().stemWord(word)
+
+
+CAMEL_PIECE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def identifier_parts(text: str) -> list[str]:
+    """The lower-case pieces of an identifier or a text: split at anything but letters and digits, then at
+    CamelCase humps ("getOrderAsync" -> get, order, async; "HTTPServer_pool" -> http, server, pool)."""
+    return [piece.lower() for chunk in re.split(r"[^A-Za-z0-9]+", text) for piece in CAMEL_PIECE.findall(chunk)]

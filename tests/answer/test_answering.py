@@ -209,6 +209,8 @@ def test_extractive_answer_cites_every_sentence_verbatim(question, answerer, per
     # every [n] points at a passage that was retrieved, and citations cover exactly the markers
     numbers = [int(n) for n in MARKER.findall(body)]
     assert numbers and all(1 <= n <= len(final.passages) for n in numbers)
+    first_seen = list(dict.fromkeys(numbers))
+    assert first_seen == list(range(1, len(first_seen) + 1)), "markers are numbered in reading order"
     assert [c.n for c in final.citations] == list(dict.fromkeys(numbers))
     assert all(c.passage is final.passages[c.n - 1] for c in final.citations)
 
@@ -646,6 +648,16 @@ def test_markers_inside_code_are_code():
         pieces = [CODE_ANSWER[i : i + size] for i in range(0, len(CODE_ANSWER), size)]
         streamed = "".join(markers.feed(piece) for piece in pieces) + markers.flush()
         assert streamed == strip_invalid_markers(CODE_ANSWER, 2), size
+
+
+def test_markers_are_numbered_in_reading_order_as_they_stream():
+    answer = "Claim [3], also [12] and `ARGV[3]`:\n\n```\nx = t[1]\n```\n[3] then [1][12] end [99]."
+    expected = "Claim [1], also [2] and `ARGV[3]`:\n\n```\nx = t[1]\n```\n[1] then [3][2] end ."
+    for size in (1, 2, 3, 5, 8, len(answer)):
+        markers = MarkerFilter(12)
+        pieces = [answer[i : i + size] for i in range(0, len(answer), size)]
+        assert "".join(markers.feed(piece) for piece in pieces) + markers.flush() == expected, size
+        assert markers.numbering == {3: 1, 12: 2, 1: 3}
 
 
 def test_marker_filter_strips_invalid_markers_split_across_deltas():

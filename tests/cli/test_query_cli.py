@@ -210,6 +210,37 @@ def test_ask_json_with_claude_against_the_local_api(runs):
     assert request.search_results() and all(r["citations"] == {"enabled": True} for r in request.search_results())
 
 
+def test_ask_numbers_sources_in_reading_order_in_json_and_text(mini_corpus_store, embedder, tmp_path):
+    """Claude cites the third result first: it is [1] in the answer, first in the citations and the source list."""
+    from rag.search.retrieval import Retriever
+
+    settings, _ = mini_corpus_store
+    retrieved = Retriever(settings, embedder=embedder).search(QUESTION, k=settings.top_k, widen=True).passages
+    third, first = retrieved[2].path, retrieved[0].path
+    reply = Reply([Block("The third result says one thing", [Cite(2)]), Block(" and the first another", [Cite(0)]),
+                   Block(".")])
+    with AnthropicServer() as server:
+        env = clean_env(ANTHROPIC_API_KEY="test-key", RAG_ANTHROPIC_BASE_URL=server.url, RAG_ANTHROPIC_MAX_RETRIES="0")
+        env.pop("ANTHROPIC_BASE_URL", None)
+        store = ["--data-dir", str(settings.data_dir), "--agents-dir", str(REPO / "agents"), "--provider", "claude"]
+        server.script(reply)
+        as_json = subprocess.run([sys.executable, "-m", "rag", "ask", QUESTION, "--json", *store], cwd=tmp_path,
+                                 env=env, text=True, capture_output=True, timeout=240)
+        server.script(reply)
+        as_text = subprocess.run([sys.executable, "-m", "rag", "ask", QUESTION, *store], cwd=tmp_path, env=env,
+                                 text=True, capture_output=True, timeout=240)
+    data = output(as_json)
+    assert data["answer"] == "The third result says one thing [1] and the first another [2]."
+    assert [(c["n"], c["source"]) for c in data["citations"]] == [(1, third), (2, first)]
+    assert as_text.returncode == 0, as_text.stderr
+    answer, sources = as_text.stdout.split("\n\n", 1)
+    assert answer == data["answer"]
+    assert sources.strip().splitlines() == [
+        f"[1] {retrieved[2].heading} ({third})",
+        f"[2] {retrieved[0].heading} ({first})",
+    ]
+
+
 def test_eval_json_has_every_metric_for_every_mode(runs):
     report = output(runs["eval"])
     assert report["questions"] == 3 and report["answerable"] == 2

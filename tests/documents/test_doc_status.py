@@ -7,18 +7,30 @@ corpus of two ADRs (the old one superseded by the new one) ingested into a real 
 from __future__ import annotations
 
 import os
+import re
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from anthropic_server import AnthropicServer, text_reply
 from conftest import make_settings, write_tree
+from openai_server import MODEL, Completion, OpenAIServer
 
 from rag.answer.answering import Answerer, status_notes
 from rag.answer.events import Citation, Final
 from rag.answer.personas import load_persona
+from rag.answer.providers.claude.client import ClaudeProvider
 from rag.answer.providers.extractive import ExtractiveProvider
+from rag.answer.providers.openai_compat import OpenAICompatibleProvider
 from rag.app.conversations import Message, history_for
-from rag.documents.doc_status import DocStatus, age_in_words, asks_about_past, parse_status, read_status
+from rag.documents.doc_status import (
+    RETIRED_INSTRUCTION,
+    DocStatus,
+    age_in_words,
+    asks_about_past,
+    parse_status,
+    read_status,
+)
 from rag.ingest.pipeline import ingest
 from rag.search.passages import Passage
 from rag.search.retrieval import Retriever, demote_superseded
@@ -269,3 +281,80 @@ def test_a_source_card_shows_the_status_and_the_date():
     )
     assert status_label("accepted", "", "2025-08-04") == ":material/update: updated 2025-08-04"
     assert status_label("", "", "") == ""
+
+
+OLD_ADR = "team/adr-0003-rabbitmq-for-tracking-events.md"
+NEW_ADR = "team/adr-0011-tracking-events-move-to-kafka.md"
+MARKED = (
+    "ADR-0003: Use RabbitMQ for tracking events > Decision (superseded by ADR-0011 on 2025-05-12, no longer current)"
+)
+
+
+def test_the_successor_of_a_superseded_document_joins_the_passages_it_was_missing_from(two_adrs):
+    settings, retriever, _ = two_adrs
+    only_old = retriever.search("do we use RabbitMQ for tracking events?", k=2, source=OLD_ADR, widen=True).passages
+    assert {p.source for p in only_old} == {OLD_ADR}
+    joined = retriever.with_successors(only_old, "do we use RabbitMQ for tracking events?", k=2)
+    assert len(joined) == 2 and (joined[0].source, joined[0].section) == (NEW_ADR, "Decision")
+    assert joined[1].source == OLD_ADR  # kept, below its successor
+    past = retriever.with_successors(only_old, "what did we use for tracking events before Kafka?", k=3)
+    assert [p.source for p in past][:2] == [OLD_ADR, NEW_ADR]  # a question about the past reads the old one first
+    assert retriever.with_successors(joined, "do we use RabbitMQ for tracking events?", k=2) == joined
+
+
+def test_the_llm_requests_mark_superseded_passages_as_such(two_adrs, embedder):
+    settings, retriever, _ = two_adrs
+    persona = load_persona("backend-architecture-expert", AGENTS)
+    question = "what did we use for tracking events before Kafka?"
+    with OpenAIServer() as llm:
+        local = settings.with_overrides(llm_base_url=llm.url, llm_model=MODEL, llm_timeout=5)
+        llm.script(Completion("RabbitMQ, until ADR-0011 moved tracking events to Kafka [1]."))
+        list(Answerer(local, retriever, OpenAICompatibleProvider(local)).answer(question, persona))
+        [request] = llm.requests
+    prompt = request.prompt()
+    assert f"] {MARKED} (" in prompt and RETIRED_INSTRUCTION in prompt
+    current = re.search(r"\] ADR-0011: Move tracking events from RabbitMQ to Kafka > Decision \((.*?)\)\n", prompt)
+    assert current and current.group(1).endswith(NEW_ADR)  # the current decision: its file, no mark
+    with AnthropicServer() as claude:
+        remote = settings.with_overrides(anthropic_base_url=claude.url, anthropic_max_retries=0, anthropic_timeout=5)
+        claude.script(text_reply("RabbitMQ, until ADR-0011 moved tracking events to Kafka."))
+        list(Answerer(remote, retriever, ClaudeProvider(remote, api_key="test-key")).answer(question, persona))
+        [sent] = claude.messages_requests()
+        assert not claude.rejected
+    content = sent.body["messages"][-1]["content"]
+    titles = [block["title"] for block in content if block["type"] == "search_result"]
+    assert MARKED in titles and "ADR-0011: Move tracking events from RabbitMQ to Kafka > Decision" in titles
+    assert RETIRED_INSTRUCTION in content[-1]["text"]
+
+
+# ten ways a user asks which broker carries tracking events today, against the shipped corpus (ADR-0003, RabbitMQ,
+# superseded by ADR-0011, Kafka)
+BROKER_QUESTIONS = [
+    "do we use RabbitMQ for tracking events?",
+    "Which message broker carries our tracking events, RabbitMQ?",
+    "Which broker carries tracking events?",
+    "What broker do parcel tracking events go through today?",
+    "Are tracking events still published to RabbitMQ?",
+    "Should a new consumer of tracking events bind a quorum queue to the tracking.events exchange?",
+    "RabbitMQ or Kafka: which one carries our tracking events?",
+    "Where do courier scans get published as tracking events, RabbitMQ or Kafka?",
+    "What messaging system handles tracking events at Larkspur?",
+    "Is RabbitMQ our broker for tracking events?",
+]
+
+
+@pytest.fixture(scope="module")
+def shipped_answerer(shipped_store, embedder) -> Answerer:
+    settings, retriever = shipped_store
+    return Answerer(settings, retriever, ExtractiveProvider(embedder))
+
+
+@pytest.mark.parametrize("question", BROKER_QUESTIONS)
+def test_every_phrasing_of_the_broker_question_leads_with_the_current_decision(question, shipped_answerer):
+    persona = load_persona("backend-architecture-expert", AGENTS)
+    final = [e for e in shipped_answerer.answer(question, persona)][-1]
+    assert isinstance(final, Final) and not final.abstained
+    assert any(p.source == NEW_ADR for p in final.passages)
+    lead = final.answer.split("\n\n")[0]
+    assert final.citations[0].passage.source == NEW_ADR, lead
+    assert "Kafka" in lead and "RabbitMQ topic exchange" not in lead, lead

@@ -123,6 +123,54 @@ def test_html_title_and_headings(tmp_path):
     assert untitled.title == "Sharding"
 
 
+TEMPLATED_PAGE = """
+<!-- a documentation site that renders its chapters from Handlebars templates, like Kafka's -->
+<script><!--#include virtual="js/templateData.js" --></script>
+<script src="app.js"></script>
+<script>document.title = "window.secretToken = 42";</script>
+<script type="module">import { boot } from "./boot.js"; boot("moduleSecret");</script>
+<script type="application/ld+json">{"@type": "TechArticle", "name": "jsonSecret"}</script>
+<script id="replication-template" type="text/x-handlebars-template">
+  <h3 class="anchor-heading">4.7 Replication</h3>
+  <p>Each partition has one leader and zero or more followers; writes go to the leader.</p>
+  <h4>In-sync replicas</h4>
+  <p>A follower that falls behind for longer than <code>replica.lag.time.max.ms</code> leaves the ISR.</p>
+  <pre><code>$ bin/kafka-topics.sh --describe --topic orders --version {{version}}</code></pre>
+</script>
+<script type="text/x-template" id="quota-card">
+  <section><h4>Quotas</h4><p>Quotas cap the byte rate of each client id.</p></section>
+</script>
+<div class="p-replication"></div>
+"""
+
+
+def test_html_templates_in_script_elements_are_content_and_programs_are_not(tmp_path):
+    doc = load_file(write(tmp_path / "design.html", TEMPLATED_PAGE))
+    assert doc.title == "4.7 Replication"
+    assert "### 4.7 Replication" in doc.text and "#### In-sync replicas" in doc.text and "#### Quotas" in doc.text
+    assert "Each partition has one leader and zero or more followers; writes go to the leader." in doc.text
+    assert "leaves the ISR" in doc.text and "kafka-topics.sh --describe --topic orders" in doc.text
+    assert "Quotas cap the byte rate of each client id." in doc.text
+    for program_or_data in ["secretToken", "moduleSecret", "jsonSecret", "templateData", "<script", "<p>"]:
+        assert program_or_data not in doc.text
+
+
+def test_a_site_whose_pages_are_all_templates_ingests_every_page(tmp_path, settings, embedder):
+    from rag.ingest.pipeline import ingest
+    from rag.search.retrieval import Retriever
+
+    other = TEMPLATED_PAGE.replace("replication-template", "consumer-template").replace(
+        "4.7 Replication", "4.8 Consumer groups"
+    )
+    root = write_tree(tmp_path / "site", {"design.html": TEMPLATED_PAGE, "consumers.html": other})
+    report = ingest([root], settings, embedder=embedder)
+    assert report.files_failed == [] and report.files_added == 2
+    retriever = Retriever(settings, embedder=embedder)
+    passages = retriever.search("what happens to a follower that lags behind?", k=3).passages
+    assert passages and "leaves the ISR" in passages[0].text
+    assert {p.title for p in passages} <= {"4.7 Replication", "4.8 Consumer groups"}
+
+
 def test_pdf_text_and_title(tmp_path, make_pdf):
     pdf = make_pdf(["Sharding splits data by key.", "Replication copies it."], title="Scaling databases")
     doc = load_file(write(tmp_path / "scaling.pdf", pdf))

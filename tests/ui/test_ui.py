@@ -144,6 +144,10 @@ def test_chat_answers_with_cited_sources_and_keeps_the_conversation(ui_store):
     assert not final.abstained and final.citations
     cards = source_cards(at)
     assert len(cards) == len(final.citations)
+    # cards are listed [1], [2]... as the answer first cites them
+    assert [c.n for c in final.citations] == list(range(1, len(cards) + 1))
+    first_cited = [int(n) for n in re.findall(r"\[\\\[(\d+)\\\]\]", answer)]
+    assert list(dict.fromkeys(first_cited)) == [c.n for c in final.citations]
     for card, citation in zip(cards, final.citations):
         heading = card.markdown[0].value
         assert f'<span id="cite-{message.id}-{citation.n}"></span>**[{citation.n}] ' in heading

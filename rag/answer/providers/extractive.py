@@ -23,7 +23,7 @@ from rag.answer.events import Citation, CitationEvent, TextDelta
 from rag.answer.layout import aspect_of, by_aspect, join_names, layout_length, quoted, see_also
 from rag.answer.personas import Persona
 from rag.answer.quotes import Unit, units_of
-from rag.documents.doc_status import RETIRED
+from rag.documents.doc_status import DECISION_SECTION, RETIRED, document_names
 from rag.index.embedding import Embedder
 from rag.search.followups import rewrite_follow_up
 from rag.search.intent import Intent, read_intent
@@ -225,6 +225,9 @@ class ExtractiveProvider:
         says is no longer the answer (it may still follow, to say what changed)."""
         order = sorted(range(len(units)), key=lambda i: relevance[i], reverse=True)
         if not intent.about_past:
+            current = _current_decision(units, relevance, passages, order)
+            if current is not None:
+                return [units[current]]
             order.sort(key=lambda i: passages[units[i].passage_index].status in RETIRED)
         if intent.form == "compare" and len(intent.sides) == 2:
             mentions = [[i for i in order if _mentions(_about(units[i], passages), side)] for side in intent.sides]
@@ -253,6 +256,29 @@ class ExtractiveProvider:
                 if block.count("\n") <= 30:
                     return index, block
         return None
+
+
+def _current_decision(
+    units: list[Unit], relevance: list[float], passages: list[Passage], order: list[int]
+) -> int | None:
+    """The unit to lead with when a superseded or deprecated document would be quoted (one of its units scores
+    within RELEVANCE_WINDOW of the best) and its successor is among the passages: the successor's best unit from
+    a section that states its decision ("Decision", "Summary"), else its best unit. What the question asked about
+    is the old decision's subject, and the answer to it today is the new decision."""
+    best = relevance[order[0]]
+    for i in order:
+        if relevance[i] < best - RELEVANCE_WINDOW:
+            return None
+        old = passages[units[i].passage_index]
+        if old.status not in RETIRED or not old.superseded_by:
+            continue
+        successors = {j for j, p in enumerate(passages) if old.superseded_by in document_names(p.title, p.source)}
+        candidates = [j for j in order if units[j].passage_index in successors]
+        if not candidates:
+            continue
+        decisions = [j for j in candidates if DECISION_SECTION.search(passages[units[j].passage_index].section)]
+        return (decisions or candidates)[0]
+    return None
 
 
 def _own_rank(passages: list[Passage], intent: Intent | None = None) -> list[int]:

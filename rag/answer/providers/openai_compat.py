@@ -25,8 +25,9 @@ from rag.answer.events import Citation, CitationEvent, ErrorEvent, ProviderError
 from rag.answer.personas import Persona
 from rag.answer.retrying import countdown, parse_retry_after, retry_delay
 from rag.config import Settings
+from rag.documents.doc_status import RETIRED_INSTRUCTION, retired_label
 from rag.search.followups import REWRITE_PROMPT, rewrite_follow_up
-from rag.search.passages import Passage
+from rag.search.passages import Passage, marked_heading
 
 CITING = (
     "Answer the question using only the numbered passages below. After each claim, cite the passage that "
@@ -106,10 +107,12 @@ class OpenAICompatibleProvider:
                 if text:
                     messages.append({"role": role, "content": text})
         numbered = "\n\n".join(
-            f"[{n}] {passage.heading} ({passage.path or passage.source})\n{passage.full_text.strip()}"
+            f"[{n}] {marked_heading(passage)} ({passage.path or passage.source})\n{passage.full_text.strip()}"
             for n, passage in enumerate(passages, start=1)
         )
         instructions = CITING + ("\n\n" + MISSING.format(names="; ".join(missing)) if missing else "")
+        if any(retired_label(p.status) for p in passages):
+            instructions += "\n\n" + RETIRED_INSTRUCTION
         messages.append(
             {"role": "user", "content": f"Passages:\n\n{numbered}\n\nQuestion: {question.strip()}\n\n{instructions}"}
         )

@@ -132,25 +132,29 @@ def test_streamed_answer_maps_claude_citations_to_markers_and_passages(server, a
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert len(deltas) > 10, "the text must arrive as a stream of small deltas, not in one piece"
     assert "".join(deltas) == final.answer
-    b, p = bucket + 1, backpressure + 1
+    # markers are numbered in reading order, whatever the passages' ranks: the first passage cited is [1]
     assert final.answer == (
         "According to the rate limiting notes, a token bucket refills at a fixed rate and allows short bursts up "
-        f"to its capacity [{b}]. When a burst outlasts the consumers, producers must slow down or shed load as "
-        f"the broker's lag grows [{p}][{b}]."
+        "to its capacity [1]. When a burst outlasts the consumers, producers must slow down or shed load as "
+        "the broker's lag grows [2][1]."
     )
     assert final.error is None and not final.abstained
     assert (final.provider, final.model) == ("claude", answerer.settings.anthropic_model)
-    assert [(p.source, p.section) for p in final.passages] == [(p.source, p.section) for p in passages]
+    reading_order = [passages[bucket], passages[backpressure]] + [
+        p for i, p in enumerate(passages) if i not in (bucket, backpressure)
+    ]
+    assert [(p.source, p.section) for p in final.passages] == [(p.source, p.section) for p in reading_order]
 
     # every citation points at the passage Claude cited, and quotes what Claude says it cited
     request = server.messages_requests()[-1]
     results = request.search_results()
+    result_of = {1: results[bucket], 2: results[backpressure]}  # the search results Claude saw, by shown number
     streamed = [e.citation for e in events if isinstance(e, CitationEvent)]
-    assert [c.n for c in streamed] == [b, p, b]
-    assert [c.n for c in final.citations] == [b, p]
+    assert sorted(c.n for c in streamed) == [1, 1, 2]  # each sent once its marker has streamed, under that number
+    assert [c.n for c in final.citations] == [1, 2]
     for citation in final.citations:
         assert citation.passage is final.passages[citation.n - 1]
-        cited_blocks = results[citation.n - 1]["content"]
+        cited_blocks = result_of[citation.n]["content"]
         assert citation.quote == cited_blocks[0]["text"].strip()
         assert citation.quote.strip() and " ".join(citation.quote.split()) in " ".join(
             citation.passage.full_text.split()
@@ -161,7 +165,7 @@ def test_streamed_answer_maps_claude_citations_to_markers_and_passages(server, a
     assert as_dict["source"].endswith("references/rate-limiting.md") and as_dict["quote"] == final.citations[0].quote
 
     # the claims Claude tied to a passage are checked against it, and these are supported
-    assert [check.cited for check in final.checks] == [[b], [p, b]]
+    assert [check.cited for check in final.checks] == [[1], [2, 1]]
     assert all(check.supported for check in final.checks), final.checks
     assert final.timings["generation"] > 0 and final.timings["total"] >= final.timings["retrieval"]
 
@@ -204,10 +208,11 @@ def test_passages_are_split_into_citable_paragraphs_and_quotes_are_exact(server,
     blocks = server.messages_requests()[-1].search_results()[multi]["content"]
     assert len(blocks) >= 2
     [citation] = final.citations
-    assert citation.n == multi + 1 and citation.passage is final.passages[multi]
+    assert citation.n == 1 and citation.passage is final.passages[0]  # the first cited is [1], whatever its rank
+    assert (citation.passage.source, citation.passage.section) == (passages[multi].source, passages[multi].section)
     assert citation.quote == (blocks[0]["text"] + blocks[1]["text"]).strip()
     assert citation.quote in citation.passage.full_text, "a quote is a verbatim stretch of the passage"
-    assert final.answer == f"Two paragraphs say so [{multi + 1}]."
+    assert final.answer == "Two paragraphs say so [1]."
 
 
 def test_content_blocks_keep_the_text_whole_and_code_fences_intact():

@@ -154,6 +154,29 @@ def test_follow_ups_are_rewritten_and_history_is_sent_without_stale_markers(llm,
     assert turns == [("user", history[0]["content"]), ("assistant", "Use a token bucket per API key.")]
 
 
+def test_citations_are_numbered_in_reading_order_in_the_stream_and_the_final_record(llm, answerer, retriever, persona):
+    retrieved = retriever.search(QUESTION, k=answerer.settings.top_k, widen=True).passages
+    assert len(retrieved) >= 3
+    llm.script(Completion(
+        "A token bucket allows short bursts up to its capacity [3]. It refills at a fixed rate [1]. "
+        "Both limit the rate [3][1]."
+    ))
+    events, final = run(answerer, QUESTION, persona)
+    assert final.answer == (
+        "A token bucket allows short bursts up to its capacity [1]. It refills at a fixed rate [2]. "
+        "Both limit the rate [1][2]."
+    )
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.answer
+    # the passages are in the order they are first cited, so that [n] is still passages[n - 1]; the rest follow
+    reading_order = [retrieved[2], retrieved[0]] + [p for i, p in enumerate(retrieved) if i not in (0, 2)]
+    assert [p.id for p in final.passages] == [p.id for p in reading_order]
+    assert [(c.n, c.passage.id) for c in final.citations] == [(1, retrieved[2].id), (2, retrieved[0].id)]
+    streamed = [e.citation for e in events if isinstance(e, CitationEvent)]
+    assert streamed and all(c.passage is final.passages[c.n - 1] for c in streamed)
+    assert [check.cited for check in final.checks] == [[1], [2], [1, 2]]
+    assert [c["n"] for c in final.to_dict()["citations"]] == [1, 2]
+
+
 def test_missing_names_and_the_key_are_sent(llm, llm_settings, retriever, persona):
     settings = llm_settings.with_overrides(llm_api_key="sk-local")
     provider = OpenAICompatibleProvider(settings)

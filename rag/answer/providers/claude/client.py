@@ -23,8 +23,9 @@ from rag.answer.providers.claude.errors import Failure, transport_errors
 from rag.answer.providers.claude.models import ModelError, check_model, request_settings, usage_dict
 from rag.answer.retrying import countdown, retry_delay
 from rag.config import Settings
+from rag.documents.doc_status import RETIRED_INSTRUCTION, retired_label
 from rag.search.followups import REWRITE_PROMPT, rewrite_follow_up
-from rag.search.passages import Passage
+from rag.search.passages import Passage, marked_heading
 
 INSTRUCTIONS = (
     "Answer the question above using the search results provided, which are numbered in order. "
@@ -123,6 +124,8 @@ class ClaudeProvider:
         instructions = INSTRUCTIONS
         if missing:
             instructions += "\n\n" + MISSING.format(names="; ".join(missing))
+        if any(retired_label(p.status) for p in passages):
+            instructions += "\n\n" + RETIRED_INSTRUCTION
         messages.append(
             {"role": "user", "content": [*results, {"type": "text", "text": f"{question.strip()}\n\n{instructions}"}]}
         )
@@ -303,7 +306,7 @@ def search_result_block(passage: Passage) -> dict:
     return {
         "type": "search_result",
         "source": f"{passage.path or passage.source}#{passage.section}" if passage.section else passage.path,
-        "title": passage.heading,
+        "title": marked_heading(passage),
         "content": content_blocks(passage.full_text),
         "citations": {"enabled": True},
     }
