@@ -16,6 +16,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,21 @@ def rank_metrics(hits: list[bool], relevant_total: int) -> dict[str, float]:
         "mrr@10": 1.0 / (first + 1) if first is not None and first < CUTOFF else 0.0,
         "ndcg@10": dcg / ideal if ideal else 0.0,
     }
+
+
+def rank_summary(questions: list[Question], search: Callable[[str], list[Passage]]) -> dict:
+    """hit@5 and MRR@10 of any search function over ``questions``, and the rank of each question's first hit
+    (None: not in the top 10). The benchmarks rank our modes and outside pipelines with it alike."""
+    firsts: dict[str, int | None] = {}
+    hit5 = mrr = 0.0
+    for question in questions:
+        hits = [is_hit(p, question) for p in search(question.query)]
+        metrics = rank_metrics(hits, 1)
+        hit5 += metrics["hit@5"]
+        mrr += metrics["mrr@10"]
+        firsts[question.id] = next((i + 1 for i, hit in enumerate(hits) if hit), None)
+    n = max(1, len(questions))
+    return {"hit@5": hit5 / n, "mrr@10": mrr / n, "first_hit": firsts}
 
 
 def evaluate(questions: list[Question], retriever: Retriever, threshold: float) -> dict:

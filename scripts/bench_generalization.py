@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Transfer benchmark: retrieval and offline answers on each development corpus ingested alone, one row per corpus.
+
+    python scripts/bench_generalization.py [--corpus NAME DOCS QUESTIONS ...] [--only NAME,...] [--stores DIR]
+        [--no-langchain] [--no-answers] [--grid MODULE.CONSTANT=V1,V2,...] [--details FILE]
+
+Each corpus is ingested alone into its own store, ``--stores``/NAME (default /tmp/genbench-stores/NAME), which
+is reused while its files and the code that makes chunks and vectors are unchanged (a stamp file in the store
+records both; changed files are ingested incrementally, changed chunking code rebuilds the store). Building a
+store, ours or the LangChain one, takes ``--lock`` (default /tmp/heavy.lock) first: on a shared machine only one
+heavy job runs at a time. Without ``--corpus`` the six development corpora are used; a corpus whose question
+file or folder is missing is skipped with a line saying so.
+
+Columns, over each question file's answerable questions unless said otherwise:
+- hybrid, dense, keyword: MRR@10 and hit@5 of our search in that mode (``rag.app.evaluation.is_hit``);
+- LangChain: the same for the plain LangChain default pipeline (``scripts/langchain_default.py``), same run;
+- facts: offline answers' fact coverage; ceiling: the share of facts the answer's passages hold at all;
+  lead: a fact in the first 300 characters; chars: mean answer length (``rag.app.answer_eval``);
+- said: near-miss questions that get the "says nothing about" notice naming what is missing, or an abstention;
+- refused: answerable questions the answer abstains on (the confidence bar, the close band included);
+- missing: answerable questions told the knowledge base "says nothing about" something (a false alarm).
+- out: unanswerable (out-of-scope) questions declined, where a question file has them.
+
+``--grid`` sets a module constant to each value in turn and prints hybrid MRR@10 per corpus and value, then the
+leave-one-corpus-out column: for each corpus, the value that is best on the macro average of the other corpora,
+and that corpus's figure under it. That column, not the best value in hindsight, is what a fitted constant is
+judged by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import importlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from langchain_default import LangChainDefault, cache_dir  # noqa: E402
+
+from rag.answer.answering import Answerer  # noqa: E402
+from rag.answer.personas import load_persona  # noqa: E402
+from rag.answer.providers.extractive import ExtractiveProvider  # noqa: E402
+from rag.app.answer_eval import Scored, answer_all, says_not_covered, summarise  # noqa: E402
+from rag.app.evaluation import CUTOFF, Question, load_questions, rank_summary  # noqa: E402
+from rag.config import Settings, load_settings  # noqa: E402
+from rag.index.embedding import Embedder, resolve_model_path  # noqa: E402
+from rag.index.store import Store  # noqa: E402
+from rag.ingest.pipeline import ingest  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
+
+SHARED = Path("/work/shared/corpora")
+DEVSETS = REPO / "scripts" / "devsets"
+DEFAULT_CORPORA = [
+    ("corpus", REPO / "corpus", REPO / "corpus" / "eval" / "questions.jsonl"),
+    ("external", SHARED / "external", DEVSETS / "external.jsonl"),
+    ("nginx", SHARED / "nginx-docs" / "docs", DEVSETS / "nginx.jsonl"),
+    ("kubernetes", SHARED / "kubernetes-concepts" / "docs", DEVSETS / "kubernetes.jsonl"),
+    ("envoy", SHARED / "envoy-docs" / "docs", DEVSETS / "envoy.jsonl"),
+    ("kafka", SHARED / "kafka-docs" / "docs", DEVSETS / "kafka.jsonl"),
+]
+# the modules whose code decides a store's chunks and vectors: a change to any of them rebuilds the stores
+CHUNKING_MODULES = [
+    "rag.documents.discovery",
+    "rag.documents.loading",
+    "rag.documents.converters",
+    "rag.documents.shortcodes",
+    "rag.documents.site_path",
+    "rag.documents.doc_status",
+    "rag.ingest.chunking",
+    "rag.ingest.block_cutting",
+    "rag.text.embedded_text",
+    "rag.index.embedding",
+    "rag.index.onnx_encoder",
+]
+STAMP = "genbench-stamp.json"
+MODES = ("hybrid", "dense", "keyword")
+NEAR_MISS_NOTICE = "says nothing about"
+
+
+@dataclass
+class Corpus:
+    name: str
+    docs: Path
+    questions_path: Path
+    questions: list[Question] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    name: str
+    counts: str
+    figures: dict[str, float | None] = field(default_factory=dict)
+
+
+def _hash_files(files: list[Path], digest) -> None:
+    for file in sorted(files):
+        stat = file.stat()
+        digest.update(f"{file}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+
+
+def files_stamp(docs: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_files([f for f in docs.rglob("*") if f.is_file()], digest)
+    return digest.hexdigest()
+
+
+def code_stamp(settings: Settings) -> str:
+    digest = hashlib.sha256(
+        f"{settings.embedding_model}|{settings.embedding_backend}|{settings.chunk_tokens}|{settings.chunk_overlap}".encode()
+    )
+    for name in CHUNKING_MODULES:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()
+
+
+@contextmanager
+def heavy_lock(path: Path, what: str) -> Iterator[None]:
+    """Holds ``path`` exclusively (``flock``): the one heavy job of the machine at a time."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {path} to {what} ...", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_store(corpus: Corpus, settings: Settings, embedder: Embedder, lock: Path) -> None:
+    """The corpus alone in ``settings.data_dir``: reused when the stamp matches, else ingested (rebuilt when the
+    chunking code changed)."""
+    stamp_file = Path(settings.data_dir) / STAMP
+    wanted = {"files": files_stamp(corpus.docs), "code": code_stamp(settings), "docs": str(corpus.docs)}
+    have = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
+    if have == wanted and Store(settings).exists():
+        return
+    rebuild = bool(have) and (have.get("code") != wanted["code"] or have.get("docs") != wanted["docs"])
+    with heavy_lock(lock, f"ingest {corpus.name}"):
+        started = time.perf_counter()
+        print(f"{corpus.name}: {'rebuilding' if rebuild else 'ingesting'} {corpus.docs} into {settings.data_dir}",
+              flush=True)
+        report = ingest([corpus.docs], settings, embedder=embedder, reindex=rebuild and Store(settings).exists())
+        print(f"{corpus.name}: {report.chunks_total} chunks, {report.files_added + report.files_updated} files "
+              f"ingested, {len(report.files_failed)} failed, {time.perf_counter() - started:.0f} s", flush=True)
+    stamp_file.write_text(json.dumps(wanted))
+
+
+def langchain_baseline(corpus: Corpus, settings: Settings, stores: Path, lock: Path) -> LangChainDefault:
+    model_path = resolve_model_path(settings.embedding_model)
+    directory = cache_dir([corpus.docs], model_path, parent=stores)
+    if LangChainDefault.is_built(directory):
+        return LangChainDefault([corpus.docs], model_path, directory)
+    with heavy_lock(lock, f"build the LangChain store of {corpus.name}"):
+        return LangChainDefault([corpus.docs], model_path, directory)
+
+
+def answer_figures(scored: list[Scored]) -> dict[str, float | None]:
+    summary = summarise(scored)
+    answerable = [s for s in scored if s.question.answerable]
+    near_misses = [s for s in scored if s.question.near_miss]
+    unanswerable = [s for s in scored if s.question.unanswerable]
+
+    def share(flags: list[bool]) -> float | None:
+        return sum(flags) / len(flags) if flags else None
+
+    def notice(s: Scored) -> bool:
+        return NEAR_MISS_NOTICE in (s.final.answer + "\n" + "\n".join(s.final.notes)).lower()
+
+    return {
+        "facts": summary["fact_coverage"],
+        "ceiling": summary["facts_in_passages"],
+        "lead": summary["fact_in_first_300"],
+        "chars": summary["mean_length"],
+        "said": share([says_not_covered(s.final, s.question.missing) for s in near_misses]),
+        "refused": share([s.final.abstained for s in answerable]),
+        "missing": share([notice(s) and not s.final.abstained for s in answerable]),
+        "out": share([says_not_covered(s.final) for s in unanswerable]),
+    }
+
+
+def retrieval_figures(questions: list[Question], retriever: Retriever, baseline: LangChainDefault | None) -> dict:
+    figures: dict = {}
+    for mode in MODES:
+        ranked = rank_summary(questions, lambda q, m=mode: retriever.search(q, k=CUTOFF, mode=m).passages)
+        figures[mode], figures[f"{mode} hit@5"], figures[f"{mode} first"] = (
+            ranked["mrr@10"], ranked["hit@5"], ranked["first_hit"])
+    if baseline is not None:
+        ranked = rank_summary(questions, baseline.search)
+        figures["LangChain"], figures["LangChain hit@5"], figures["LangChain first"] = (
+            ranked["mrr@10"], ranked["hit@5"], ranked["first_hit"])
+    return figures
+
+
+def grid_figures(questions: list[Question], retriever: Retriever, constant: str, values: list[float]) -> dict:
+    """Hybrid MRR@10 with ``constant`` (``module.NAME``) set to each value; the constant is restored after."""
+    module_name, name = constant.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    before = getattr(module, name)
+    out = {}
+    try:
+        for value in values:
+            setattr(module, name, value)
+            out[value] = rank_summary(questions, lambda q: retriever.search(q, k=CUTOFF).passages)["mrr@10"]
+    finally:
+        setattr(module, name, before)
+    return out
+
+
+def leave_one_out(per_corpus: dict[str, dict[float, float]]) -> dict[str, tuple[float, float]]:
+    """For each corpus: the value best on the mean of the other corpora, and this corpus's figure under it."""
+    out = {}
+    for held in per_corpus:
+        others = [c for c in per_corpus if c != held] or [held]
+        values = list(per_corpus[held])
+        chosen = max(values, key=lambda v: statistics.mean(per_corpus[c][v] for c in others))
+        out[held] = (chosen, per_corpus[held][chosen])
+    return out
+
+
+COLUMNS = [
+    ("hybrid", "hybrid"), ("dense", "dense"), ("keyword", "keyword"), ("LangChain", "LangCh"),
+    ("hybrid hit@5", "hyb@5"), ("dense hit@5", "den@5"), ("keyword hit@5", "key@5"), ("LangChain hit@5", "LC@5"),
+    ("facts", "facts"), ("ceiling", "ceil"), ("lead", "lead"), ("chars", "chars"),
+    ("said", "said"), ("refused", "refused"), ("missing", "missing"), ("out", "out"),
+]
+
+
+def format_table(rows: list[Row]) -> str:
+    shown = [(key, label) for key, label in COLUMNS if any(r.figures.get(key) is not None for r in rows)]
+    lines = [f"| {'corpus':10} | {'questions':>13} | " + " | ".join(f"{label:>7}" for _, label in shown) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in shown) + " |"]
+
+    def cell(value: float | None, key: str) -> str:
+        if value is None:
+            return f"{'':>7}"
+        return f"{value:7.0f}" if key == "chars" else f"{value:7.3f}"
+
+    for row in rows:
+        lines.append(f"| {row.name:10} | {row.counts:>13} | "
+                     + " | ".join(cell(row.figures.get(k), k) for k, _ in shown) + " |")
+    return "\n".join(lines)
+
+
+def macro(rows: list[Row]) -> Row:
+    figures: dict[str, float | None] = {}
+    for key, _ in COLUMNS:
+        values = [r.figures[key] for r in rows if r.figures.get(key) is not None]
+        figures[key] = statistics.mean(values) if values else None
+    return Row("macro", f"{len(rows)} corpora", figures)
+
+
+def parse_corpora(args: argparse.Namespace) -> list[Corpus]:
+    specs = [(n, Path(d), Path(q)) for n, d, q in args.corpus] if args.corpus else DEFAULT_CORPORA
+    wanted = set(args.only.split(",")) if args.only else None
+    corpora = []
+    for name, docs, questions in specs:
+        if wanted is not None and name not in wanted:
+            continue
+        if not docs.is_dir():
+            print(f"{name}: skipped, no documents folder at {docs}")
+        elif not questions.is_file():
+            print(f"{name}: skipped, no question file at {questions}")
+        else:
+            try:
+                corpora.append(Corpus(name, docs, questions, load_questions(questions)))
+            except ValueError as error:
+                print(f"{name}: skipped, {error}")
+    return corpora
+
+
+def parse_grid(text: str | None) -> tuple[str, list[float]] | None:
+    if not text:
+        return None
+    constant, _, values = text.partition("=")
+    try:
+        return constant.strip(), [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--grid {text!r}: give MODULE.CONSTANT=V1,V2,... with numbers") from None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", nargs=3, action="append", metavar=("NAME", "DOCS", "QUESTIONS"),
+                        help="a corpus folder and its question file (repeat; default: the six development corpora)")
+    parser.add_argument("--only", help="comma-separated corpus names to run")
+    parser.add_argument("--stores", type=Path, default=Path("/tmp/genbench-stores"), help="where the stores live")
+    parser.add_argument("--lock", type=Path, default=Path("/tmp/heavy.lock"), help="taken while a store is built")
+    parser.add_argument("--no-langchain", action="store_true", help="skip the LangChain default pipeline")
+    parser.add_argument("--no-answers", action="store_true", help="skip the offline answers (retrieval only)")
+    parser.add_argument("--grid", help="MODULE.CONSTANT=V1,V2,...: hybrid MRR@10 per value and leave-one-corpus-out")
+    parser.add_argument("--details", type=Path, help="write per-question figures as JSON here")
+    args = parser.parse_args()
+    grid = parse_grid(args.grid)
+    corpora = parse_corpora(args)
+    if not corpora:
+        print("no corpus to run")
+        return 1
+    args.stores.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    grids: dict[str, dict[float, float]] = {}
+    details: dict = {}
+    for corpus in corpora:
+        settings = load_settings(data_dir=args.stores / corpus.name, model_cache=args.stores / "models")
+        embedder = Embedder.for_settings(settings)
+        ensure_store(corpus, settings, embedder, args.lock)
+        baseline = None if args.no_langchain else langchain_baseline(corpus, settings, args.stores, args.lock)
+        retriever = Retriever(settings, embedder=embedder)
+        retriever.search("warm up")
+        answerable = [q for q in corpus.questions if q.answerable]
+        started = time.perf_counter()
+        figures = retrieval_figures(answerable, retriever, baseline)
+        details[corpus.name] = {k: figures.pop(k) for k in list(figures) if k.endswith(" first")}
+        if grid:
+            grids[corpus.name] = grid_figures(answerable, retriever, *grid)
+        if not args.no_answers:
+            answerer = Answerer(settings, retriever, ExtractiveProvider(embedder))
+            persona = load_persona(settings.persona, settings.agents_dir)
+            scored = answer_all(answerer, persona, corpus.questions)
+            figures.update(answer_figures(scored))
+            details[corpus.name]["answers"] = [
+                {**s.to_dict(), "confidence": round(s.final.confidence, 4), "missing": s.question.missing}
+                for s in scored
+            ]
+        near = sum(q.near_miss for q in corpus.questions)
+        rows.append(Row(corpus.name, f"{len(answerable)} + {near} nm", figures))
+        print(f"{corpus.name}: measured in {time.perf_counter() - started:.0f} s", flush=True)
+    print()
+    print(format_table(rows + [macro(rows)]))
+    if grid:
+        constant, values = grid
+        loco = leave_one_out(grids)
+        print(f"\n{constant}: hybrid MRR@10 per value; LOCO = the value best on the other corpora, and its figure")
+        print("| corpus | " + " | ".join(f"{v:g}" for v in values) + " | LOCO value | LOCO MRR@10 |")
+        for name, by_value in grids.items():
+            chosen, figure = loco[name]
+            print(f"| {name} | " + " | ".join(f"{by_value[v]:.3f}" for v in values) + f" | {chosen:g} | {figure:.3f} |")
+        print("| macro | " + " | ".join(f"{statistics.mean(g[v] for g in grids.values()):.3f}" for v in values)
+              + f" | | {statistics.mean(f for _, f in loco.values()):.3f} |")
+    if args.details:
+        args.details.write_text(json.dumps(details, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
