@@ -321,7 +321,7 @@ def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) 
         records = [
             record
             for record in store.file_records().values()
-            if record.relpath == name and Path(record.root).resolve() == folder
+            if record.relpath == name and Path(record.root_folder) == folder
         ]
         for record in records:
             store.delete_chunks(store.chunk_ids_of(record.key))

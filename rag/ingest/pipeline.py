@@ -40,11 +40,12 @@ from rag.ingest import reindex as reindex_swap
 from rag.ingest.chunking import Chunk, chunk_document
 from rag.ingest.sync_plan import (
     FileOptions,
+    KnownFiles,
     changed_files,
     file_options,
+    identify,
     reindex_refusals,
     removable,
-    under_known_roots,
     vanished,
 )
 
@@ -140,15 +141,21 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
         target = _open_for_writing(store, settings, reindex)
-        refusals = reindex_refusals(found, store.file_records()) if target is not store and not force_prune else []
+        current = store.file_records()
+        known = identify(found, current)
+        found.files = known.files
+        refusals = reindex_refusals(found, current) if target is not store and not force_prune else []
         if refusals:
             report.files_failed += refusals
             report.files_seen, report.chunks_total = len(found.files), store.count()
             report.seconds = time.perf_counter() - started
             return report  # nothing built, nothing swapped: the store stays as it was
         records = target.file_records()
-        remembered = records if target is store else store.file_records()  # a reindex keeps what files were told
-        found.files = under_known_roots(found, records)
+        remembered = records if target is store else current  # a reindex keeps what files were told
+        dropped = False
+        if target is store:
+            report.files_removed += _merge_copies(known, records, store)
+            dropped = bool(known.duplicates)
         work, report.files_unchanged, unreadable = changed_files(
             found, records, doc_type, settings.max_file_bytes, access
         )
@@ -159,7 +166,7 @@ def ingest(
             report.files_failed += refusals
         if work and target.exists():
             target.check_backend(embedder.backend)  # refused before any file is touched, as another model is
-        dropped = _drop_half_written(report.files_failed, found, records, target)
+        dropped |= _drop_half_written(report.files_failed, found, records, target)
         dropped |= target.pending()  # a run killed after writing chunks, before its revision bump
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
@@ -239,6 +246,20 @@ def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
     return not store.exists() or KeywordIndex.stored_revision(settings.data_dir) == store.revision()
 
 
+def _merge_copies(known: KnownFiles, records: dict[str, FileRecord], store: Store) -> int:
+    """A store made before root folders were recorded may hold a folder twice (named from two working
+    directories): the extra copies go, and the records kept note their folder. Returns the copies removed."""
+    for record in known.duplicates:
+        store.delete_chunks(store.chunk_ids_of(record.key))
+        store.delete_file_records([record.key])
+        records.pop(record.key, None)
+    store.save_file_records([r for r in known.migrated if r.key in records])
+    for record in known.migrated:
+        if record.key in records:
+            records[record.key] = record
+    return len(known.duplicates)
+
+
 def _drop_half_written(
     failures: list[Failure], found: Discovery, records: dict[str, FileRecord], store: Store
 ) -> bool:
@@ -307,6 +328,7 @@ def _commit(
 def _record(p: _Pending, previous: FileRecord | None, now: float, complete: bool) -> FileRecord:
     source = p.document.source
     return FileRecord(
+        root_path=source.root_path,
         key=source.key,
         root=source.root,
         relpath=source.relpath,
