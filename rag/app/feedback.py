@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -244,19 +245,36 @@ class FeedbackStore:
             return entries
         return [entry for entry in entries if entry.user == reader.user]
 
+    def jsonl_lines(self) -> list[str]:
+        """Every entry as one JSON line (read whole before anything is written)."""
+        return [json.dumps(entry.to_dict(), ensure_ascii=False) + "\n" for entry in self.all()]
+
+    def question_lines(self) -> list[str]:
+        """The thumbs-down answers as question-file lines (read whole before anything is written)."""
+        return [json.dumps(entry.to_question(), ensure_ascii=False) + "\n" for entry in self.all(rating=-1)]
+
     def export_jsonl(self, out: IO[str]) -> int:
         """Writes every entry as one JSON line; returns how many."""
-        entries = self.all()
-        for entry in entries:
-            out.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
-        return len(entries)
+        lines = self.jsonl_lines()
+        out.writelines(lines)
+        return len(lines)
 
     def export_questions(self, out: IO[str]) -> int:
         """Writes the thumbs-down answers as question-file lines; returns how many."""
-        entries = self.all(rating=-1)
-        for entry in entries:
-            out.write(json.dumps(entry.to_question(), ensure_ascii=False) + "\n")
-        return len(entries)
+        lines = self.question_lines()
+        out.writelines(lines)
+        return len(lines)
+
+    def refuses_as_output(self, out: Path) -> str | None:
+        """Why ``out`` cannot take an export: it is this feedback file (by any path) or a folder; else None."""
+        if out.is_dir():
+            return f"--out {out} is a folder; name a file"
+        same = out.resolve() == self.path.resolve() or (
+            out.exists() and self.path.exists() and os.path.samefile(out, self.path)
+        )
+        if same:
+            return f"--out {out} is the feedback file itself; name another file"
+        return None
 
 
 def _entry(row: sqlite3.Row) -> FeedbackEntry:

@@ -319,25 +319,33 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
-    """``feedback export``: every rating as JSONL, or (``--as-questions``) the thumbs-down as eval questions."""
+    """``feedback export``: every rating as JSONL, or (``--as-questions``) the thumbs-down as eval questions.
+    Everything is read before the output is opened, and the output may not be the feedback file itself."""
     from rag.app.feedback import FeedbackError, FeedbackStore
 
     store = FeedbackStore.for_settings(settings)
-    write = store.export_questions if args.as_questions else store.export_jsonl
+    if args.out and (refusal := store.refuses_as_output(args.out)):
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     try:
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("w", encoding="utf-8") as out:
-                count = write(out)
-        else:
-            count = write(sys.stdout)
+        lines = store.question_lines() if args.as_questions else store.jsonl_lines()
     except FeedbackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.out:
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("w", encoding="utf-8") as out:
+                out.writelines(lines)
+        except OSError as error:
+            print(f"error: cannot write --out {args.out}: {error.strerror or error}", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.writelines(lines)
     for problem in store.skipped:
         print(f"skipped {problem}", file=sys.stderr)
     what = "thumbs-down answers as questions" if args.as_questions else "feedback entries"
-    print(f"{count} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
+    print(f"{len(lines)} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 

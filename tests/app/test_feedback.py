@@ -160,3 +160,24 @@ def test_feedback_export_command(tmp_path, answered, run_rag):
     assert empty.returncode == 0 and empty.stdout == "" and "0 feedback entries" in empty.stderr
     usage = run_rag("feedback", cwd=tmp_path)
     assert usage.returncode == 2
+
+
+def test_export_refuses_to_write_over_the_feedback_it_reads(tmp_path, capsys):
+    """``--out`` naming the feedback file (directly or through a link) used to truncate it before reading it."""
+    from rag.cli import main as cli
+
+    data = tmp_path / "data"
+    store = FeedbackStore(data / FILE_NAME)
+    for n in range(3):
+        store.add(FeedbackEntry(question=f"question {n}", answer="an answer", rating=-1))
+    (tmp_path / "link.sqlite3").symlink_to(data / FILE_NAME)
+    for out in (data / FILE_NAME, tmp_path / "link.sqlite3", tmp_path / "data" / ".." / "data" / FILE_NAME):
+        for extra in ([], ["--as-questions"]):
+            code = cli.main(["feedback", "export", *extra, "--out", str(out), "--data-dir", str(data)])
+            err = capsys.readouterr().err
+            assert code == cli.EXIT_USAGE, err
+            assert "is the feedback file itself" in err and str(out) in err
+            assert len(FeedbackStore(data / FILE_NAME).all()) == 3
+    fresh = tmp_path / "fresh"  # no feedback yet: the file the chat would create is refused all the same
+    assert cli.main(["feedback", "export", "--out", str(fresh / FILE_NAME), "--data-dir", str(fresh)]) == 2
+    assert not (fresh / FILE_NAME).exists()
