@@ -22,6 +22,7 @@ from rag.documents.access import AccessError, parse_access
 from rag.documents.discovery import SourceFile
 from rag.documents.doc_status import DocStatus, read_status
 from rag.documents.errors import LoadError, SkippedFile, megabytes
+from rag.documents.front_matter import FrontMatterError, clip, split_front_matter
 from rag.documents.shortcodes import include_reader
 from rag.documents.shortcodes import render as render_shortcodes
 from rag.documents.site_path import folder_titles
@@ -120,7 +121,7 @@ def _tags(value: object) -> list[str]:
         return [tag.strip() for tag in value.split(",") if tag.strip()]
     if isinstance(value, list) and all(isinstance(tag, (str, int, float)) for tag in value):
         return [str(tag) for tag in value]
-    raise LoadError(f"front matter 'tags' must be a list or a comma-separated text, not {value!r}")
+    raise LoadError(f"front matter 'tags' must be a list or a comma-separated text, not {clip(repr(value))}")
 
 
 def _scalar(meta: dict, name: str) -> str:
@@ -128,7 +129,7 @@ def _scalar(meta: dict, name: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        raise LoadError(f"front matter '{name}' must be a single value, not {value!r}")
+        raise LoadError(f"front matter '{name}' must be a single value, not {clip(repr(value))}")
     return str(value).strip()
 
 
@@ -206,16 +207,10 @@ def decode_text(raw: bytes) -> str:
 
 
 def _split_front_matter(text: str) -> tuple[dict, str]:
-    if not text.startswith("---"):
-        return {}, text
-    import frontmatter
-    import yaml
-
     try:
-        post = frontmatter.loads(text)
-    except yaml.YAMLError as error:
-        raise LoadError(f"invalid YAML front matter: {str(error).splitlines()[0]}") from None
-    return dict(post.metadata), post.content
+        return split_front_matter(text)
+    except FrontMatterError as error:
+        raise LoadError(str(error)) from None
 
 
 def _first_heading(text: str) -> str:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import assert_store_consistent, make_settings, parse_json_output, run_rag, write_tree
+from conftest import assert_store_consistent, load_in_a_box, make_settings, parse_json_output, run_rag, write_tree
 
 from rag.documents.discovery import SourceFile, discover
 from rag.documents.errors import LoadError
@@ -510,3 +510,33 @@ def test_a_page_knows_its_place_in_the_site_from_its_folders_titles(tmp_path, em
     assert chunk.metadata()["site"] == "NGINX Plus > Admin Guide > Load balancer"
     # metadata only: in the embedded prefix it lowered retrieval on our question set (rag/ingest/chunking.py)
     assert chunk.embed_text.startswith("HTTP Health Checks > Passive checks\nA server is marked")
+
+
+# -- hostile front matter (issue 24, fault 4) --------------------------------------------------------
+
+ALIAS_BOMB = "---\na: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+    f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]\n" for previous, name in zip("abcdefgh", "bcdefghi")
+)  # 9 ** 9 (387 million) values when expanded
+
+
+@pytest.mark.parametrize("use", ["title: *i", "tags: *i", "status: *i", "owner: *i"])
+def test_a_yaml_alias_bomb_in_front_matter_is_refused_in_a_short_message(tmp_path, use):
+    page = write(tmp_path / "bomb.md", ALIAS_BOMB + use + "\n---\n# Bomb\n\nSome text.\n")
+    assert page.stat().st_size < 400
+    result = load_in_a_box(page, memory_mb=400)
+    assert "error" in result, result
+    assert "front matter" in result["error"] and "10,000 values" in result["error"]
+    assert len(result["error"]) < 200
+
+
+def test_front_matter_anchors_that_stay_small_still_load(tmp_path):
+    page = write(tmp_path / "anchors.md", "---\nbase: &base [a, b]\ntags: *base\ntitle: Anchored\n---\n# A\n\nText.\n")
+    document = load_file(page)
+    assert document.tags == ["a", "b"] and document.title == "Anchored"
+
+
+def test_a_long_bad_front_matter_value_is_quoted_short(tmp_path):
+    page = write(tmp_path / "long.md", "---\ntitle: [" + ", ".join(["word"] * 5000) + "]\n---\n# Long\n\nText.\n")
+    with pytest.raises(LoadError, match="'title' must be a single value") as refused:
+        load_file(page)
+    assert len(str(refused.value)) < 200
