@@ -15,6 +15,7 @@ Everything is real: no mocks. Fixtures that other test files are expected to reu
 - ``store_state`` / ``assert_store_consistent``: what the store holds, and that it matches its manifest.
 - ``chroma_server`` (session): ``(host, port)`` of a real ``chroma run`` server on a free port.
 - ``load_in_a_box``: loads one file in a child process held to a memory limit, with a hang guard.
+- ``hang_guard(seconds)``: fails the test when the code inside takes longer (a guard, never a speed test).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -416,6 +418,30 @@ def run_python_fixture():
 def parse_json_output(process: subprocess.CompletedProcess) -> dict:
     assert process.stdout.strip(), f"no output; stderr:\n{process.stderr}"
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+class Hung(Exception):
+    """Raised inside code that ran past its ``hang_guard``."""
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int, what: str = "the code") -> Iterator[None]:
+    """Fails the test when the block runs longer than ``seconds``: a guard against the quadratic or worse
+    (minutes on a hostile input), generous enough never to trip on linear work; never a speed assertion.
+    Python's regex engine checks for signals, so a runaway pattern is interrupted too."""
+
+    def expire(signum, frame):
+        raise Hung(f"{what} ran past the {seconds} s hang guard")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    except Hung as hung:
+        pytest.fail(str(hung))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 BOXED_LOAD = textwrap.dedent(

@@ -32,11 +32,15 @@ LINKS = {"ref", "relref"}
 VISIBLE_ATTRIBUTES = ("alt", "text", "caption", "label", "title")
 BLOCK_START = re.compile(r"\s*(#|[-*+] |\d+[.)] |```|~~~|\||>)")
 
-HUGO_TAG = re.compile(r"\{\{([<%])\s*(/?)\s*([A-Za-z_][\w-]*)(.*?)\s*/?\s*[>%]\}\}", re.DOTALL)
+# Every pattern that reads a page runs in linear time: possessive quantifiers never give back what they took,
+# and a call's arguments end at the next opener (``{{`` or ``{%``), so an opener that is never closed costs a
+# scan to the next one, not to the end of the page. (``(.*?)\s*/?\s*`` was cubic: 2.5 KB of spaces took 78 s.)
+HUGO_TAG = re.compile(r"\{\{([<%])\s*+(/?)\s*+([A-Za-z_][\w-]*+)((?:[^>%{]++|[>%](?!\}\})|\{(?!\{))*+)[>%]\}\}")
 ARGUMENT = re.compile(r"""(?:([\w-]+)\s*=\s*)?(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`|'([^']*)'|([^\s"'`=]+))""")
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")  # list items indent their fences deeper than 3
-JEKYLL_TAG = re.compile(r"(?<!\{)\{%-?\s*(\w+)(.*?)\s*-?%\}(?!\})", re.DOTALL)
-HEADING_ATTRIBUTES = re.compile(r"^(#{1,6}[ \t].*?\S)[ \t]*\{[#.][^}\n]*\}[ \t]*$", re.MULTILINE)  # "## Setup {#setup}"
+JEKYLL_TAG = re.compile(r"(?<!\{)\{%-?+\s*+(\w++)((?:[^%{]++|%(?!\}(?!\}))|\{(?!%))*+)%\}(?!\})")
+# "## Setup {#setup}"
+HEADING_ATTRIBUTES = re.compile(r"^(#{1,6}[ \t][^\n]*?\S)[ \t]*+\{[#.][^{}\n]*+\}[ \t]*+$", re.MULTILINE)
 JEKYLL_BLOCKS = {"raw": "endraw", "comment": "endcomment", "highlight": "endhighlight"}
 
 IncludeReader = Callable[[str, str], "tuple[str, str] | None"]  # (kind, argument) -> (key, text) or None
@@ -78,7 +82,7 @@ def _parse(text: str) -> list[str | Call]:
         position = match.end()
         closing, name = match.group(2) == "/", match.group(3).lower()
         if not closing:
-            args, positional = _arguments(match.group(4))
+            args, positional = _arguments(_trailing_slash_off(match.group(4)))
             call = Call(name, args, positional)
             current().append(call)
             stack.append((call, current()))
@@ -95,6 +99,12 @@ def _parse(text: str) -> list[str | Call]:
     while stack:
         _unpair(*stack.pop())
     return root
+
+
+def _trailing_slash_off(source: str) -> str:
+    """A call's arguments without the ``/`` of a self-closing call (``{{< icon "x" />}}``)."""
+    source = source.rstrip()
+    return source[:-1].rstrip() if source.endswith("/") else source
 
 
 def _unpair(call: Call, parent: list[str | Call]) -> None:
@@ -219,7 +229,7 @@ def _jekyll_prose(text: str, read_include: IncludeReader | None, seen: frozenset
             out.append(text[position:])
             return "".join(out)
         out.append(text[position : match.start()])
-        name, argument = match.group(1).lower(), match.group(2).strip()
+        name, argument = match.group(1).lower(), match.group(2).removesuffix("-").strip()  # "-%}" trims space
         position = match.end()
         if name in JEKYLL_BLOCKS:
             end = re.compile(r"\{%-?\s*" + JEKYLL_BLOCKS[name] + r"\s*-?%\}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import write_tree
+import pytest
+from conftest import hang_guard, write_tree
 
 from rag.documents.shortcodes import include_reader, render
 
@@ -158,3 +159,40 @@ def test_jekyll_includes_with_parameters(tmp_path: Path):
     assert render(page, include_reader(root, root / "p.md", MAX)) == (
         "**Note:** Tokens expire after an hour.\nOwned by the platform team (#platform).\n"
     )
+
+
+# -- linear time on hostile runs (issue 24, fault 5) -------------------------------------------------
+
+RUN = 100_000  # characters of each hostile page
+HOSTILE_PAGES = {
+    "spaces after an opener": "{{< a" + " " * RUN,
+    "tabs and newlines after an opener": "{{% a" + " \t\n" * (RUN // 3),
+    "spaces after a closing opener": "{{< /a" + " " * RUN,
+    "openers that never close": "{{< a " * (RUN // 6),
+    "percent openers that never close": "{{% a " * (RUN // 6),
+    "bare openers": "{{<" * (RUN // 3),
+    "slashes before a closer that never comes": "{{< a" + " /" * (RUN // 2),
+    "an unterminated quoted argument": '{{< a x="' + "b " * (RUN // 2),
+    "arguments without values": "{{< a " + "b= " * (RUN // 3) + ">}}",
+    "liquid openers that never close": "{% a " * (RUN // 5),
+    "spaces after a liquid opener": "{% a" + " " * RUN,
+    "dashes before a liquid closer that never comes": "{% a" + " -" * (RUN // 2),
+    "unclosed raw blocks": "{% raw %}x" * (RUN // 10),
+    "heading anchors that never close": "# x" + " {#" * (RUN // 3),
+    "spaces in a heading before an anchor": "# x" + " " * RUN + "{#a",
+    "unclosed paired calls": "{{< note >}}x " * (RUN // 14),
+    "include parameters": "{% include note.html " + "a=1 " * (RUN // 4) + "%}",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_PAGES)
+def test_rendering_takes_linear_time_on_hostile_runs(name):
+    page = HOSTILE_PAGES[name]
+    with hang_guard(10, f"rendering {name}"):
+        text = render(page, lambda kind, argument: None)
+    assert len(text) <= len(page)
+
+
+def test_the_shortcode_patterns_still_read_their_calls_after_long_runs():
+    page = "{{< note" + " " * 5000 + ">}}Keys rotate weekly.{{< /note >}}\n" + "{% raw %}" + " " * 5000 + "{% endraw %}"
+    assert render(page).startswith("**Note:** Keys rotate weekly.")
