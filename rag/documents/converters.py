@@ -116,7 +116,9 @@ def rst_to_text(source: str) -> str:
     return "\n\n".join(part for part in out if part.strip())
 
 
-def pdf_to_text(raw: bytes) -> tuple[str, str]:
+def pdf_to_text(raw: bytes, max_chars: int | None = None) -> tuple[str, str]:
+    """The text of every page, and the document's title. Pages are read until their text passes ``max_chars``
+    (the caller refuses such a file; the rest is not extracted)."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -130,7 +132,13 @@ def pdf_to_text(raw: bytes) -> tuple[str, str]:
                 raise
             except Exception as error:  # pypdf raises several kinds for unsupported encryption
                 raise LoadError(f"encrypted PDF: cannot be decrypted ({error})") from None
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages: list[str] = []
+        size = 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            size += len(pages[-1])
+            if max_chars is not None and size > max_chars:
+                break
         title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:
         raise

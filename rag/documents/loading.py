@@ -4,7 +4,9 @@ Every supported format (Markdown, text, reStructuredText, HTML, PDF, DOCX) is co
 headings are Markdown headings (``rag.documents.converters``), so that one chunker serves them all; a document also
 records its place in the site, the titles of the folders above it (``rag.documents.site_path``). Bad input raises
 ``LoadError`` with a reason a user can act on; it never stops the caller's other files. Only regular files are
-read, their size checked before reading, so a pipe or a link to a device cannot hang or flood it.
+read, their size checked before reading, so a pipe or a link to a device cannot hang or flood it; and what a file
+turns into is bounded too (``TextLimits``): its text, includes expanded, may not pass ``RAG_MAX_TEXT_MB`` nor be
+more than ``RAG_MAX_EXPANSION`` times the size of the files it is made from.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.config import DEFAULT_MAX_EXPANSION, DEFAULT_MAX_TEXT_MB, Settings
 from rag.documents import converters
 from rag.documents.access import AccessError, parse_access
 from rag.documents.discovery import SourceFile
 from rag.documents.doc_status import DocStatus, read_status
-from rag.documents.errors import LoadError, SkippedFile, megabytes
+from rag.documents.errors import MIB, LoadError, SkippedFile, megabytes
 from rag.documents.front_matter import FrontMatterError, clip, split_front_matter
-from rag.documents.shortcodes import include_reader
+from rag.documents.shortcodes import ExpansionError, IncludeBudget, include_reader
 from rag.documents.shortcodes import render as render_shortcodes
 from rag.documents.site_path import folder_titles
 
@@ -35,6 +38,18 @@ UNICODE_BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """How much text one file may turn into (``RAG_MAX_TEXT_MB``, ``RAG_MAX_EXPANSION``)."""
+
+    max_chars: int = int(DEFAULT_MAX_TEXT_MB * MIB)
+    max_expansion: float = DEFAULT_MAX_EXPANSION
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TextLimits:
+        return cls(settings.max_text_chars, settings.max_expansion)
 
 
 @dataclass
@@ -65,17 +80,22 @@ def infer_doc_type(ref: SourceFile) -> str:
 
 
 def load(
-    ref: SourceFile, max_bytes: int, doc_type: str | None = None, access: tuple[str, ...] = ()
+    ref: SourceFile,
+    max_bytes: int,
+    doc_type: str | None = None,
+    access: tuple[str, ...] = (),
+    limits: TextLimits = TextLimits(),
 ) -> Document:
     """Reads and converts one file. Raises ``LoadError`` with the reason when it cannot. ``access``: the groups
-    the ingest restricts it to (``--access``, an upload's group), unless its front matter names its own."""
+    the ingest restricts it to (``--access``, an upload's group), unless its front matter names its own;
+    ``limits``: how much text it may turn into."""
     raw = read_file(ref.path, max_bytes)
     if not raw.strip():
         raise LoadError("empty file")
     suffix = ref.path.suffix.lower()
     meta: dict = {}
     if suffix == ".pdf":
-        text, pdf_title = converters.pdf_to_text(raw)
+        text, pdf_title = converters.pdf_to_text(raw, limits.max_chars)
         meta["title"] = pdf_title
     elif suffix == ".docx":
         text = converters.docx_to_text(raw, max_bytes)
@@ -85,14 +105,21 @@ def load(
             meta, text = _split_front_matter(text)
             if not text.strip():
                 raise SkippedFile("only front matter, no text (a site's section page); skipped")
-            text = render_shortcodes(text, include_reader(_root_folder(ref), ref.path, max_bytes))
+            budget = IncludeBudget(len(text), limits.max_chars, limits.max_expansion)
+            try:
+                text = render_shortcodes(text, include_reader(_root_folder(ref), ref.path, max_bytes), budget)
+            except ExpansionError as error:
+                raise LoadError(str(error)) from None
             if not text.strip():
                 raise SkippedFile("only shortcodes with nothing to read (a page the site generates); skipped")
         elif suffix in (".html", ".htm"):
             meta["title"] = converters.html_title(text)
             text = converters.html_to_text(text)
+            _check_expansion(text, raw, limits)
         elif suffix == ".rst":
             text = converters.rst_to_text(text)
+            _check_expansion(text, raw, limits)
+    _check_text_size(text, limits)
     if not text.strip():
         raise LoadError("no text content after conversion")
     return Document(
@@ -107,6 +134,25 @@ def load(
         site=folder_titles(ref.path, _root_folder(ref), max_bytes),
         access=_front_matter_access(meta) or tuple(access),
     )
+
+
+def _check_text_size(text: str, limits: TextLimits) -> None:
+    if len(text) > limits.max_chars:
+        raise LoadError(
+            f"converts to {megabytes(len(text))} of text, "
+            f"over the {megabytes(limits.max_chars)} limit (RAG_MAX_TEXT_MB)"
+        )
+
+
+def _check_expansion(text: str, raw: bytes, limits: TextLimits) -> None:
+    """HTML and rST convert to less than their own size; markup that multiplies (nested quotes and lists, rST
+    substitutions of substitutions) is refused. A page's includes are held to the same rule as they are read
+    (``IncludeBudget``); PDF and DOCX, compressed, are held to RAG_MAX_TEXT_MB (and DOCX to its unzipped size)."""
+    if len(text) > limits.max_expansion * len(raw) + 4096:  # a few lines of labels on a tiny file are no blow-up
+        raise LoadError(
+            f"converts to {len(text) / len(raw):.0f} times its own size, over the {limits.max_expansion:g} times "
+            "limit (RAG_MAX_EXPANSION)"
+        )
 
 
 def _root_folder(ref: SourceFile) -> Path:

@@ -32,7 +32,7 @@ from rag.documents.discovery import Discovery, Failure, SourceFile, discover
 from rag.documents.doc_status import status_metadata
 from rag.documents.errors import LoadError, SkippedFile
 from rag.documents.git_dates import last_commits
-from rag.documents.loading import Document, load
+from rag.documents.loading import Document, TextLimits, load
 from rag.index.embedding import Embedder
 from rag.index.store import FileRecord, Store, StoreDamagedError
 from rag.index.store_files import move_damaged_aside
@@ -176,7 +176,8 @@ def ingest(
         for ref in work:
             options = file_options(ref, remembered, doc_type, access)
             try:
-                document = load(ref, settings.max_file_bytes, options.doc_type, options.access)
+                limits = TextLimits.for_settings(settings)
+                document = load(ref, settings.max_file_bytes, options.doc_type, options.access, limits)
                 if ref.path in commits:
                     document.commit_id, document.commit_date = commits[ref.path].id, commits[ref.path].date
                 chunks = chunk_document(
