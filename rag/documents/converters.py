@@ -14,9 +14,20 @@ from rag.documents.errors import LoadError, megabytes
 PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
 
 
+# html2text indents each level of quotes and lists, so text grows with depth times lines: 56 KB of nested
+# blockquotes became 16 MB. Deeper levels are read as this one (no document nests quotes or lists this deep).
+MAX_HTML_NESTING = 10
+NESTING_TAGS = {"blockquote", "ul", "ol", "dl"}
+
+
 def html_title(html: str) -> str:
-    match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
-    return re.sub(r"\s+", " ", match.group(1)).strip() if match else ""
+    """The first ``<title>``'s text (found by plain searches: a pattern scanning to ``</title>`` from every
+    ``<title>`` would be quadratic on a page of unclosed ones)."""
+    opening = re.search(r"<title[^>]*+>", html, re.IGNORECASE)
+    if opening is None:
+        return ""
+    end = html.lower().find("</title>", opening.end())
+    return " ".join(html[opening.end() : end].split()) if end >= 0 else ""
 
 
 # The types that make a <script> a program (HTML's JavaScript MIME types, plus "module" and no type at all);
@@ -79,13 +90,33 @@ def unwrap_templates(html: str) -> str:
 
 
 def html_to_text(html: str) -> str:
-    import html2text
-
-    converter = html2text.HTML2Text()
+    converter = _flat_html2text()
     converter.body_width = 0
     converter.ignore_images = True
     converter.mark_code = False
     return converter.handle(unwrap_templates(html))
+
+
+def _flat_html2text():
+    """An html2text converter that reads quotes and lists nested past MAX_HTML_NESTING as the last level."""
+    import html2text
+
+    class Flattening(html2text.HTML2Text):
+        depth = 0
+
+        def handle_tag(self, tag, attrs, start):
+            if tag in NESTING_TAGS:
+                if start:
+                    self.depth += 1
+                    if self.depth > MAX_HTML_NESTING:
+                        return
+                else:
+                    self.depth = max(0, self.depth - 1)
+                    if self.depth >= MAX_HTML_NESTING:
+                        return
+            super().handle_tag(tag, attrs, start)
+
+    return Flattening()
 
 
 def rst_to_text(source: str) -> str:

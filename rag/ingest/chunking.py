@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rag.documents.errors import LoadError
 from rag.documents.loading import Document
 from rag.index.chunk_access import access_metadata
 from rag.ingest.block_cutting import MAX_CHARS_PER_TOKEN, fit
@@ -124,7 +125,10 @@ def chunk_document(
     chunk_tokens: int,
     overlap: int,
     max_seq_length: int,
+    max_chunks: int | None = None,
 ) -> list[Chunk]:
+    """The document's chunks. Raises ``LoadError`` as soon as it would make more than ``max_chunks``
+    (``RAG_MAX_CHUNKS_PER_FILE``): the rest of the document is not read."""
     window = max_seq_length - SPECIAL_TOKENS
     count_tokens = _bounded_measure(count_tokens)
     prefixes: dict[str, str] = {}
@@ -142,6 +146,8 @@ def chunk_document(
     chunks: list[Chunk] = []
     for section, text, offset, tokens in _section_chunks(document, budget_of, overlap, count_tokens):
         position = len(chunks)
+        if max_chunks is not None and position >= max_chunks:
+            raise LoadError(f"makes over {max_chunks:,} chunks, the limit per file (RAG_MAX_CHUNKS_PER_FILE)")
         chunks.append(
             Chunk(
                 id=chunk_id(document.source.key, position, text),

@@ -186,6 +186,7 @@ def ingest(
                     settings.chunk_tokens,
                     settings.chunk_overlap,
                     embedder.max_seq_length,
+                    settings.max_chunks_per_file,
                 )
                 if not chunks:
                     raise LoadError("nothing to index: the file has headings but no text under them")

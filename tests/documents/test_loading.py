@@ -12,7 +12,9 @@ from conftest import assert_store_consistent, load_in_a_box, make_settings, pars
 
 from rag.documents.discovery import SourceFile, discover
 from rag.documents.errors import LoadError
-from rag.documents.loading import Document, infer_doc_type, load
+from rag.documents.loading import Document, TextLimits, infer_doc_type, load
+from rag.ingest.chunking import chunk_document
+from rag.ingest.pipeline import ingest
 
 MAX = 10 * 1024 * 1024
 
@@ -540,3 +542,89 @@ def test_a_long_bad_front_matter_value_is_quoted_short(tmp_path):
     with pytest.raises(LoadError, match="'title' must be a single value") as refused:
         load_file(page)
     assert len(str(refused.value)) < 200
+
+
+# -- what a file turns into is bounded, for every converter (issue 24, fault 7) -----------------------
+
+NESTED_HTML = {
+    "blockquotes": "<blockquote>x " * 4000,  # 56 KB that became 16 MB of text and 85,643 chunks
+    "bullet lists": "<ul><li>x " * 4000,
+    "numbered lists": "<ol><li>x " * 4000,
+    "quotes in lists": "<ul><li><blockquote>x " * 2000,
+}
+
+
+@pytest.mark.parametrize("shape", NESTED_HTML)
+def test_deeply_nested_html_converts_to_text_of_about_its_own_size(tmp_path, shape):
+    page = write(tmp_path / "nested.html", NESTED_HTML[shape])
+    result = load_in_a_box(page, memory_mb=800)
+    assert "chars" in result, result
+    assert result["chars"] <= 5 * page.stat().st_size  # was up to 600 times
+
+
+WORDS_LINE = "Replicas follow the leader and apply its log in order after each commit."  # 73 characters
+
+
+def text_of_every_format(tmp_path: Path, fmt: str, lines: int, make_pdf, make_docx) -> Path:
+    body = [f"{WORDS_LINE} {n}" for n in range(lines)]
+    if fmt == "pdf":
+        return write(tmp_path / "big.pdf", make_pdf(["\n".join(body[i : i + 40]) for i in range(0, lines, 40)]))
+    if fmt == "docx":
+        return write(tmp_path / "big.docx", make_docx("Big", [("p", line) for line in body]))
+    if fmt == "html":
+        return write(tmp_path / "big.html", "<h1>Big</h1>" + "".join(f"<p>{line}</p>" for line in body))
+    if fmt == "rst":
+        return write(tmp_path / "big.rst", "Big\n===\n\n" + "\n\n".join(body) + "\n")
+    return write(tmp_path / f"big.{fmt}", "# Big\n\n" + "\n\n".join(body) + "\n")
+
+
+@pytest.mark.parametrize("fmt", ["md", "txt", "rst", "html", "pdf", "docx"])
+def test_every_converter_refuses_text_over_the_limit_naming_it(tmp_path, fmt, make_pdf, make_docx):
+    path = text_of_every_format(tmp_path, fmt, 2000, make_pdf, make_docx)  # about 150 KB of text
+    ref = SourceFile(path, "notes", path.name)
+    limits = TextLimits(max_chars=int(0.1 * 1024 * 1024), max_expansion=10)
+    with pytest.raises(LoadError, match=r"over the 0\.1 MB limit \(RAG_MAX_TEXT_MB\)") as refused:
+        load(ref, MAX, limits=limits)
+    assert len(str(refused.value)) < 120
+    assert WORDS_LINE in load(ref, MAX).text  # under the default limit it loads
+
+
+def test_rst_that_multiplies_on_conversion_is_refused(tmp_path):
+    levels = [".. |l0| replace:: lol"] + [
+        f".. |l{n}| replace:: " + " ".join([f"|l{n - 1}|"] * 10) for n in range(1, 5)
+    ]
+    path = write(tmp_path / "subst.rst", "Title\n=====\n\n" + "\n".join(levels) + "\n\nuse |l4| |l4| |l4|\n")
+    with pytest.raises(LoadError, match=r"times its own size, over the 10 times limit \(RAG_MAX_EXPANSION\)"):
+        load_file(path)
+
+
+def test_a_file_that_makes_too_many_chunks_is_refused_naming_the_limit(tmp_path, monkeypatch, embedder):
+    monkeypatch.chdir(tmp_path)
+    notes = write_tree(
+        tmp_path / "notes",
+        {
+            "small.md": "# Small\n\nOne paragraph about leader election.\n",
+            "long.md": "# Long\n\n" + "\n\n".join(f"## Part {n}\n\n" + WORDS_LINE * 3 for n in range(40)),
+        },
+    )
+    settings = make_settings(tmp_path / "data", max_chunks_per_file=12)
+    report = ingest([notes], settings, embedder=embedder)
+    assert report.files_added == 1
+    assert [(f.path, f.error) for f in report.files_failed] == [
+        ("notes/long.md", "makes over 12 chunks, the limit per file (RAG_MAX_CHUNKS_PER_FILE)")
+    ]
+    assert_store_consistent(settings)
+
+
+def test_chunking_stops_at_the_chunk_limit(embedder):
+    calls: list[int] = []
+
+    def count_tokens(text: str) -> int:
+        calls.append(len(text))
+        return embedder.count_tokens(text)
+
+    text = "# Long\n\n" + "\n\n".join(f"## Part {n}\n\n" + WORDS_LINE * 3 for n in range(3000))  # 700 KB
+    document = Document(SourceFile(Path("/tmp/long.md"), "notes", "long.md"), text, "Long", "team", "hash")
+    with pytest.raises(LoadError, match="makes over 20 chunks"):
+        chunk_document(document, count_tokens, 200, 32, embedder.max_seq_length, max_chunks=20)
+    assert sum(calls) < 50 * 1024  # read about as far as 20 chunks, not the whole 700 KB
