@@ -119,12 +119,24 @@ def _flat_html2text():
     return Flattening()
 
 
+# docutils reads other files and URLs when a document asks (include, raw :file:/:url:, csv-table :file:): an
+# uploaded page could pull any file the server can read into the knowledge base. Those directives are turned
+# off, and so are docutils' configuration files (which would be read from the working directory).
+RST_SETTINGS = {
+    "report_level": 5,
+    "halt_level": 5,
+    "file_insertion_enabled": False,
+    "raw_enabled": False,
+    "_disable_config": True,
+}
+
+
 def rst_to_text(source: str) -> str:
     """reStructuredText through docutils' own parser, rendered with Markdown headings."""
     from docutils import nodes
     from docutils.core import publish_doctree
 
-    tree = publish_doctree(source, settings_overrides={"report_level": 5, "halt_level": 5})
+    tree = publish_doctree(source, settings_overrides=RST_SETTINGS)
     out: list[str] = []
 
     def visit(node: nodes.Node, depth: int) -> None:

@@ -628,3 +628,16 @@ def test_chunking_stops_at_the_chunk_limit(embedder):
     with pytest.raises(LoadError, match="makes over 20 chunks"):
         chunk_document(document, count_tokens, 200, 32, embedder.max_seq_length, max_chunks=20)
     assert sum(calls) < 50 * 1024  # read about as far as 20 chunks, not the whole 700 KB
+
+
+def test_rst_directives_never_read_other_files_into_the_knowledge_base(tmp_path):
+    """An uploaded .rst could name any file the server can read: ``include``, ``raw :file:``, ``csv-table :file:``."""
+    secret = write(tmp_path / "elsewhere" / "secret.txt", "root-password-hash-7731\n")
+    page = write(
+        tmp_path / "docs" / "page.rst",
+        f"Title\n=====\n\nBefore.\n\n.. include:: {secret}\n\n.. raw:: html\n   :file: {secret}\n\n"
+        f".. csv-table:: Data\n   :file: {secret}\n\n.. include:: {secret}\n   :literal:\n\nAfter.\n",
+    )
+    document = load_file(page)
+    assert "Before." in document.text and "After." in document.text
+    assert "7731" not in document.text
