@@ -278,15 +278,22 @@ class FeedbackStore:
 
 
 def _entry(row: sqlite3.Row) -> FeedbackEntry:
+    """A stored row as an entry; ``ValueError`` naming the column when its JSON has the wrong shape."""
+    history = json.loads(row["history"] or "[]")
+    if not isinstance(history, list) or not all(isinstance(question, str) for question in history):
+        raise ValueError("history is not a list of questions")
+    citations = json.loads(row["citations"] or "[]")
+    if not isinstance(citations, list) or not all(_is_citation(citation) for citation in citations):
+        raise ValueError("citations are not a list of citation objects")
     return FeedbackEntry(
         id=int(row["id"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         question=row["question"],
         standalone_query=row["standalone_query"],
-        history=list(json.loads(row["history"] or "[]")),
+        history=history,
         answer=row["answer"],
-        citations=list(json.loads(row["citations"] or "[]")),
+        citations=citations,
         persona=row["persona"],
         provider=row["provider"],
         model=row["model"],
@@ -295,3 +302,7 @@ def _entry(row: sqlite3.Row) -> FeedbackEntry:
         comment=row["comment"],
         user=row["user"],
     )
+
+
+def _is_citation(value: object) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("source", ""), str)
