@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 
-from rag.documents.errors import LoadError, megabytes
+from rag.documents.errors import LoadError, over_limit
 
 PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
 
@@ -207,8 +207,9 @@ def _check_inflated_size(raw: bytes, max_bytes: int) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise LoadError(f"corrupt DOCX: {error}") from None
     if inflated > max_bytes:
+        size, limit = over_limit(inflated, max_bytes)
         raise LoadError(
-            f"DOCX inflates to {megabytes(inflated)} when unzipped, over the {megabytes(max_bytes)} limit "
+            f"DOCX inflates to {size} when unzipped, over the {limit} limit "
             "(RAG_MAX_FILE_MB applies to the unzipped content)"
         )
 

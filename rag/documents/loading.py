@@ -24,7 +24,7 @@ from rag.documents import converters
 from rag.documents.access import AccessError, parse_access
 from rag.documents.discovery import SourceFile
 from rag.documents.doc_status import DocStatus, read_status
-from rag.documents.errors import MIB, LoadError, SkippedFile, megabytes
+from rag.documents.errors import MIB, LoadError, SkippedFile, megabytes, over_limit
 from rag.documents.front_matter import FrontMatterError, clip, split_front_matter
 from rag.documents.shortcodes import ExpansionError, IncludeBudget, include_reader
 from rag.documents.shortcodes import render as render_shortcodes
@@ -138,10 +138,8 @@ def load(
 
 def _check_text_size(text: str, limits: TextLimits) -> None:
     if len(text) > limits.max_chars:
-        raise LoadError(
-            f"converts to {megabytes(len(text))} of text, "
-            f"over the {megabytes(limits.max_chars)} limit (RAG_MAX_TEXT_MB)"
-        )
+        size, limit = over_limit(len(text), limits.max_chars)
+        raise LoadError(f"converts to {size} of text, over the {limit} limit (RAG_MAX_TEXT_MB)")
 
 
 def _check_expansion(text: str, raw: bytes, limits: TextLimits) -> None:
@@ -204,7 +202,7 @@ def read_file(path: Path, max_bytes: int) -> bytes:
             if not stat.S_ISREG(info.st_mode):
                 raise LoadError("not a regular file (a pipe, device or socket)")
             if info.st_size > max_bytes:
-                size, limit = megabytes(info.st_size), megabytes(max_bytes)
+                size, limit = over_limit(info.st_size, max_bytes)
                 raise LoadError(f"file is {size}, over the {limit} limit (RAG_MAX_FILE_MB)")
             data = handle.read(max_bytes + 1)
             if len(data) > max_bytes:

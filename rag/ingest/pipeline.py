@@ -201,7 +201,7 @@ def ingest(
                 dropped |= _drop_half_written([report.files_failed[-1]], found, records, target)
                 tick(ref.display_path, "failed")
                 continue
-            pending.append(_Pending(document, chunks, ref.key not in records, options))
+            pending.append(_Pending(document, chunks, _never_stored(ref, records), options))
             if sum(len(p.chunks) for p in pending) >= EMBED_GROUP_CHUNKS:
                 _commit(pending, target, vectors, records, report, tick)
                 pending = []
@@ -288,6 +288,12 @@ def _forget(ref: SourceFile, records: dict[str, FileRecord], store: Store) -> bo
     store.delete_file_records([ref.key])
     del records[ref.key]
     return True
+
+
+def _never_stored(ref: SourceFile, records: dict[str, FileRecord]) -> bool:
+    """A file with no entry, or with one a killed run left before the file was ever complete (no hash yet):
+    reported as added, not updated."""
+    return ref.key not in records or not records[ref.key].file_hash
 
 
 def _commit(

@@ -274,3 +274,26 @@ def test_a_reindex_killed_at_any_step_of_its_swap_is_finished_by_the_next_ingest
     assert hit["metadatas"][0][0]["path"] == "notes/beta.md"
     assert KeywordIndex.load(settings.data_dir).revision == store.revision()
     assert ingest([notes], settings, embedder=embedder, reindex=True).files_added == len(SWAP_NOTES) + 1
+
+
+def test_files_a_killed_first_ingest_never_finished_count_as_added(settings, tmp_path, monkeypatch, embedder):
+    """Killed while embedding its first group: the manifest holds entries marked incomplete for files that were
+    never in the store. The rerun adds them; it does not call them updated (issue 24, fault 9)."""
+    from rag.ingest.pipeline import RunVectors
+
+    monkeypatch.chdir(tmp_path)
+    notes = write_tree(tmp_path / "notes", SWAP_NOTES)
+
+    def killed_while_embedding(self, texts):
+        raise Killed("embedding")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunVectors, "vectors", killed_while_embedding)
+        with pytest.raises(Killed):
+            ingest([notes], settings, embedder=embedder)
+    _, manifest = store_state(settings)
+    assert len(manifest) == len(SWAP_NOTES) and not any(entry[2] for entry in manifest.values())
+
+    report = ingest([notes], settings, embedder=embedder)
+    assert (report.files_added, report.files_updated) == (len(SWAP_NOTES), 0)
+    assert_store_consistent(settings)
