@@ -136,7 +136,10 @@ def rst_to_text(source: str) -> str:
     from docutils import nodes
     from docutils.core import publish_doctree
 
-    tree = publish_doctree(source, settings_overrides=RST_SETTINGS)
+    try:
+        tree = publish_doctree(source, settings_overrides=RST_SETTINGS)
+    except RecursionError:
+        raise LoadError("reStructuredText nested too deeply to read") from None
     out: list[str] = []
 
     def visit(node: nodes.Node, depth: int) -> None:
@@ -155,7 +158,10 @@ def rst_to_text(source: str) -> str:
             else:
                 out.append(child.astext())
 
-    visit(tree, 1)
+    try:
+        visit(tree, 1)
+    except RecursionError:
+        raise LoadError("reStructuredText nested too deeply to read") from None
     return "\n\n".join(part for part in out if part.strip())
 
 
@@ -240,12 +246,27 @@ def docx_to_text(raw: bytes, max_bytes: int) -> str:
             else:
                 out.append(text)
         elif isinstance(block, Table):
-            rows = [[cell.text.strip().replace("|", "\\|") for cell in row.cells] for row in block.rows]
+            rows = _table_rows(block)
             if rows:
                 lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
                 lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
                 out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def _table_rows(table) -> list[list[str]]:
+    """The table's cells as text. A merged cell is listed once per grid position it covers; its text is kept
+    at the first (one cell merged over a 500 by 500 grid would otherwise repeat its text 250,000 times)."""
+    seen: set = set()  # the cells' XML elements, kept alive so that one element is always the same object
+    rows = []
+    for row in table.rows:
+        cells = []
+        for cell in row.cells:
+            first = cell._tc not in seen
+            seen.add(cell._tc)
+            cells.append(cell.text.strip().replace("|", "\\|") if first else "")
+        rows.append(cells)
+    return rows
 
 
 def _has_title(document) -> bool:

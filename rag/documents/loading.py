@@ -257,9 +257,20 @@ def _split_front_matter(text: str) -> tuple[dict, str]:
         raise LoadError(str(error)) from None
 
 
+HEADING_LINE = re.compile(r"^#{1,6}[ \t]++(\S[^\n]*+)", re.MULTILINE)
+
+
 def _first_heading(text: str) -> str:
-    match = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
-    return match.group(1).strip() if match else ""
+    """The first Markdown heading's text, without a closing run of "#" (found line by line: the pattern that
+    also took off the closing hashes and spaces was cubic on a heading full of spaces)."""
+    match = HEADING_LINE.search(text)
+    if not match:
+        return ""
+    heading = match.group(1).rstrip()
+    opened = heading.rstrip("#")
+    if opened != heading and (not opened or opened[-1] in " \t"):
+        heading = opened.rstrip()
+    return heading
 
 
 def _title_from_name(path: Path) -> str:

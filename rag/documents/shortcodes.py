@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_INCLUDE_DEPTH = 8
+MAX_CALL_NESTING = 50  # tabs in tabs in notes: a few levels; fifty is no page's
 ADMONITIONS = {
     "note", "notes", "important", "warning", "warn", "tip", "hint", "caution", "danger", "info", "alert",
     "notice", "callout", "call-out", "admonition", "attention", "error", "success", "example", "deprecated",
@@ -126,7 +127,8 @@ def _parse(text: str) -> list[str | Call]:
             args, positional = _arguments(_trailing_slash_off(match.group(4)))
             call = Call(name, args, positional)
             current().append(call)
-            stack.append((call, current()))
+            if len(stack) < MAX_CALL_NESTING:  # deeper calls are read as self-closing (rendering recurses)
+                stack.append((call, current()))
             continue
         if not any(open_call.name == name for open_call, _ in stack):
             continue  # a closing tag nothing opened: dropped

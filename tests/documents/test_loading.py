@@ -658,3 +658,19 @@ def test_a_file_just_over_the_size_limit_does_not_read_as_equal_to_it(tmp_path, 
     with pytest.raises(LoadError, match=r"file is 25\.0 MB, over the 20\.0 MB limit"):
         path.write_bytes(b"x" * 25 * 1024 * 1024)
         load(SourceFile(path, "notes", "big.md"), settings.max_file_bytes)
+
+
+def test_a_docx_cell_merged_over_a_table_is_read_once(tmp_path):
+    import io
+
+    import docx
+
+    document = docx.Document()
+    table = document.add_table(rows=30, cols=40)
+    table.cell(0, 0).merge(table.cell(29, 39)).text = "The merged cell says this once. " * 20
+    document.add_paragraph("After the table.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    text = load_file(write(tmp_path / "merged.docx", buffer.getvalue())).text
+    assert text.count("The merged cell says this once.") == 20  # not 20 times 1,200 grid positions
+    assert "After the table." in text
