@@ -12,7 +12,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_store_consistent, clean_env, make_settings, store_state, write_tree
+from conftest import (
+    REPO,
+    assert_store_consistent,
+    clean_env,
+    make_settings,
+    parse_json_output,
+    run_rag,
+    store_state,
+    write_tree,
+)
 
 from rag.app.stats import collect_stats
 from rag.documents.discovery import SourceFile
@@ -178,13 +187,16 @@ def test_half_written_file_that_now_fails_leaves_nothing_behind(settings, tmp_pa
 
 
 def test_fault_drill_converges_to_a_clean_ingest(tmp_path, embedder, monkeypatch):
-    """scripts/fault_drill.py with a small N: random kills (plain and --reindex) with edits between them,
-    then one finished ingest; chunks, manifest, BM25 and dense results match a clean ingest."""
+    """scripts/fault_drill.py with a small N: random kills (plain and --reindex) with edits between them, the
+    hostile files of issue 24 in the corpus, then one finished ingest; chunks, manifest, BM25 and dense results
+    match a clean ingest. (Every state of a reindex's swap: the tests above, and the drill's --swap-kills.)"""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import fault_drill as drill
 
     lines: list[str] = []
-    problems = drill.drill(runs=2, seed=11, files=8, work=tmp_path, embedder=embedder, say=lines.append)
+    problems = drill.drill(
+        runs=2, seed=11, files=8, work=tmp_path, embedder=embedder, say=lines.append, hostile=True
+    )
     assert problems == [], "\n".join(lines + problems)
     assert len(lines) == 2
 
@@ -297,3 +309,26 @@ def test_files_a_killed_first_ingest_never_finished_count_as_added(settings, tmp
     report = ingest([notes], settings, embedder=embedder)
     assert (report.files_added, report.files_updated) == (len(SWAP_NOTES), 0)
     assert_store_consistent(settings)
+
+
+def test_the_hostile_files_are_refused_or_read_in_bounded_time(tmp_path, monkeypatch):
+    """The small files of issue 24 that cost minutes and gigabytes (an alias bomb, shortcode runs, an include
+    fan-out, nested HTML) with an rST substitution bomb and a merged DOCX cell, through the command line.
+    The timeout is a hang guard: before the fixes this ingest did not finish in an hour."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import fault_drill as drill
+
+    drill.write_hostile_files(tmp_path / "hostile")
+    write_tree(tmp_path / "hostile", {"good.md": "# Good\n\nLeases expire unless the holder renews them.\n"})
+    process = run_rag("ingest", "hostile", "--json", "--data-dir", tmp_path / "data", cwd=tmp_path, timeout=300)
+    assert process.returncode == 3, process.stderr[-2000:]
+    assert len(process.stdout) < 20_000  # the report is a few lines, not the expansion of a bomb
+    report = parse_json_output(process)
+    failures = {failure["path"]: failure["error"] for failure in report["files_failed"]}
+    assert "10,000 values" in failures["hostile/alias-bomb.md"]
+    assert "RAG_MAX_EXPANSION" in failures["hostile/fan-out.md"]
+    assert "RAG_MAX_EXPANSION" in failures["hostile/substitutions.rst"]
+    assert all(len(reason) < 200 for reason in failures.values())
+    read = {"good.md", "nested.html", "shortcode-spaces.md", "shortcode-openers.md", "merged.docx"}
+    assert not read & {path.removeprefix("hostile/") for path in failures}
+    assert report["chunks_total"] < 300
