@@ -51,7 +51,7 @@ def progress(event):
 def sigkill_during_the_swap(after):
     from chromadb.api.client import Client
     from chromadb.api.models.Collection import Collection
-    from rag import reindex
+    from rag.ingest import reindex
 
     done, swapping = [0], [False]
     rename, drop, swap_in = Collection.modify, Client.delete_collection, reindex.swap_in

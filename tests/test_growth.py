@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from conftest import docx_bytes, hang_guard, pdf_bytes, write_tree
 
-from rag.chunking import chunk_document
-from rag.discovery import SourceFile
-from rag.embedded_text import embedded_text
-from rag.loading import Document, LoadError, load
-from rag.shortcodes import IncludeBudget, include_reader, render
+from rag.documents.discovery import SourceFile
+from rag.documents.errors import LoadError
+from rag.documents.loading import Document, load
+from rag.documents.shortcodes import IncludeBudget, include_reader, render
+from rag.ingest.chunking import chunk_document
+from rag.text.embedded_text import embedded_text
 
 SIZES = (10_000, 100_000)
 GROWTH = 15  # ten times the input; a little over for fixed parts (a title, a last partial chunk)
