@@ -16,7 +16,8 @@ chunk's text (without its markup: ``rag.text.embedded_text``); the budget counts
 what the model's window has left, so no text is ever past the model's limit. The file's place in its site
 (``Document.site``) is metadata only: in the embedded prefix it lowered retrieval on our question set.
 
-Repeated text: a chunk whose text the document already has is left out. Hundreds of chunks of one text (24 KB
+Repeated text: a chunk whose text the document already has under the same section is left out (under another
+heading it reads differently to the encoder and stays). Hundreds of chunks of one text in one section (24 KB
 of "{{< a " repeated) share one vector, and such a cluster can trap the vector index's graph search: every
 dense search of the store then returned those chunks (in about one build in eight of the fault drill's store).
 
@@ -148,11 +149,11 @@ def chunk_document(
         return max(16, min(chunk_tokens, window - count_tokens(prefix_of(section))))
 
     chunks: list[Chunk] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for section, text, offset, tokens in _section_chunks(document, budget_of, overlap, count_tokens):
-        if text in seen:  # see "Repeated text" above
+        if (section, text) in seen:  # see "Repeated text" above
             continue
-        seen.add(text)
+        seen.add((section, text))
         position = len(chunks)
         if max_chunks is not None and position >= max_chunks:
             raise LoadError(f"makes over {max_chunks:,} chunks, the limit per file (RAG_MAX_CHUNKS_PER_FILE)")

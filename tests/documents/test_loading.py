@@ -605,7 +605,7 @@ def test_a_file_that_makes_too_many_chunks_is_refused_naming_the_limit(tmp_path,
         tmp_path / "notes",
         {
             "small.md": "# Small\n\nOne paragraph about leader election.\n",
-            "long.md": "# Long\n\n" + "\n\n".join(f"## Part {n}\n\n" + WORDS_LINE * 3 for n in range(40)),
+            "long.md": "# Long\n\n" + "\n\n".join(f"## Part {n}\n\nPart {n}: " + WORDS_LINE * 3 for n in range(40)),
         },
     )
     settings = make_settings(tmp_path / "data", max_chunks_per_file=12)
@@ -624,7 +624,7 @@ def test_chunking_stops_at_the_chunk_limit(embedder):
         calls.append(len(text))
         return embedder.count_tokens(text)
 
-    text = "# Long\n\n" + "\n\n".join(f"## Part {n}\n\n" + WORDS_LINE * 3 for n in range(3000))  # 700 KB
+    text = "# Long\n\n" + "\n\n".join(f"## Part {n}\n\nPart {n}: " + WORDS_LINE * 3 for n in range(3000))  # 700 KB
     document = Document(SourceFile(Path("/tmp/long.md"), "notes", "long.md"), text, "Long", "team", "hash")
     with pytest.raises(LoadError, match="makes over 20 chunks"):
         chunk_document(document, count_tokens, 200, 32, embedder.max_seq_length, max_chunks=20)
