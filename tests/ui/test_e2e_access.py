@@ -248,6 +248,7 @@ def test_two_people_see_only_what_they_may_read_and_sign_out(app_url, browser, s
             assert UPLOAD_FACT not in text and UPLOAD_NAME not in text
         picker = bob.get_by_role("combobox", name="Show the chunks of")
         picker.click()
+        expect(bob.get_by_role("option").first).to_be_visible(timeout=30_000)  # the list opens after the click
         options = bob.get_by_role("option").all_inner_texts()
         assert options and not any("adr-0009" in o or UPLOAD_NAME in o for o in options), options
         bob.keyboard.press("Escape")
