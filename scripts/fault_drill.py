@@ -2,7 +2,13 @@
 then lets one ingest finish and compares the store with a clean ingest of the same files: chunks,
 manifest, keyword (BM25) and dense search results must all be the same.
 
-    .venv/bin/python scripts/fault_drill.py [--runs 10] [--seed 7] [--files 12] [--keep DIR]
+    .venv/bin/python scripts/fault_drill.py [--runs 10] [--seed 7] [--files 12] [--hostile] [--swap-kills]
+        [--keep DIR]
+
+``--hostile`` adds the hostile files of issue 24 to the corpus (a YAML alias bomb, shortcode runs, an include
+fan-out, nested HTML, an rST substitution bomb, a merged DOCX cell): every run must refuse or read them in
+bounded time and memory. ``--swap-kills`` then SIGKILLs one reindex at each step of its swap in turn (each
+kill's leftovers are what the next run starts from).
 
 Exit code 0 when every comparison matched, 1 otherwise (the differences are printed). CI runs it with
 a small ``--runs`` through tests/ingest/test_ingest_kill.py.
@@ -34,7 +40,7 @@ WORDS = (
 QUERIES = ("replica failover lease", "outbox saga compaction", "retry timeout circuit breaker", "tenant region shard")
 
 CHILD = """
-import sys
+import os, signal, sys
 from pathlib import Path
 from rag.config import Settings
 from rag.ingest.pipeline import ingest
@@ -42,10 +48,46 @@ from rag.ingest.pipeline import ingest
 def progress(event):
     print(f"{event.done}/{event.total} {event.status}", flush=True)
 
+def sigkill_during_the_swap(after):
+    from chromadb.api.client import Client
+    from chromadb.api.models.Collection import Collection
+    from rag.ingest import reindex
+
+    done, swapping = [0], [False]
+    rename, drop, swap_in = Collection.modify, Client.delete_collection, reindex.swap_in
+
+    def step():
+        if done[0] == after:
+            print("killed in the swap", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        done[0] += 1
+
+    def counted_rename(self, name=None, metadata=None, configuration=None):
+        if name is not None and swapping[0]:
+            step()
+        return rename(self, name=name, metadata=metadata, configuration=configuration)
+
+    def counted_drop(self, name, *args, **kwargs):
+        if swapping[0]:
+            step()
+        return drop(self, name, *args, **kwargs)
+
+    def counted_swap(*args, **kwargs):
+        swapping[0] = True
+        swap_in(*args, **kwargs)
+        swapping[0] = False
+        step()
+
+    Collection.modify, Client.delete_collection, reindex.swap_in = counted_rename, counted_drop, counted_swap
+
+mode = sys.argv[4]
+if mode.startswith("swapkill:"):
+    sigkill_during_the_swap(int(mode.split(":")[1]))
 settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), chunk_tokens=int(sys.argv[3]))
-ingest([Path(sys.argv[2])], settings, reindex=sys.argv[4] == "reindex", progress=progress)
+ingest([Path(sys.argv[2])], settings, reindex=mode != "-", progress=progress)
 print("finished", flush=True)
 """
+SWAP_OPERATIONS = 6  # renames of the old pair away and of the built pair in, drops of the old pair
 
 
 @dataclass
@@ -111,6 +153,43 @@ def kill_an_ingest(work: Path, data: Path, rng: random.Random, run: int) -> Kill
     return Kill(run, reindex, after, round(delay, 3), killed)
 
 
+def swap_kill(work: Path, data: Path, after: int) -> bool:
+    """A reindex in a child that SIGKILLs itself after ``after`` renames or drops of its swap (after all of
+    them when ``after`` is SWAP_OPERATIONS); True when it was killed where asked."""
+    command = [sys.executable, "-c", CHILD, str(data), "corpus", str(CHUNK_TOKENS), f"swapkill:{after}"]
+    child = subprocess.run(command, cwd=work, env=child_env(), capture_output=True, text=True, timeout=600)
+    return child.returncode == -signal.SIGKILL and "killed in the swap" in child.stdout
+
+
+def write_hostile_files(folder: Path) -> None:
+    """The small files of issue 24 that once cost minutes or gigabytes, and a merged DOCX cell."""
+    import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bomb = "a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+        f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]\n" for previous, name in zip("abcdefgh", "bcdefghi")
+    )
+    (folder / "alias-bomb.md").write_text(f"---\n{bomb}title: *i\n---\n# Bomb\n\nText.\n")
+    (folder / "shortcode-spaces.md").write_text("# Spaces\n\n{{< a" + " " * 2500 + "\n")
+    (folder / "shortcode-openers.md").write_text("# Openers\n\n" + "{{< a " * 4000 + "\n")
+    (folder / "includes").mkdir(exist_ok=True)
+    for level in range(1, 8):
+        calls = f'{{{{< include "l{level + 1}.md" >}}}} ' * 10 if level < 7 else ""
+        (folder / "includes" / f"l{level}.md").write_text(f"Level {level} text. {calls}\n")
+    (folder / "fan-out.md").write_text("# Fan-out\n\n" + '{{< include "l1.md" >}}\n' * 10)
+    (folder / "nested.html").write_text("<blockquote>x " * 4000)
+    levels = [".. |l0| replace:: lol"] + [f".. |l{n}| replace:: " + " ".join([f"|l{n - 1}|"] * 10) for n in range(1, 5)]
+    (folder / "substitutions.rst").write_text("Title\n=====\n\n" + "\n".join(levels) + "\n\nuse |l4| |l4|\n")
+    import docx
+
+    document = docx.Document()
+    table = document.add_table(rows=30, cols=40)
+    table.cell(0, 0).merge(table.cell(29, 39)).text = "One merged cell. " * 20
+    buffer = io.BytesIO()
+    document.save(buffer)
+    (folder / "merged.docx").write_bytes(buffer.getvalue())
+
+
 def snapshot(settings, embedder) -> dict:
     """What a user can observe of a store: its chunks, its manifest, keyword and dense results."""
     from rag.index.keyword import KeywordIndex
@@ -161,7 +240,16 @@ def differences(got: dict, want: dict) -> list[str]:
     return found
 
 
-def drill(runs: int, seed: int, files: int, work: Path, embedder=None, say=print) -> list[str]:
+def drill(
+    runs: int,
+    seed: int,
+    files: int,
+    work: Path,
+    embedder=None,
+    say=print,
+    hostile: bool = False,
+    swap_kills: bool = False,
+) -> list[str]:
     """Returns the differences found (empty when the killed-and-resumed store matches a clean one)."""
     from rag.config import Settings
     from rag.index.embedding import Embedder
@@ -173,6 +261,8 @@ def drill(runs: int, seed: int, files: int, work: Path, embedder=None, say=print
     corpus.mkdir(parents=True)
     for number in range(files):
         write_doc(corpus / f"note-{number:02}.md", rng, rng.randint(2, 8))
+    if hostile:
+        write_hostile_files(corpus / "hostile")
     data = work / "drilled"
     problems: list[str] = []
     previous = os.getcwd()
@@ -183,6 +273,13 @@ def drill(runs: int, seed: int, files: int, work: Path, embedder=None, say=print
             say(f"run {run}: {'reindex' if kill.reindex else 'ingest'} killed after {kill.after_events} events "
                 f"+ {kill.delay:.3f} s" + ("" if kill.killed else " (it had finished)"))
             edit_corpus(corpus, rng)
+        if swap_kills:
+            for after in range(SWAP_OPERATIONS + 1):
+                killed = swap_kill(work, data, after)
+                say(f"reindex killed after {after} of the {SWAP_OPERATIONS} steps of its swap")
+                if not killed:
+                    problems.append(f"the reindex to kill after {after} swap steps did not get there (a failed run?)")
+                edit_corpus(corpus, rng)
         settings = Settings(_env_file=None, data_dir=data, chunk_tokens=CHUNK_TOKENS)
         ingest([Path("corpus")], settings, embedder=embedder)
         clean = Settings(_env_file=None, data_dir=work / "clean", chunk_tokens=CHUNK_TOKENS)
@@ -198,14 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="ingests to kill before the one that finishes")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--files", type=int, default=12)
+    parser.add_argument("--hostile", action="store_true", help="add the hostile files of issue 24 to the corpus")
+    parser.add_argument("--swap-kills", action="store_true", help="then SIGKILL a reindex at each step of its swap")
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
     args = parser.parse_args(argv)
+    options = {"hostile": args.hostile, "swap_kills": args.swap_kills}
     if args.keep:
         args.keep.mkdir(parents=True)
-        problems = drill(args.runs, args.seed, args.files, args.keep.resolve())
+        problems = drill(args.runs, args.seed, args.files, args.keep.resolve(), **options)
     else:
         with tempfile.TemporaryDirectory(prefix="fault-drill-") as work:
-            problems = drill(args.runs, args.seed, args.files, Path(work))
+            problems = drill(args.runs, args.seed, args.files, Path(work), **options)
     for problem in problems:
         print(f"MISMATCH: {problem}")
     print("the store matches a clean ingest" if not problems else f"{len(problems)} mismatches")

@@ -14,6 +14,8 @@ Everything is real: no mocks. Fixtures that other test files are expected to reu
 - ``run_rag`` / ``run_python``: run ``python -m rag ...`` or a script in a clean subprocess.
 - ``store_state`` / ``assert_store_consistent``: what the store holds, and that it matches its manifest.
 - ``chroma_server`` (session): ``(host, port)`` of a real ``chroma run`` server on a free port.
+- ``load_in_a_box``: loads one file in a child process held to a memory limit, with a hang guard.
+- ``hang_guard(seconds)``: fails the test when the code inside takes longer (a guard, never a speed test).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -415,6 +418,66 @@ def run_python_fixture():
 def parse_json_output(process: subprocess.CompletedProcess) -> dict:
     assert process.stdout.strip(), f"no output; stderr:\n{process.stderr}"
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+class Hung(Exception):
+    """Raised inside code that ran past its ``hang_guard``."""
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int, what: str = "the code") -> Iterator[None]:
+    """Fails the test when the block runs longer than ``seconds``: a guard against the quadratic or worse
+    (minutes on a hostile input), generous enough never to trip on linear work; never a speed assertion.
+    Python's regex engine checks for signals, so a runaway pattern is interrupted too."""
+
+    def expire(signum, frame):
+        raise Hung(f"{what} ran past the {seconds} s hang guard")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    except Hung as hung:
+        pytest.fail(str(hung))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+BOXED_LOAD = textwrap.dedent(
+    """
+    import json, resource, sys
+    from pathlib import Path
+    limit = int(sys.argv[3]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from rag.config import Settings
+    from rag.documents.discovery import SourceFile
+    from rag.documents.errors import LoadError
+    from rag.documents.loading import load
+    path, root = Path(sys.argv[1]), Path(sys.argv[2])
+    ref = SourceFile(path, root.name, path.relative_to(root).as_posix(), root.as_posix())
+    try:
+        document = load(ref, Settings(_env_file=None).max_file_bytes)
+    except LoadError as error:
+        print(json.dumps({"error": str(error)}))
+    else:
+        print(json.dumps({"chars": len(document.text), "title": document.title[:200]}))
+    """
+)
+
+
+def load_in_a_box(path: Path, root: Path | None = None, memory_mb: int = 1024, timeout: float = 60) -> dict:
+    """Loads ``path`` (found under ``root``) with the default settings in a child process held to ``memory_mb``
+    of address space; ``timeout`` is a hang guard, not a speed test. Returns ``{"error": reason}`` or
+    ``{"chars", "title"}``; a child that runs out of memory, crashes or hangs fails the test."""
+    root = root or path.parent
+    command = [sys.executable, "-c", BOXED_LOAD, str(path), str(root), str(memory_mb)]
+    try:
+        done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"loading {path.name} did not finish in {timeout:g} s")
+    assert done.returncode == 0, f"loading {path.name} failed: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
 
 
 # -- chroma server ----------------------------------------------------------------------------------

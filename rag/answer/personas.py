@@ -58,8 +58,7 @@ class Persona:
 
 
 def parse_persona(path: Path) -> Persona:
-    import frontmatter
-    import yaml
+    from rag.documents.front_matter import FrontMatterError, split_front_matter
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -68,20 +67,19 @@ def parse_persona(path: Path) -> Persona:
     if not text.startswith("---"):
         raise PersonaError(f"{path}: an agent file starts with YAML front matter between '---' lines")
     try:
-        post = frontmatter.loads(text)
-    except yaml.YAMLError as error:
-        raise PersonaError(f"{path}: invalid YAML front matter: {str(error).splitlines()[0]}") from None
-    meta = post.metadata
+        meta, body = split_front_matter(text)
+    except FrontMatterError as error:
+        raise PersonaError(f"{path}: {error}") from None
     missing = [key for key in REQUIRED if not str(meta.get(key) or "").strip()]
     if missing:
         raise PersonaError(f"{path}: front matter is missing {', '.join(missing)}")
-    if not post.content.strip():
+    if not body.strip():
         raise PersonaError(f"{path}: the body (the system prompt) is empty")
     return Persona(
         name=str(meta["name"]).strip(),
         description=str(meta["description"]).strip(),
         color=str(meta.get("color") or "blue"),
-        prompt=post.content.strip(),
+        prompt=body.strip(),
         path=path,
     )
 

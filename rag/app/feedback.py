@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -244,31 +245,55 @@ class FeedbackStore:
             return entries
         return [entry for entry in entries if entry.user == reader.user]
 
+    def jsonl_lines(self) -> list[str]:
+        """Every entry as one JSON line (read whole before anything is written)."""
+        return [json.dumps(entry.to_dict(), ensure_ascii=False) + "\n" for entry in self.all()]
+
+    def question_lines(self) -> list[str]:
+        """The thumbs-down answers as question-file lines (read whole before anything is written)."""
+        return [json.dumps(entry.to_question(), ensure_ascii=False) + "\n" for entry in self.all(rating=-1)]
+
     def export_jsonl(self, out: IO[str]) -> int:
         """Writes every entry as one JSON line; returns how many."""
-        entries = self.all()
-        for entry in entries:
-            out.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
-        return len(entries)
+        lines = self.jsonl_lines()
+        out.writelines(lines)
+        return len(lines)
 
     def export_questions(self, out: IO[str]) -> int:
         """Writes the thumbs-down answers as question-file lines; returns how many."""
-        entries = self.all(rating=-1)
-        for entry in entries:
-            out.write(json.dumps(entry.to_question(), ensure_ascii=False) + "\n")
-        return len(entries)
+        lines = self.question_lines()
+        out.writelines(lines)
+        return len(lines)
+
+    def refuses_as_output(self, out: Path) -> str | None:
+        """Why ``out`` cannot take an export: it is this feedback file (by any path) or a folder; else None."""
+        if out.is_dir():
+            return f"--out {out} is a folder; name a file"
+        same = out.resolve() == self.path.resolve() or (
+            out.exists() and self.path.exists() and os.path.samefile(out, self.path)
+        )
+        if same:
+            return f"--out {out} is the feedback file itself; name another file"
+        return None
 
 
 def _entry(row: sqlite3.Row) -> FeedbackEntry:
+    """A stored row as an entry; ``ValueError`` naming the column when its JSON has the wrong shape."""
+    history = json.loads(row["history"] or "[]")
+    if not isinstance(history, list) or not all(isinstance(question, str) for question in history):
+        raise ValueError("history is not a list of questions")
+    citations = json.loads(row["citations"] or "[]")
+    if not isinstance(citations, list) or not all(_is_citation(citation) for citation in citations):
+        raise ValueError("citations are not a list of citation objects")
     return FeedbackEntry(
         id=int(row["id"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         question=row["question"],
         standalone_query=row["standalone_query"],
-        history=list(json.loads(row["history"] or "[]")),
+        history=history,
         answer=row["answer"],
-        citations=list(json.loads(row["citations"] or "[]")),
+        citations=citations,
         persona=row["persona"],
         provider=row["provider"],
         model=row["model"],
@@ -277,3 +302,7 @@ def _entry(row: sqlite3.Row) -> FeedbackEntry:
         comment=row["comment"],
         user=row["user"],
     )
+
+
+def _is_citation(value: object) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("source", ""), str)

@@ -22,8 +22,9 @@ class RebuildRefused(RuntimeError):
 
 
 def ingested_folders(store: Store) -> list[Path]:
-    """The folders the knowledge base was ingested from, as the manifest names them."""
-    return [Path(root) for root in sorted({record.root for record in store.file_records().values()})]
+    """The folders the knowledge base was ingested from, as the manifest records them (resolved, so the app
+    finds them whatever folder it was started from; a store made before that names them relative to it)."""
+    return [Path(folder) for folder in sorted({record.root_folder for record in store.file_records().values()})]
 
 
 def rebuild(

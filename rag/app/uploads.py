@@ -27,7 +27,7 @@ from pathlib import Path
 from rag.app.audit import AuditLog
 from rag.config import Settings
 from rag.documents.access import normalize_groups
-from rag.documents.errors import megabytes
+from rag.documents.errors import over_limit
 from rag.index.store import FileRecord
 from rag.ingest.pipeline import Progress, ProgressCallback, ingest
 from rag.search.access import PermissionDenied, Reader, may_read
@@ -93,9 +93,8 @@ def save_upload(name: str, data: bytes, directory: Path, max_bytes: int, replace
         if not data:
             raise UploadRejected(f"'{name}' is empty")
         if len(data) > max_bytes:
-            raise UploadRejected(
-                f"'{name}' is {megabytes(len(data))}, over the {megabytes(max_bytes)} limit (RAG_MAX_FILE_MB)"
-            )
+            size, limit = over_limit(len(data), max_bytes)
+            raise UploadRejected(f"'{name}' is {size}, over the {limit} limit (RAG_MAX_FILE_MB)")
     except UploadRejected as error:
         result.status, result.message = "rejected", str(error)
         return result
@@ -321,7 +320,7 @@ def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) 
         records = [
             record
             for record in store.file_records().values()
-            if record.relpath == name and Path(record.root).resolve() == folder
+            if record.relpath == name and Path(record.root_folder) == folder
         ]
         for record in records:
             store.delete_chunks(store.chunk_ids_of(record.key))

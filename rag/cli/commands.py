@@ -148,24 +148,17 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.batch:
         try:
-            lines = args.batch.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or error
-            print(f"error: cannot read --batch {args.batch}: {reason}", file=sys.stderr)
+            rows = batch_rows(args.batch)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
     retriever = Retriever(settings)
     if args.batch:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                query_id, question = row["id"], row["question"]
-            except (ValueError, KeyError, TypeError):
-                print(f'error: {args.batch}:{number}: expected {{"id", "question"}}', file=sys.stderr)
-                return 2
-            result = retriever.search(question, k=args.k, doc_type=args.doc_type, source=args.source, mode=args.mode)
-            print(json.dumps({"id": query_id, "retrieved": [_passage_row(p) for p in result.passages]}))
+        for row in rows:
+            result = retriever.search(
+                row["question"], k=args.k, doc_type=args.doc_type, source=args.source, mode=args.mode
+            )
+            print(json.dumps({"id": row["id"], "retrieved": [_passage_row(p) for p in result.passages]}))
         return 0
     result = retriever.search(args.query, k=args.k, doc_type=args.doc_type, source=args.source, mode=args.mode)
     if args.json:
@@ -201,7 +194,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.batch:
         try:
-            lines = _batch_lines(args.batch)
+            lines = batch_rows(args.batch, with_history=True)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -212,22 +205,39 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return _ask_one(answerer, persona, args)
 
 
-def _batch_lines(path: Path) -> list[dict]:
-    """The lines of an ``ask --batch`` file, checked before any model is loaded."""
+def batch_rows(path: Path, with_history: bool = False) -> list[dict]:
+    """The lines of a ``--batch`` file as ``{"id", "question"}`` (and ``"history"``), every line checked before
+    any model is loaded or any line answered. Raises ``ValueError`` naming the file, the line and the reason."""
     from rag.app.evaluation import as_turns
+    from rag.documents.front_matter import clip
 
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read --batch {path}: {getattr(error, 'strerror', None) or error}") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             row = json.loads(line)
-            history = as_turns(row.get("history") or [])
-            rows.append({"id": row["id"], "question": str(row["question"]), "history": history})
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f'{path}:{number}: expected {{"id", "question", "history"?}} ({error})') from None
+        except ValueError:
+            raise ValueError(f"{where}: not valid JSON") from None
+        if not isinstance(row, dict):
+            raise ValueError(f'{where}: not a JSON object {{"id", "question"}}')
+        if "id" not in row:
+            raise ValueError(f"{where}: missing 'id'")
+        question = row.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"{where}: 'question' must be a non-empty text, not {clip(repr(question), 40)}")
+        checked = {"id": row["id"], "question": question}
+        if with_history:
+            try:
+                checked["history"] = as_turns(row.get("history") or [])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{where}: 'history' must be a list of turns ({clip(str(error), 80)})") from None
+        rows.append(checked)
     return rows
 
 
@@ -319,25 +329,33 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
-    """``feedback export``: every rating as JSONL, or (``--as-questions``) the thumbs-down as eval questions."""
+    """``feedback export``: every rating as JSONL, or (``--as-questions``) the thumbs-down as eval questions.
+    Everything is read before the output is opened, and the output may not be the feedback file itself."""
     from rag.app.feedback import FeedbackError, FeedbackStore
 
     store = FeedbackStore.for_settings(settings)
-    write = store.export_questions if args.as_questions else store.export_jsonl
+    if args.out and (refusal := store.refuses_as_output(args.out)):
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     try:
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("w", encoding="utf-8") as out:
-                count = write(out)
-        else:
-            count = write(sys.stdout)
+        lines = store.question_lines() if args.as_questions else store.jsonl_lines()
     except FeedbackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.out:
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("w", encoding="utf-8") as out:
+                out.writelines(lines)
+        except OSError as error:
+            print(f"error: cannot write --out {args.out}: {error.strerror or error}", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.writelines(lines)
     for problem in store.skipped:
         print(f"skipped {problem}", file=sys.stderr)
     what = "thumbs-down answers as questions" if args.as_questions else "feedback entries"
-    print(f"{count} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
+    print(f"{len(lines)} {what} from {store.path}" + (f" written to {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 

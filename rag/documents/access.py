@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from rag.documents.front_matter import clip
+
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -42,4 +44,4 @@ def parse_access(value: object) -> tuple[str, ...]:
         return normalize_groups(part for part in value.split(",") if part.strip())
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return normalize_groups(item for item in value if item.strip())
-    raise AccessError(f"expected a list of group names or a comma-separated text, not {value!r}")
+    raise AccessError(f"expected a list of group names or a comma-separated text, not {clip(repr(value))}")

@@ -9,14 +9,25 @@ from __future__ import annotations
 import io
 import re
 
-from rag.documents.errors import LoadError, megabytes
+from rag.documents.errors import LoadError, over_limit
 
 PLACEHOLDER_PDF_TITLES = {"untitled", "untitled document", "(anonymous)", "anonymous"}
 
 
+# html2text indents each level of quotes and lists, so text grows with depth times lines: 56 KB of nested
+# blockquotes became 16 MB. Deeper levels are read as this one (no document nests quotes or lists this deep).
+MAX_HTML_NESTING = 10
+NESTING_TAGS = {"blockquote", "ul", "ol", "dl"}
+
+
 def html_title(html: str) -> str:
-    match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
-    return re.sub(r"\s+", " ", match.group(1)).strip() if match else ""
+    """The first ``<title>``'s text (found by plain searches: a pattern scanning to ``</title>`` from every
+    ``<title>`` would be quadratic on a page of unclosed ones)."""
+    opening = re.search(r"<title[^>]*+>", html, re.IGNORECASE)
+    if opening is None:
+        return ""
+    end = html.lower().find("</title>", opening.end())
+    return " ".join(html[opening.end() : end].split()) if end >= 0 else ""
 
 
 # The types that make a <script> a program (HTML's JavaScript MIME types, plus "module" and no type at all);
@@ -79,13 +90,45 @@ def unwrap_templates(html: str) -> str:
 
 
 def html_to_text(html: str) -> str:
-    import html2text
-
-    converter = html2text.HTML2Text()
+    converter = _flat_html2text()
     converter.body_width = 0
     converter.ignore_images = True
     converter.mark_code = False
     return converter.handle(unwrap_templates(html))
+
+
+def _flat_html2text():
+    """An html2text converter that reads quotes and lists nested past MAX_HTML_NESTING as the last level."""
+    import html2text
+
+    class Flattening(html2text.HTML2Text):
+        depth = 0
+
+        def handle_tag(self, tag, attrs, start):
+            if tag in NESTING_TAGS:
+                if start:
+                    self.depth += 1
+                    if self.depth > MAX_HTML_NESTING:
+                        return
+                else:
+                    self.depth = max(0, self.depth - 1)
+                    if self.depth >= MAX_HTML_NESTING:
+                        return
+            super().handle_tag(tag, attrs, start)
+
+    return Flattening()
+
+
+# docutils reads other files and URLs when a document asks (include, raw :file:/:url:, csv-table :file:): an
+# uploaded page could pull any file the server can read into the knowledge base. Those directives are turned
+# off, and so are docutils' configuration files (which would be read from the working directory).
+RST_SETTINGS = {
+    "report_level": 5,
+    "halt_level": 5,
+    "file_insertion_enabled": False,
+    "raw_enabled": False,
+    "_disable_config": True,
+}
 
 
 def rst_to_text(source: str) -> str:
@@ -93,7 +136,10 @@ def rst_to_text(source: str) -> str:
     from docutils import nodes
     from docutils.core import publish_doctree
 
-    tree = publish_doctree(source, settings_overrides={"report_level": 5, "halt_level": 5})
+    try:
+        tree = publish_doctree(source, settings_overrides=RST_SETTINGS)
+    except RecursionError:
+        raise LoadError("reStructuredText nested too deeply to read") from None
     out: list[str] = []
 
     def visit(node: nodes.Node, depth: int) -> None:
@@ -112,11 +158,16 @@ def rst_to_text(source: str) -> str:
             else:
                 out.append(child.astext())
 
-    visit(tree, 1)
+    try:
+        visit(tree, 1)
+    except RecursionError:
+        raise LoadError("reStructuredText nested too deeply to read") from None
     return "\n\n".join(part for part in out if part.strip())
 
 
-def pdf_to_text(raw: bytes) -> tuple[str, str]:
+def pdf_to_text(raw: bytes, max_chars: int | None = None) -> tuple[str, str]:
+    """The text of every page, and the document's title. Pages are read until their text passes ``max_chars``
+    (the caller refuses such a file; the rest is not extracted)."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -130,7 +181,13 @@ def pdf_to_text(raw: bytes) -> tuple[str, str]:
                 raise
             except Exception as error:  # pypdf raises several kinds for unsupported encryption
                 raise LoadError(f"encrypted PDF: cannot be decrypted ({error})") from None
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages: list[str] = []
+        size = 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            size += len(pages[-1])
+            if max_chars is not None and size > max_chars:
+                break
         title = (reader.metadata.title if reader.metadata else None) or ""
     except LoadError:
         raise
@@ -156,8 +213,9 @@ def _check_inflated_size(raw: bytes, max_bytes: int) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise LoadError(f"corrupt DOCX: {error}") from None
     if inflated > max_bytes:
+        size, limit = over_limit(inflated, max_bytes)
         raise LoadError(
-            f"DOCX inflates to {megabytes(inflated)} when unzipped, over the {megabytes(max_bytes)} limit "
+            f"DOCX inflates to {size} when unzipped, over the {limit} limit "
             "(RAG_MAX_FILE_MB applies to the unzipped content)"
         )
 
@@ -188,12 +246,27 @@ def docx_to_text(raw: bytes, max_bytes: int) -> str:
             else:
                 out.append(text)
         elif isinstance(block, Table):
-            rows = [[cell.text.strip().replace("|", "\\|") for cell in row.cells] for row in block.rows]
+            rows = _table_rows(block)
             if rows:
                 lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
                 lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
                 out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def _table_rows(table) -> list[list[str]]:
+    """The table's cells as text. A merged cell is listed once per grid position it covers; its text is kept
+    at the first (one cell merged over a 500 by 500 grid would otherwise repeat its text 250,000 times)."""
+    seen: set = set()  # the cells' XML elements, kept alive so that one element is always the same object
+    rows = []
+    for row in table.rows:
+        cells = []
+        for cell in row.cells:
+            first = cell._tc not in seen
+            seen.add(cell._tc)
+            cells.append(cell.text.strip().replace("|", "\\|") if first else "")
+        rows.append(cells)
+    return rows
 
 
 def _has_title(document) -> bool:

@@ -7,7 +7,7 @@ names that are not UTF-8 are reported, and the empty path and ``/`` are refused.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,8 +21,14 @@ class SourceFile:
     """A file found under an ingested root."""
 
     path: Path  # absolute
-    root: str  # the root as the user named it (relative to the working directory when inside it)
+    root: str  # the root as first named (relative to the working directory of that run when inside it)
     relpath: str  # posix path relative to the root
+    root_path: str = ""  # the root folder, resolved: what makes two names of one folder the same root
+
+    @property
+    def identity(self) -> str:
+        """The file whatever path named it: its resolved root folder and its path inside it."""
+        return f"{self.root_path}/{self.relpath}" if self.root_path else os.path.realpath(self.path)
 
     @property
     def key(self) -> str:
@@ -49,6 +55,7 @@ class Discovery:
     failures: list[Failure]
     roots: list[str]  # roots that exist and were walked (pruning is scoped to these)
     single_files: set[str]  # keys of files named directly (their parent is not pruned)
+    folders: list[str] = field(default_factory=list)  # the walked roots' folders, resolved
 
 
 def root_label(path: Path) -> str:
@@ -97,13 +104,14 @@ def discover(paths: list[Path], follow_symlinks: bool = False) -> Discovery:
     failures: list[Failure] = []
     roots: list[str] = []
     single: set[str] = set()
+    folders: list[str] = []
     for given in map(Path, paths):
         if not given.exists() and not given.is_symlink():
             failures.append(Failure(printable(str(given)), "path does not exist"))
             continue
         if given.is_file():
             label = root_label(given.parent)
-            ref = SourceFile(given.resolve(), label, given.name)
+            ref = SourceFile(given.resolve(), label, given.name, given.parent.resolve().as_posix())
             if given.suffix.lower() not in SUPPORTED_SUFFIXES:
                 failures.append(Failure(printable(str(given)), f"unsupported file type '{given.suffix}'"))
             elif not _valid_name(given.name):
@@ -119,8 +127,9 @@ def discover(paths: list[Path], follow_symlinks: bool = False) -> Discovery:
             continue
         label = root_label(given)
         roots.append(label)
+        folders.append(given.resolve().as_posix())
         files.extend(_walk(given, label, failures, follow_symlinks))
-    return Discovery(_unique(files), failures, roots, single)
+    return Discovery(_unique(files), failures, roots, single, folders)
 
 
 BAD_NAME = "the file name is not valid UTF-8; rename the file to ingest it"
@@ -152,6 +161,7 @@ def _walk(root: Path, label: str, failures: list[Failure], follow_symlinks: bool
     found: list[SourceFile] = []
     seen_dirs: set[str] = set()
     real_root = os.path.realpath(root)
+    root_path = Path(real_root).as_posix()
 
     def on_error(error: OSError) -> None:
         failures.append(Failure(printable(str(error.filename)), f"cannot read folder: {error.strerror}"))
@@ -184,5 +194,5 @@ def _walk(root: Path, label: str, failures: list[Failure], follow_symlinks: bool
             elif not follow_symlinks and not _inside(os.path.realpath(path), real_root):
                 failures.append(Failure(shown(path), OUTSIDE.format(what="a file")))
             else:
-                found.append(SourceFile(path.absolute(), label, rel))
+                found.append(SourceFile(path.absolute(), label, rel, root_path))
     return found

@@ -25,9 +25,13 @@ IN_FORCE = frozenset({"accepted"})
 ADR_ID = re.compile(r"\badr[-_ ]?0*(\d{1,5})(?!\d)", re.IGNORECASE)
 ISO_DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 SUPERSEDED_BY = re.compile(r"\bsuperseded\s+by\s+(?:\[)?([A-Za-z]+[-_ ]?\d+|[^\s.,;)\]]+)", re.IGNORECASE)
-SUPERSEDED_ON = re.compile(r"\bsuperseded\b[^.]*?\bon\s+(\d{4}-\d{2}-\d{2})", re.IGNORECASE)
-STATUS_HEADING = re.compile(r"^#{1,6}\s*status\s*#*\s*$", re.IGNORECASE | re.MULTILINE)
-STATUS_LINE = re.compile(r"^\s*(?:[-*]\s*)?\**status\**\s*:\s*\**\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+# Linear in the text: the date is looked for within a sentence's reach of "superseded", and the status
+# patterns stay on one line and never give back the spaces they took.
+SUPERSEDED_ON = re.compile(r"\bsuperseded\b[^.]{0,200}?\bon\s+(\d{4}-\d{2}-\d{2})", re.IGNORECASE)
+STATUS_HEADING = re.compile(r"^#{1,6}[ \t]*+status[ \t]*+#*+[ \t]*+$", re.IGNORECASE | re.MULTILINE)
+STATUS_LINE = re.compile(
+    r"^[ \t]*+(?:[-*][ \t]*+)?\**+status\**+[ \t]*+:[ \t]*+\**+[ \t]*+(\S(?:[^\n]*\S)?)", re.IGNORECASE | re.MULTILINE
+)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Every supported format (Markdown, text, reStructuredText, HTML, PDF, DOCX) is co
 headings are Markdown headings (``rag.documents.converters``), so that one chunker serves them all; a document also
 records its place in the site, the titles of the folders above it (``rag.documents.site_path``). Bad input raises
 ``LoadError`` with a reason a user can act on; it never stops the caller's other files. Only regular files are
-read, their size checked before reading, so a pipe or a link to a device cannot hang or flood it.
+read, their size checked before reading, so a pipe or a link to a device cannot hang or flood it; and what a file
+turns into is bounded too (``TextLimits``): its text, includes expanded, may not pass ``RAG_MAX_TEXT_MB`` nor be
+more than ``RAG_MAX_EXPANSION`` times the size of the files it is made from.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.config import DEFAULT_MAX_EXPANSION, DEFAULT_MAX_TEXT_MB, Settings
 from rag.documents import converters
 from rag.documents.access import AccessError, parse_access
 from rag.documents.discovery import SourceFile
 from rag.documents.doc_status import DocStatus, read_status
-from rag.documents.errors import LoadError, SkippedFile, megabytes
-from rag.documents.shortcodes import include_reader
+from rag.documents.errors import MIB, LoadError, SkippedFile, megabytes, over_limit
+from rag.documents.front_matter import FrontMatterError, clip, split_front_matter
+from rag.documents.shortcodes import ExpansionError, IncludeBudget, include_reader
 from rag.documents.shortcodes import render as render_shortcodes
 from rag.documents.site_path import folder_titles
 
@@ -34,6 +38,18 @@ UNICODE_BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """How much text one file may turn into (``RAG_MAX_TEXT_MB``, ``RAG_MAX_EXPANSION``)."""
+
+    max_chars: int = int(DEFAULT_MAX_TEXT_MB * MIB)
+    max_expansion: float = DEFAULT_MAX_EXPANSION
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TextLimits:
+        return cls(settings.max_text_chars, settings.max_expansion)
 
 
 @dataclass
@@ -64,17 +80,22 @@ def infer_doc_type(ref: SourceFile) -> str:
 
 
 def load(
-    ref: SourceFile, max_bytes: int, doc_type: str | None = None, access: tuple[str, ...] = ()
+    ref: SourceFile,
+    max_bytes: int,
+    doc_type: str | None = None,
+    access: tuple[str, ...] = (),
+    limits: TextLimits = TextLimits(),
 ) -> Document:
     """Reads and converts one file. Raises ``LoadError`` with the reason when it cannot. ``access``: the groups
-    the ingest restricts it to (``--access``, an upload's group), unless its front matter names its own."""
+    the ingest restricts it to (``--access``, an upload's group), unless its front matter names its own;
+    ``limits``: how much text it may turn into."""
     raw = read_file(ref.path, max_bytes)
     if not raw.strip():
         raise LoadError("empty file")
     suffix = ref.path.suffix.lower()
     meta: dict = {}
     if suffix == ".pdf":
-        text, pdf_title = converters.pdf_to_text(raw)
+        text, pdf_title = converters.pdf_to_text(raw, limits.max_chars)
         meta["title"] = pdf_title
     elif suffix == ".docx":
         text = converters.docx_to_text(raw, max_bytes)
@@ -84,14 +105,21 @@ def load(
             meta, text = _split_front_matter(text)
             if not text.strip():
                 raise SkippedFile("only front matter, no text (a site's section page); skipped")
-            text = render_shortcodes(text, include_reader(_root_folder(ref), ref.path, max_bytes))
+            budget = IncludeBudget(len(text), limits.max_chars, limits.max_expansion)
+            try:
+                text = render_shortcodes(text, include_reader(_root_folder(ref), ref.path, max_bytes), budget)
+            except ExpansionError as error:
+                raise LoadError(str(error)) from None
             if not text.strip():
                 raise SkippedFile("only shortcodes with nothing to read (a page the site generates); skipped")
         elif suffix in (".html", ".htm"):
             meta["title"] = converters.html_title(text)
             text = converters.html_to_text(text)
+            _check_expansion(text, raw, limits)
         elif suffix == ".rst":
             text = converters.rst_to_text(text)
+            _check_expansion(text, raw, limits)
+    _check_text_size(text, limits)
     if not text.strip():
         raise LoadError("no text content after conversion")
     return Document(
@@ -108,6 +136,23 @@ def load(
     )
 
 
+def _check_text_size(text: str, limits: TextLimits) -> None:
+    if len(text) > limits.max_chars:
+        size, limit = over_limit(len(text), limits.max_chars)
+        raise LoadError(f"converts to {size} of text, over the {limit} limit (RAG_MAX_TEXT_MB)")
+
+
+def _check_expansion(text: str, raw: bytes, limits: TextLimits) -> None:
+    """HTML and rST convert to less than their own size; markup that multiplies (nested quotes and lists, rST
+    substitutions of substitutions) is refused. A page's includes are held to the same rule as they are read
+    (``IncludeBudget``); PDF and DOCX, compressed, are held to RAG_MAX_TEXT_MB (and DOCX to its unzipped size)."""
+    if len(text) > limits.max_expansion * len(raw) + 4096:  # a few lines of labels on a tiny file are no blow-up
+        raise LoadError(
+            f"converts to {len(text) / len(raw):.0f} times its own size, over the {limits.max_expansion:g} times "
+            "limit (RAG_MAX_EXPANSION)"
+        )
+
+
 def _root_folder(ref: SourceFile) -> Path:
     """The ingested folder ``ref`` was found under (includes are only read from inside it)."""
     return ref.path.parents[len(Path(ref.relpath).parts) - 1]
@@ -120,7 +165,7 @@ def _tags(value: object) -> list[str]:
         return [tag.strip() for tag in value.split(",") if tag.strip()]
     if isinstance(value, list) and all(isinstance(tag, (str, int, float)) for tag in value):
         return [str(tag) for tag in value]
-    raise LoadError(f"front matter 'tags' must be a list or a comma-separated text, not {value!r}")
+    raise LoadError(f"front matter 'tags' must be a list or a comma-separated text, not {clip(repr(value))}")
 
 
 def _scalar(meta: dict, name: str) -> str:
@@ -128,7 +173,7 @@ def _scalar(meta: dict, name: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        raise LoadError(f"front matter '{name}' must be a single value, not {value!r}")
+        raise LoadError(f"front matter '{name}' must be a single value, not {clip(repr(value))}")
     return str(value).strip()
 
 
@@ -157,7 +202,7 @@ def read_file(path: Path, max_bytes: int) -> bytes:
             if not stat.S_ISREG(info.st_mode):
                 raise LoadError("not a regular file (a pipe, device or socket)")
             if info.st_size > max_bytes:
-                size, limit = megabytes(info.st_size), megabytes(max_bytes)
+                size, limit = over_limit(info.st_size, max_bytes)
                 raise LoadError(f"file is {size}, over the {limit} limit (RAG_MAX_FILE_MB)")
             data = handle.read(max_bytes + 1)
             if len(data) > max_bytes:
@@ -206,21 +251,26 @@ def decode_text(raw: bytes) -> str:
 
 
 def _split_front_matter(text: str) -> tuple[dict, str]:
-    if not text.startswith("---"):
-        return {}, text
-    import frontmatter
-    import yaml
-
     try:
-        post = frontmatter.loads(text)
-    except yaml.YAMLError as error:
-        raise LoadError(f"invalid YAML front matter: {str(error).splitlines()[0]}") from None
-    return dict(post.metadata), post.content
+        return split_front_matter(text)
+    except FrontMatterError as error:
+        raise LoadError(str(error)) from None
+
+
+HEADING_LINE = re.compile(r"^#{1,6}[ \t]++(\S[^\n]*+)", re.MULTILINE)
 
 
 def _first_heading(text: str) -> str:
-    match = re.search(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
-    return match.group(1).strip() if match else ""
+    """The first Markdown heading's text, without a closing run of "#" (found line by line: the pattern that
+    also took off the closing hashes and spaces was cubic on a heading full of spaces)."""
+    match = HEADING_LINE.search(text)
+    if not match:
+        return ""
+    heading = match.group(1).rstrip()
+    opened = heading.rstrip("#")
+    if opened != heading and (not opened or opened[-1] in " \t"):
+        heading = opened.rstrip()
+    return heading
 
 
 def _title_from_name(path: Path) -> str:

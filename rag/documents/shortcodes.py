@@ -4,7 +4,8 @@ A static-site page is Markdown sprinkled with template calls that the site gener
 ``{{< call-out class="note" >}}`` or ``{{% tab name="Helm" %}}`` would be indexed as words and the text of
 ``{{< include "x.md" >}}`` would be missing. Here admonitions become their text after a bold label
 (``**Note:** ...``), tabs and details keep their text under a bold label with their name, includes are
-replaced by the included file when it lies under the same root (cycles and deep nesting are cut), links
+replaced by the included file when it lies under the same root (cycles and deep nesting are cut, and an
+``IncludeBudget`` stops a page whose includes multiply its size: each level including the next ten times), links
 (``ref``, ``relref``) become their target, and calls with nothing to read (icons, version numbers, remote
 code) are dropped or reduced to their visible text (``alt``, ``text``, a link's label). A heading's
 anchor attribute (``## Setup {#setup}``) is taken off so that it stays out of section paths.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_INCLUDE_DEPTH = 8
+MAX_CALL_NESTING = 50  # tabs in tabs in notes: a few levels; fifty is no page's
 ADMONITIONS = {
     "note", "notes", "important", "warning", "warn", "tip", "hint", "caution", "danger", "info", "alert",
     "notice", "callout", "call-out", "admonition", "attention", "error", "success", "example", "deprecated",
@@ -32,14 +34,52 @@ LINKS = {"ref", "relref"}
 VISIBLE_ATTRIBUTES = ("alt", "text", "caption", "label", "title")
 BLOCK_START = re.compile(r"\s*(#|[-*+] |\d+[.)] |```|~~~|\||>)")
 
-HUGO_TAG = re.compile(r"\{\{([<%])\s*(/?)\s*([A-Za-z_][\w-]*)(.*?)\s*/?\s*[>%]\}\}", re.DOTALL)
+# Every pattern that reads a page runs in linear time: possessive quantifiers never give back what they took,
+# and a call's arguments end at the next opener (``{{`` or ``{%``), so an opener that is never closed costs a
+# scan to the next one, not to the end of the page. (``(.*?)\s*/?\s*`` was cubic: 2.5 KB of spaces took 78 s.)
+HUGO_TAG = re.compile(r"\{\{([<%])\s*+(/?)\s*+([A-Za-z_][\w-]*+)((?:[^>%{]++|[>%](?!\}\})|\{(?!\{))*+)[>%]\}\}")
 ARGUMENT = re.compile(r"""(?:([\w-]+)\s*=\s*)?(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`|'([^']*)'|([^\s"'`=]+))""")
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")  # list items indent their fences deeper than 3
-JEKYLL_TAG = re.compile(r"(?<!\{)\{%-?\s*(\w+)(.*?)\s*-?%\}(?!\})", re.DOTALL)
-HEADING_ATTRIBUTES = re.compile(r"^(#{1,6}[ \t].*?\S)[ \t]*\{[#.][^}\n]*\}[ \t]*$", re.MULTILINE)  # "## Setup {#setup}"
+JEKYLL_TAG = re.compile(r"(?<!\{)\{%-?+\s*+(\w++)((?:[^%{]++|%(?!\}(?!\}))|\{(?!%))*+)%\}(?!\})")
+# "## Setup {#setup}"
+HEADING_ATTRIBUTES = re.compile(r"^(#{1,6}[ \t][^\n]*?\S)[ \t]*+\{[#.][^{}\n]*+\}[ \t]*+$", re.MULTILINE)
 JEKYLL_BLOCKS = {"raw": "endraw", "comment": "endcomment", "highlight": "endhighlight"}
 
 IncludeReader = Callable[[str, str], "tuple[str, str] | None"]  # (kind, argument) -> (key, text) or None
+
+
+class ExpansionError(ValueError):
+    """A page whose includes would make it too large; the message names the limit."""
+
+
+@dataclass
+class IncludeBudget:
+    """How much text a page's includes may add: in all at most ``max_chars`` with the page, and at most
+    ``max_expansion`` times the size of the page and the files it includes (each counted once). An included
+    file is counted before it is rendered, so a fan-out stops before its text is built."""
+
+    page_chars: int
+    max_chars: int
+    max_expansion: float
+    added: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    source_chars: int = 0
+
+    def spend(self, key: str, text: str) -> None:
+        if key not in self.sources:
+            self.sources[key] = len(text)
+            self.source_chars += len(text)
+        self.added += len(text)
+        total = self.page_chars + self.added
+        if total > self.max_chars:
+            raise ExpansionError(
+                f"its includes make it over the {self.max_chars / 1048576:.1f} MB limit (RAG_MAX_TEXT_MB)"
+            )
+        if total > self.max_expansion * (self.page_chars + self.source_chars):
+            raise ExpansionError(
+                f"its includes make it over {self.max_expansion:g} times the size of the files it is made from "
+                "(include fan-out; RAG_MAX_EXPANSION)"
+            )
 
 
 @dataclass
@@ -53,13 +93,19 @@ class Call:
     paired: bool = False
 
 
-def render(text: str, read_include: IncludeReader | None = None, _seen: frozenset[str] = frozenset()) -> str:
+def render(
+    text: str,
+    read_include: IncludeReader | None = None,
+    budget: IncludeBudget | None = None,
+    _seen: frozenset[str] = frozenset(),
+) -> str:
     """``text`` with its Hugo shortcodes and Jekyll tags rendered. ``read_include(kind, argument)`` returns
-    the included file's identity and text (``kind`` is "hugo" or "jekyll"), or None when it cannot be read."""
+    the included file's identity and text (``kind`` is "hugo" or "jekyll"), or None when it cannot be read.
+    Raises ``ExpansionError`` when the includes go past ``budget``."""
     if "{{" in text:
-        text = _render_nodes(_parse(text), read_include, _seen)
+        text = _render_nodes(_parse(text), _Includes(read_include, budget), _seen)
     if "{%" in text:
-        text = _outside_fences(text, lambda prose: _jekyll_prose(prose, read_include, _seen))
+        text = _outside_fences(text, lambda prose: _jekyll_prose(prose, _Includes(read_include, budget), _seen))
     if "{" in text:
         text = _outside_fences(text, lambda prose: HEADING_ATTRIBUTES.sub(r"\1", prose))
     return text
@@ -78,10 +124,11 @@ def _parse(text: str) -> list[str | Call]:
         position = match.end()
         closing, name = match.group(2) == "/", match.group(3).lower()
         if not closing:
-            args, positional = _arguments(match.group(4))
+            args, positional = _arguments(_trailing_slash_off(match.group(4)))
             call = Call(name, args, positional)
             current().append(call)
-            stack.append((call, current()))
+            if len(stack) < MAX_CALL_NESTING:  # deeper calls are read as self-closing (rendering recurses)
+                stack.append((call, current()))
             continue
         if not any(open_call.name == name for open_call, _ in stack):
             continue  # a closing tag nothing opened: dropped
@@ -95,6 +142,12 @@ def _parse(text: str) -> list[str | Call]:
     while stack:
         _unpair(*stack.pop())
     return root
+
+
+def _trailing_slash_off(source: str) -> str:
+    """A call's arguments without the ``/`` of a self-closing call (``{{< icon "x" />}}``)."""
+    source = source.rstrip()
+    return source[:-1].rstrip() if source.endswith("/") else source
 
 
 def _unpair(call: Call, parent: list[str | Call]) -> None:
@@ -115,15 +168,21 @@ def _arguments(source: str) -> tuple[dict[str, str], list[str]]:
     return named, positional
 
 
-def _render_nodes(nodes: list[str | Call], read_include: IncludeReader | None, seen: frozenset[str]) -> str:
-    return "".join(node if isinstance(node, str) else _render_call(node, read_include, seen) for node in nodes)
+@dataclass
+class _Includes:
+    read: IncludeReader | None
+    budget: IncludeBudget | None
 
 
-def _render_call(call: Call, read_include: IncludeReader | None, seen: frozenset[str]) -> str:
-    inner = _render_nodes(call.children, read_include, seen)
+def _render_nodes(nodes: list[str | Call], includes: _Includes, seen: frozenset[str]) -> str:
+    return "".join(node if isinstance(node, str) else _render_call(node, includes, seen) for node in nodes)
+
+
+def _render_call(call: Call, includes: _Includes, seen: frozenset[str]) -> str:
+    inner = _render_nodes(call.children, includes, seen)
     name = call.name
     if name == "include":
-        return _include("hugo", _first(call), read_include, seen)
+        return _include("hugo", _first(call), includes, seen)
     if name in LINKS:
         return _first(call)
     if name in ADMONITIONS or name.startswith(("call-out", "callout", "admonition")):
@@ -165,17 +224,19 @@ def _visible_text(call: Call) -> str:
     return ""
 
 
-def _include(kind: str, argument: str, read_include: IncludeReader | None, seen: frozenset[str]) -> str:
-    if not argument or read_include is None or len(seen) >= MAX_INCLUDE_DEPTH:
+def _include(kind: str, argument: str, includes: _Includes, seen: frozenset[str]) -> str:
+    if not argument or includes.read is None or len(seen) >= MAX_INCLUDE_DEPTH:
         return ""
-    found = read_include(kind, argument)
+    found = includes.read(kind, argument)
     if found is None or found[0] in seen:  # missing, outside the root, or a cycle
         return ""
     key, included = found
-    return render(included, read_include, seen | {key}).strip("\n")
+    if includes.budget is not None:
+        includes.budget.spend(key, included)
+    return render(included, includes.read, includes.budget, seen | {key}).strip("\n")
 
 
-def _jekyll_include(kind: str, argument: str, read_include: IncludeReader | None, seen: frozenset[str]) -> str:
+def _jekyll_include(kind: str, argument: str, includes: _Includes, seen: frozenset[str]) -> str:
     """``{% include note.html content="..." %}``: an admonition include is its text after a label (its template
     is markup); any other include is the file with its ``{{ include.name }}`` parameters filled in."""
     path, _, rest = argument.partition(" ")
@@ -184,7 +245,7 @@ def _jekyll_include(kind: str, argument: str, read_include: IncludeReader | None
     text = params.get("content") or params.get("text") or ""
     if stem in ADMONITIONS and text:
         return _labelled(stem.capitalize() + ":", text)
-    included = _include(kind, path, read_include, seen)
+    included = _include(kind, path, includes, seen)
     return re.sub(r"\{\{-?\s*include\.([\w-]+)\s*-?\}\}", lambda m: params.get(m.group(1).lower(), ""), included)
 
 
@@ -210,7 +271,7 @@ def _outside_fences(text: str, rewrite: Callable[[str], str]) -> str:
     return "".join(out)
 
 
-def _jekyll_prose(text: str, read_include: IncludeReader | None, seen: frozenset[str]) -> str:
+def _jekyll_prose(text: str, includes: _Includes, seen: frozenset[str]) -> str:
     out: list[str] = []
     position = 0
     while True:
@@ -219,7 +280,7 @@ def _jekyll_prose(text: str, read_include: IncludeReader | None, seen: frozenset
             out.append(text[position:])
             return "".join(out)
         out.append(text[position : match.start()])
-        name, argument = match.group(1).lower(), match.group(2).strip()
+        name, argument = match.group(1).lower(), match.group(2).removesuffix("-").strip()  # "-%}" trims space
         position = match.end()
         if name in JEKYLL_BLOCKS:
             end = re.compile(r"\{%-?\s*" + JEKYLL_BLOCKS[name] + r"\s*-?%\}")
@@ -233,7 +294,7 @@ def _jekyll_prose(text: str, read_include: IncludeReader | None, seen: frozenset
                 out.append(f"```{language}\n{body.strip(chr(10))}\n```")
         elif name in ("include", "include_relative"):
             kind = "jekyll" if name == "include" else "jekyll-relative"
-            out.append(_jekyll_include(kind, argument, read_include, seen))
+            out.append(_jekyll_include(kind, argument, includes, seen))
         elif name in ("link", "post_url"):
             out.append(argument)
         # any other tag (if, for, assign, capture, ...) is template logic: dropped, its content kept
@@ -246,8 +307,14 @@ def include_reader(root: Path, page: Path, max_bytes: int) -> IncludeReader:
     then, for Hugo, the root and the page's folder; nothing outside ``root`` or over ``max_bytes`` is read."""
     real_root = root.resolve()
     folders = [folder for folder in (page.parent, *page.parent.parents) if folder.is_relative_to(root)]
+    cache: dict[tuple[str, str], tuple[str, str] | None] = {}  # a snippet included many times is read once
 
     def read(kind: str, argument: str) -> tuple[str, str] | None:
+        if (kind, argument) not in cache:
+            cache[kind, argument] = find(kind, argument)
+        return cache[kind, argument]
+
+    def find(kind: str, argument: str) -> tuple[str, str] | None:
         relative = argument.lstrip("/")
         if kind == "hugo":
             candidates = [folder / "includes" / relative for folder in folders]

@@ -47,11 +47,11 @@ def _folder_title(folder: Path, max_bytes: int) -> str:
 @lru_cache(maxsize=4096)
 def _title_of(page: str, mtime_ns: int, size: int) -> str:
     """The page's front matter title (cached per version of the file: an edited title is read again)."""
-    import frontmatter
+    from rag.documents.front_matter import split_front_matter
 
     try:
         with open(page, encoding="utf-8-sig", errors="replace") as handle:
-            meta = frontmatter.loads(handle.read()).metadata
+            meta, _ = split_front_matter(handle.read())
     except Exception:  # a broken section page must not cost the files below it their ingest
         return ""
     title = meta.get("title")

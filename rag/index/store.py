@@ -18,6 +18,7 @@ keep working during the rebuild.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,10 +72,25 @@ class FileRecord:
     access: str = ""
     doc_type_option: str = ""
     access_option: str = ""
+    root_path: str = ""  # the root folder, resolved (empty in a store made before it was recorded)
+
+    @property
+    def root_folder(self) -> str:
+        """The root's folder: as recorded, or for an entry made before that, its name read the way it was
+        written, relative to the working directory (the best guess there is)."""
+        if self.root_path:
+            return self.root_path
+        return os.path.normpath(os.path.join(os.path.realpath(os.getcwd()), self.root))
+
+    @property
+    def identity(self) -> str:
+        """The file whatever path named it (see ``SourceFile.identity``)."""
+        return f"{self.root_folder}/{self.relpath}"
 
     def metadata(self) -> dict[str, Any]:
         return {
             "root": self.root,
+            "root_path": self.root_path,
             "relpath": self.relpath,
             "file_hash": self.file_hash,
             "doc_type": self.doc_type,
@@ -102,6 +118,7 @@ class FileRecord:
             access=str(meta.get("access") or ""),
             doc_type_option=str(meta.get("doc_type_option") or ""),
             access_option=str(meta.get("access_option") or ""),
+            root_path=str(meta.get("root_path", "")),
         )
 
 

@@ -16,6 +16,11 @@ chunk's text (without its markup: ``rag.text.embedded_text``); the budget counts
 what the model's window has left, so no text is ever past the model's limit. The file's place in its site
 (``Document.site``) is metadata only: in the embedded prefix it lowered retrieval on our question set.
 
+Repeated text: a chunk whose text the document already has under the same section is left out (under another
+heading it reads differently to the encoder and stays). Hundreds of chunks of one text in one section (24 KB
+of "{{< a " repeated) share one vector, and such a cluster can trap the vector index's graph search: every
+dense search of the store then returned those chunks (in about one build in eight of the fault drill's store).
+
 Hostile input keeps time, memory and chunk length bounded: every text is measured as the larger of its
 tokens and its characters / ``MAX_CHARS_PER_TOKEN``, and long blocks are cut by windows
 (``rag.ingest.block_cutting``).
@@ -28,6 +33,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rag.documents.errors import LoadError
 from rag.documents.loading import Document
 from rag.index.chunk_access import access_metadata
 from rag.ingest.block_cutting import MAX_CHARS_PER_TOKEN, fit
@@ -124,7 +130,10 @@ def chunk_document(
     chunk_tokens: int,
     overlap: int,
     max_seq_length: int,
+    max_chunks: int | None = None,
 ) -> list[Chunk]:
+    """The document's chunks. Raises ``LoadError`` as soon as it would make more than ``max_chunks``
+    (``RAG_MAX_CHUNKS_PER_FILE``): the rest of the document is not read."""
     window = max_seq_length - SPECIAL_TOKENS
     count_tokens = _bounded_measure(count_tokens)
     prefixes: dict[str, str] = {}
@@ -140,8 +149,14 @@ def chunk_document(
         return max(16, min(chunk_tokens, window - count_tokens(prefix_of(section))))
 
     chunks: list[Chunk] = []
+    seen: set[tuple[str, str]] = set()
     for section, text, offset, tokens in _section_chunks(document, budget_of, overlap, count_tokens):
+        if (section, text) in seen:  # see "Repeated text" above
+            continue
+        seen.add((section, text))
         position = len(chunks)
+        if max_chunks is not None and position >= max_chunks:
+            raise LoadError(f"makes over {max_chunks:,} chunks, the limit per file (RAG_MAX_CHUNKS_PER_FILE)")
         chunks.append(
             Chunk(
                 id=chunk_id(document.source.key, position, text),

@@ -32,7 +32,7 @@ from rag.documents.discovery import Discovery, Failure, SourceFile, discover
 from rag.documents.doc_status import status_metadata
 from rag.documents.errors import LoadError, SkippedFile
 from rag.documents.git_dates import last_commits
-from rag.documents.loading import Document, load
+from rag.documents.loading import Document, TextLimits, load
 from rag.index.embedding import Embedder
 from rag.index.store import FileRecord, Store, StoreDamagedError
 from rag.index.store_files import move_damaged_aside
@@ -40,11 +40,12 @@ from rag.ingest import reindex as reindex_swap
 from rag.ingest.chunking import Chunk, chunk_document
 from rag.ingest.sync_plan import (
     FileOptions,
+    KnownFiles,
     changed_files,
     file_options,
+    identify,
     reindex_refusals,
     removable,
-    under_known_roots,
     vanished,
 )
 
@@ -140,15 +141,21 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
         target = _open_for_writing(store, settings, reindex)
-        refusals = reindex_refusals(found, store.file_records()) if target is not store and not force_prune else []
+        current = store.file_records()
+        known = identify(found, current)
+        found.files = known.files
+        refusals = reindex_refusals(found, current) if target is not store and not force_prune else []
         if refusals:
             report.files_failed += refusals
             report.files_seen, report.chunks_total = len(found.files), store.count()
             report.seconds = time.perf_counter() - started
             return report  # nothing built, nothing swapped: the store stays as it was
         records = target.file_records()
-        remembered = records if target is store else store.file_records()  # a reindex keeps what files were told
-        found.files = under_known_roots(found, records)
+        remembered = records if target is store else current  # a reindex keeps what files were told
+        dropped = False
+        if target is store:
+            report.files_removed += _merge_copies(known, records, store)
+            dropped = bool(known.duplicates)
         work, report.files_unchanged, unreadable = changed_files(
             found, records, doc_type, settings.max_file_bytes, access
         )
@@ -159,7 +166,7 @@ def ingest(
             report.files_failed += refusals
         if work and target.exists():
             target.check_backend(embedder.backend)  # refused before any file is touched, as another model is
-        dropped = _drop_half_written(report.files_failed, found, records, target)
+        dropped |= _drop_half_written(report.files_failed, found, records, target)
         dropped |= target.pending()  # a run killed after writing chunks, before its revision bump
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
@@ -169,7 +176,8 @@ def ingest(
         for ref in work:
             options = file_options(ref, remembered, doc_type, access)
             try:
-                document = load(ref, settings.max_file_bytes, options.doc_type, options.access)
+                limits = TextLimits.for_settings(settings)
+                document = load(ref, settings.max_file_bytes, options.doc_type, options.access, limits)
                 if ref.path in commits:
                     document.commit_id, document.commit_date = commits[ref.path].id, commits[ref.path].date
                 chunks = chunk_document(
@@ -178,6 +186,7 @@ def ingest(
                     settings.chunk_tokens,
                     settings.chunk_overlap,
                     embedder.max_seq_length,
+                    settings.max_chunks_per_file,
                 )
                 if not chunks:
                     raise LoadError("nothing to index: the file has headings but no text under them")
@@ -192,7 +201,7 @@ def ingest(
                 dropped |= _drop_half_written([report.files_failed[-1]], found, records, target)
                 tick(ref.display_path, "failed")
                 continue
-            pending.append(_Pending(document, chunks, ref.key not in records, options))
+            pending.append(_Pending(document, chunks, _never_stored(ref, records), options))
             if sum(len(p.chunks) for p in pending) >= EMBED_GROUP_CHUNKS:
                 _commit(pending, target, vectors, records, report, tick)
                 pending = []
@@ -239,6 +248,20 @@ def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
     return not store.exists() or KeywordIndex.stored_revision(settings.data_dir) == store.revision()
 
 
+def _merge_copies(known: KnownFiles, records: dict[str, FileRecord], store: Store) -> int:
+    """A store made before root folders were recorded may hold a folder twice (named from two working
+    directories): the extra copies go, and the records kept note their folder. Returns the copies removed."""
+    for record in known.duplicates:
+        store.delete_chunks(store.chunk_ids_of(record.key))
+        store.delete_file_records([record.key])
+        records.pop(record.key, None)
+    store.save_file_records([r for r in known.migrated if r.key in records])
+    for record in known.migrated:
+        if record.key in records:
+            records[record.key] = record
+    return len(known.duplicates)
+
+
 def _drop_half_written(
     failures: list[Failure], found: Discovery, records: dict[str, FileRecord], store: Store
 ) -> bool:
@@ -265,6 +288,12 @@ def _forget(ref: SourceFile, records: dict[str, FileRecord], store: Store) -> bo
     store.delete_file_records([ref.key])
     del records[ref.key]
     return True
+
+
+def _never_stored(ref: SourceFile, records: dict[str, FileRecord]) -> bool:
+    """A file with no entry, or with one a killed run left before the file was ever complete (no hash yet):
+    reported as added, not updated."""
+    return ref.key not in records or not records[ref.key].file_hash
 
 
 def _commit(
@@ -307,6 +336,7 @@ def _commit(
 def _record(p: _Pending, previous: FileRecord | None, now: float, complete: bool) -> FileRecord:
     source = p.document.source
     return FileRecord(
+        root_path=source.root_path,
         key=source.key,
         root=source.root,
         relpath=source.relpath,

@@ -2,8 +2,12 @@
 
 Which discovered files are new or changed (their content hash against the manifest), which recorded files have
 vanished from the roots this run walks, and which of those may be removed: a root that lost more than half of its
-documents at once (an unmounted share, a wrong checkout) keeps them unless the run forces the prune. A file named
-on its own that lies under a root ingested before keeps that root's key.
+documents at once (an unmounted share, a wrong checkout) keeps them unless the run forces the prune.
+
+A file is one document whatever path names it: a root is known by its resolved folder, not by the name a run
+gave it (``docs`` from one working directory, ``/srv/proj/docs`` or a link from another), so a file the store
+holds keeps its key, and a file named on its own that lies under a root ingested before takes that root's key.
+A store made before root folders were recorded may hold a folder twice; ``identify`` finds the extra copies.
 
 What a run was told about its files (a forced doc type, the groups of ``--access``) is kept in the manifest, and a
 later run that is not told again uses it (``file_options``): a cron job that forgets ``--access`` never makes a
@@ -12,8 +16,9 @@ restricted folder readable by everyone, and a new file in such a folder gets its
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rag.documents.discovery import Discovery, Failure, SourceFile
@@ -82,7 +87,14 @@ def vanished(found: Discovery, records: dict[str, FileRecord]) -> list[FileRecor
     """Records under the roots walked by this run whose file is no longer there."""
     present = {ref.key for ref in found.files}
     roots = set(found.roots)
-    return [r for key, r in records.items() if r.root in roots and key not in present]
+    return [
+        r for key, r in records.items() if key not in present and (r.root in roots or _under(r, found.folders))
+    ]
+
+
+def _under(record: FileRecord, folders: list[str]) -> bool:
+    """Whether the record's file lies under one of ``folders`` (only known for a record that holds its folder)."""
+    return bool(record.root_path) and any(record.identity.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
 def removable(gone: list[FileRecord], records: dict[str, FileRecord]) -> tuple[list[FileRecord], list[Failure]]:
@@ -114,22 +126,52 @@ def reindex_refusals(found: Discovery, records: dict[str, FileRecord]) -> list[F
     return removable(vanished(found, records), records)[1]
 
 
-def under_known_roots(found: Discovery, records: dict[str, FileRecord]) -> list[SourceFile]:
-    """A file named on its own that lies under a root ingested before keeps that root's key, so that
-    ``ingest corpus/team/adr.md`` updates the entry ``ingest corpus`` made instead of adding a duplicate."""
-    roots = {record.root for record in records.values()}
-    if not found.single_files or not roots:
-        return found.files
-    resolved = {root: Path(root).resolve() for root in roots}  # labels are relative to the working directory
-    files = []
+@dataclass
+class KnownFiles:
+    files: list[SourceFile]  # the files found, each under the key the store knows it by
+    duplicates: list[FileRecord]  # further records of a file the store holds more than once
+    migrated: list[FileRecord]  # records that now carry their root's folder
+
+
+def identify(found: Discovery, records: dict[str, FileRecord]) -> KnownFiles:
+    """The files found, each under the key the store already holds it by (a file named through another path
+    than the first time keeps its key); the store's extra copies of a file; old records given their folder.
+
+    Only records whose folder is certain take part: those that hold it, those named by an absolute path, and
+    old ones named relative to a working directory that this run names the same way (it walks that name)."""
+    walked = set(found.roots)
+    by_identity: dict[str, list[FileRecord]] = {}
+    for record in records.values():
+        if record.root_path or os.path.isabs(record.root) or record.root in walked:
+            by_identity.setdefault(record.identity, []).append(record)
+    known = KnownFiles([], [], [])
     for ref in found.files:
-        if ref.key in found.single_files and ref.key not in records:
-            candidates = []
-            for root, path in resolved.items():
-                if ref.path.is_relative_to(path):
-                    candidates.append(SourceFile(ref.path, root, ref.path.relative_to(path).as_posix()))
-            known = [c for c in candidates if c.key in records]
-            deepest = sorted(candidates, key=lambda c: len(resolved[c.root].parts), reverse=True)
-            ref = (known or deepest or [ref])[0]
-        files.append(ref)
-    return files
+        same = by_identity.pop(ref.identity, [])
+        if same:
+            kept = next((r for r in same if r.key == ref.key), same[0])
+            known.duplicates += [r for r in same if r is not kept]
+            if not kept.root_path:  # a record from before root folders were kept: its folder is now confirmed
+                known.migrated.append(replace(kept, root_path=kept.root_folder))
+            ref = SourceFile(ref.path, kept.root, kept.relpath, kept.root_folder)
+        elif ref.key in records and ref.root_path:  # the same name for another folder: the project moved
+            known.migrated.append(replace(records[ref.key], root_path=ref.root_path))
+        elif ref.key in found.single_files:
+            ref = _under_known_root(ref, records)
+        known.files.append(ref)
+    for same in by_identity.values():  # files this run did not find (deleted, or under roots not walked)
+        if len(same) > 1:
+            kept = next((r for r in same if r.root in walked), same[0])
+            known.duplicates += [r for r in same if r is not kept]
+    return known
+
+
+def _under_known_root(ref: SourceFile, records: dict[str, FileRecord]) -> SourceFile:
+    """A file named on its own that lies under a root ingested before takes that root's key (the deepest such
+    root), so that ``ingest corpus/team/adr.md`` and a later ``ingest corpus`` agree."""
+    folders = {record.root_folder: record.root for record in records.values()}
+    real = os.path.realpath(ref.path)
+    inside = [folder for folder in folders if real.startswith(folder.rstrip("/") + "/")]
+    if not inside:
+        return ref
+    folder = max(inside, key=len)
+    return SourceFile(ref.path, folders[folder], Path(real).relative_to(folder).as_posix(), folder)

@@ -17,16 +17,19 @@ CODE_LINES = 8  # lines of a fenced code block the encoder reads; the rest is fo
 
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 # ![alt](target) and [words](target "title"): the words are kept, the target is not
-LINK = re.compile(r"!?\[([^\]\n]*)\]\([ \t]*<?[^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*>?(?:[ \t]+\"[^\"\n]*\")?[ \t]*\)")
+# (the text of a link stops at the next "[", and a comment at the next "<!--": a page of openers that never
+# close costs one scan, not one scan to the end of the page per opener)
+LINK = re.compile(
+    r"!?\[([^\[\]\n]*+)\]\([ \t]*<?[^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*>?(?:[ \t]+\"[^\"\n]*\")?[ \t]*\)"
+)
 HTML_TAG = re.compile(
     r"</?(?:a|abbr|b|blockquote|br|caption|code|dd|del|details|div|dl|dt|em|figcaption|figure|h[1-6]|hr|i|iframe"
     r"|img|ins|kbd|li|mark|ol|p|pre|s|small|source|span|strong|sub|summary|sup|table|tbody|td|tfoot|th|thead|tr"
-    r"|u|ul|video)(?:\s[^<>]{0,500})?/?>|<!--.*?-->",
-    re.IGNORECASE | re.DOTALL,
+    r"|u|ul|video)(?:\s[^<>]{0,500})?/?>|<!--(?:[^-<]++|-(?!->)|<(?!!--))*+-->",
+    re.IGNORECASE,
 )
 ALT = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 TABLE_RULE = re.compile(r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*(?::?-{3,}:?[ \t]*)?$\n?", re.MULTILINE)
-SPACE_BEFORE_BREAK = re.compile(r"[ \t]+\n")
 BLANK_LINES = re.compile(r"\n{3,}")
 
 
@@ -75,4 +78,8 @@ def _tag_words(tag: re.Match[str]) -> str:
 
 
 def _tidy(text: str) -> str:
-    return BLANK_LINES.sub("\n\n", SPACE_BEFORE_BREAK.sub("\n", text)).strip()
+    """Spaces before a line break dropped (line by line: a pattern for them is quadratic on a long run of
+    spaces), runs of blank lines cut to one."""
+    lines = text.split("\n")
+    text = "\n".join([line.rstrip(" \t") for line in lines[:-1]] + lines[-1:])
+    return BLANK_LINES.sub("\n\n", text).strip()

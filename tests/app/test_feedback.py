@@ -160,3 +160,57 @@ def test_feedback_export_command(tmp_path, answered, run_rag):
     assert empty.returncode == 0 and empty.stdout == "" and "0 feedback entries" in empty.stderr
     usage = run_rag("feedback", cwd=tmp_path)
     assert usage.returncode == 2
+
+
+def test_export_refuses_to_write_over_the_feedback_it_reads(tmp_path, capsys):
+    """``--out`` naming the feedback file (directly or through a link) used to truncate it before reading it."""
+    from rag.cli import main as cli
+
+    data = tmp_path / "data"
+    store = FeedbackStore(data / FILE_NAME)
+    for n in range(3):
+        store.add(FeedbackEntry(question=f"question {n}", answer="an answer", rating=-1))
+    (tmp_path / "link.sqlite3").symlink_to(data / FILE_NAME)
+    for out in (data / FILE_NAME, tmp_path / "link.sqlite3", tmp_path / "data" / ".." / "data" / FILE_NAME):
+        for extra in ([], ["--as-questions"]):
+            code = cli.main(["feedback", "export", *extra, "--out", str(out), "--data-dir", str(data)])
+            err = capsys.readouterr().err
+            assert code == cli.EXIT_USAGE, err
+            assert "is the feedback file itself" in err and str(out) in err
+            assert len(FeedbackStore(data / FILE_NAME).all()) == 3
+    fresh = tmp_path / "fresh"  # no feedback yet: the file the chat would create is refused all the same
+    assert cli.main(["feedback", "export", "--out", str(fresh / FILE_NAME), "--data-dir", str(fresh)]) == 2
+    assert not (fresh / FILE_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("citations", "[1, 2, 3]"), ("citations", '{"n": 1}'), ("citations", '[{"source": 5}]'), ("history", "[1, 2]")],
+)
+def test_export_skips_a_row_whose_stored_json_has_the_wrong_shape(tmp_path, capsys, column, value):
+    from rag.cli import main as cli
+
+    data = tmp_path / "data"
+    store = FeedbackStore(data / FILE_NAME)
+    for n in range(3):
+        store.add(FeedbackEntry(question=f"question {n}", answer="an answer", rating=-1))
+    with sqlite3.connect(store.path) as db:
+        db.execute(f"UPDATE feedback SET {column} = ? WHERE id = 2", (value,))
+    for extra in ([], ["--as-questions"]):
+        out = tmp_path / f"out{len(extra)}.jsonl"
+        code = cli.main(["feedback", "export", *extra, "--out", str(out), "--data-dir", str(data)])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert [json.loads(line)["question"] for line in out.read_text().splitlines()] == ["question 0", "question 2"]
+        assert "skipped row 2" in err and column in err and "Traceback" not in err
+
+
+def test_export_to_a_folder_is_a_usage_error(tmp_path, capsys):
+    from rag.cli import main as cli
+
+    data = tmp_path / "data"
+    FeedbackStore(data / FILE_NAME).add(FeedbackEntry(question="q", answer="a", rating=1))
+    (tmp_path / "exports").mkdir()
+    code = cli.main(["feedback", "export", "--out", str(tmp_path / "exports"), "--data-dir", str(data)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and "is a folder" in err and "Traceback" not in err

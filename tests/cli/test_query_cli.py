@@ -276,3 +276,31 @@ def test_search_needs_a_query_or_a_batch(mini_corpus_store, capsys):
     settings, _ = mini_corpus_store
     assert cli.main(["search", "--data-dir", str(settings.data_dir)]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+# -- batch files are checked whole before anything is searched (issue 24, fault 8) --------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"id": 1, "question": null}', "'question' must be a non-empty text"),
+        ('{"id": 1, "question": 123}', "'question' must be a non-empty text"),
+        ('{"id": 1, "question": "   "}', "'question' must be a non-empty text"),
+        ('{"id": 1, "question": ["a"]}', "'question' must be a non-empty text"),
+        ('{"question": "no id"}', "missing 'id'"),
+        ('[1, 2]', "not a JSON object"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("command", ["search", "ask"])
+def test_a_bad_batch_line_is_refused_before_any_result(mini_corpus_store, tmp_path, capsys, command, line, reason):
+    settings, _ = mini_corpus_store
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"id": "good", "question": "How does a token bucket handle bursts?"}\n' + line + "\n")
+    extra = ["--provider", "extractive", "--agents-dir", str(REPO / "agents")] if command == "ask" else []
+    code = cli.main([command, "--batch", str(batch), *extra, "--data-dir", str(settings.data_dir)])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_USAGE, err
+    assert out == ""  # the good first line was not answered: the file is refused whole
+    assert f"{batch}:2:" in err and reason in err and "Traceback" not in err

@@ -8,11 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import assert_store_consistent, make_settings, parse_json_output, run_rag, write_tree
+from conftest import assert_store_consistent, load_in_a_box, make_settings, parse_json_output, run_rag, write_tree
 
 from rag.documents.discovery import SourceFile, discover
 from rag.documents.errors import LoadError
-from rag.documents.loading import Document, infer_doc_type, load
+from rag.documents.loading import Document, TextLimits, infer_doc_type, load
+from rag.ingest.chunking import chunk_document
+from rag.ingest.pipeline import ingest
 
 MAX = 10 * 1024 * 1024
 
@@ -510,3 +512,165 @@ def test_a_page_knows_its_place_in_the_site_from_its_folders_titles(tmp_path, em
     assert chunk.metadata()["site"] == "NGINX Plus > Admin Guide > Load balancer"
     # metadata only: in the embedded prefix it lowered retrieval on our question set (rag/ingest/chunking.py)
     assert chunk.embed_text.startswith("HTTP Health Checks > Passive checks\nA server is marked")
+
+
+# -- hostile front matter (issue 24, fault 4) --------------------------------------------------------
+
+ALIAS_BOMB = "---\na: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+    f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]\n" for previous, name in zip("abcdefgh", "bcdefghi")
+)  # 9 ** 9 (387 million) values when expanded
+
+
+@pytest.mark.parametrize("use", ["title: *i", "tags: *i", "status: *i", "owner: *i"])
+def test_a_yaml_alias_bomb_in_front_matter_is_refused_in_a_short_message(tmp_path, use):
+    page = write(tmp_path / "bomb.md", ALIAS_BOMB + use + "\n---\n# Bomb\n\nSome text.\n")
+    assert page.stat().st_size < 400
+    result = load_in_a_box(page, memory_mb=400)
+    assert "error" in result, result
+    assert "front matter" in result["error"] and "10,000 values" in result["error"]
+    assert len(result["error"]) < 200
+
+
+def test_front_matter_anchors_that_stay_small_still_load(tmp_path):
+    page = write(tmp_path / "anchors.md", "---\nbase: &base [a, b]\ntags: *base\ntitle: Anchored\n---\n# A\n\nText.\n")
+    document = load_file(page)
+    assert document.tags == ["a", "b"] and document.title == "Anchored"
+
+
+def test_a_long_bad_front_matter_value_is_quoted_short(tmp_path):
+    page = write(tmp_path / "long.md", "---\ntitle: [" + ", ".join(["word"] * 5000) + "]\n---\n# Long\n\nText.\n")
+    with pytest.raises(LoadError, match="'title' must be a single value") as refused:
+        load_file(page)
+    assert len(str(refused.value)) < 200
+
+
+# -- what a file turns into is bounded, for every converter (issue 24, fault 7) -----------------------
+
+NESTED_HTML = {
+    "blockquotes": "<blockquote>x " * 4000,  # 56 KB that became 16 MB of text and 85,643 chunks
+    "bullet lists": "<ul><li>x " * 4000,
+    "numbered lists": "<ol><li>x " * 4000,
+    "quotes in lists": "<ul><li><blockquote>x " * 2000,
+}
+
+
+@pytest.mark.parametrize("shape", NESTED_HTML)
+def test_deeply_nested_html_converts_to_text_of_about_its_own_size(tmp_path, shape):
+    page = write(tmp_path / "nested.html", NESTED_HTML[shape])
+    result = load_in_a_box(page, memory_mb=800)
+    assert "chars" in result, result
+    assert result["chars"] <= 5 * page.stat().st_size  # was up to 600 times
+
+
+WORDS_LINE = "Replicas follow the leader and apply its log in order after each commit."  # 73 characters
+
+
+def text_of_every_format(tmp_path: Path, fmt: str, lines: int, make_pdf, make_docx) -> Path:
+    body = [f"{WORDS_LINE} {n}" for n in range(lines)]
+    if fmt == "pdf":
+        return write(tmp_path / "big.pdf", make_pdf(["\n".join(body[i : i + 40]) for i in range(0, lines, 40)]))
+    if fmt == "docx":
+        return write(tmp_path / "big.docx", make_docx("Big", [("p", line) for line in body]))
+    if fmt == "html":
+        return write(tmp_path / "big.html", "<h1>Big</h1>" + "".join(f"<p>{line}</p>" for line in body))
+    if fmt == "rst":
+        return write(tmp_path / "big.rst", "Big\n===\n\n" + "\n\n".join(body) + "\n")
+    return write(tmp_path / f"big.{fmt}", "# Big\n\n" + "\n\n".join(body) + "\n")
+
+
+@pytest.mark.parametrize("fmt", ["md", "txt", "rst", "html", "pdf", "docx"])
+def test_every_converter_refuses_text_over_the_limit_naming_it(tmp_path, fmt, make_pdf, make_docx):
+    path = text_of_every_format(tmp_path, fmt, 2000, make_pdf, make_docx)  # about 150 KB of text
+    ref = SourceFile(path, "notes", path.name)
+    limits = TextLimits(max_chars=int(0.1 * 1024 * 1024), max_expansion=10)
+    # a PDF is read only until its text passes the limit, so it passes it by a page: told apart in bytes
+    with pytest.raises(LoadError, match=r"over the (0\.10 MB|104,857-byte) limit \(RAG_MAX_TEXT_MB\)") as refused:
+        load(ref, MAX, limits=limits)
+    assert len(str(refused.value)) < 120
+    assert WORDS_LINE in load(ref, MAX).text  # under the default limit it loads
+
+
+def test_rst_that_multiplies_on_conversion_is_refused(tmp_path):
+    levels = [".. |l0| replace:: lol"] + [
+        f".. |l{n}| replace:: " + " ".join([f"|l{n - 1}|"] * 10) for n in range(1, 5)
+    ]
+    path = write(tmp_path / "subst.rst", "Title\n=====\n\n" + "\n".join(levels) + "\n\nuse |l4| |l4| |l4|\n")
+    with pytest.raises(LoadError, match=r"times its own size, over the 10 times limit \(RAG_MAX_EXPANSION\)"):
+        load_file(path)
+
+
+def test_a_file_that_makes_too_many_chunks_is_refused_naming_the_limit(tmp_path, monkeypatch, embedder):
+    monkeypatch.chdir(tmp_path)
+    notes = write_tree(
+        tmp_path / "notes",
+        {
+            "small.md": "# Small\n\nOne paragraph about leader election.\n",
+            "long.md": "# Long\n\n" + "\n\n".join(f"## Part {n}\n\nPart {n}: " + WORDS_LINE * 3 for n in range(40)),
+        },
+    )
+    settings = make_settings(tmp_path / "data", max_chunks_per_file=12)
+    report = ingest([notes], settings, embedder=embedder)
+    assert report.files_added == 1
+    assert [(f.path, f.error) for f in report.files_failed] == [
+        ("notes/long.md", "makes over 12 chunks, the limit per file (RAG_MAX_CHUNKS_PER_FILE)")
+    ]
+    assert_store_consistent(settings)
+
+
+def test_chunking_stops_at_the_chunk_limit(embedder):
+    calls: list[int] = []
+
+    def count_tokens(text: str) -> int:
+        calls.append(len(text))
+        return embedder.count_tokens(text)
+
+    text = "# Long\n\n" + "\n\n".join(f"## Part {n}\n\nPart {n}: " + WORDS_LINE * 3 for n in range(3000))  # 700 KB
+    document = Document(SourceFile(Path("/tmp/long.md"), "notes", "long.md"), text, "Long", "team", "hash")
+    with pytest.raises(LoadError, match="makes over 20 chunks"):
+        chunk_document(document, count_tokens, 200, 32, embedder.max_seq_length, max_chunks=20)
+    assert sum(calls) < 50 * 1024  # read about as far as 20 chunks, not the whole 700 KB
+
+
+def test_rst_directives_never_read_other_files_into_the_knowledge_base(tmp_path):
+    """An uploaded .rst could name any file the server can read: ``include``, ``raw :file:``, ``csv-table :file:``."""
+    secret = write(tmp_path / "elsewhere" / "secret.txt", "root-password-hash-7731\n")
+    page = write(
+        tmp_path / "docs" / "page.rst",
+        f"Title\n=====\n\nBefore.\n\n.. include:: {secret}\n\n.. raw:: html\n   :file: {secret}\n\n"
+        f".. csv-table:: Data\n   :file: {secret}\n\n.. include:: {secret}\n   :literal:\n\nAfter.\n",
+    )
+    document = load_file(page)
+    assert "Before." in document.text and "After." in document.text
+    assert "7731" not in document.text
+
+
+def test_a_file_just_over_the_size_limit_does_not_read_as_equal_to_it(tmp_path, settings):
+    """21,000,000 bytes used to be "20.0 MB, over the 20.0 MB limit" (issue 24, fault 9)."""
+    from rag.app.uploads import save_upload
+
+    path = tmp_path / "big.md"
+    with path.open("wb") as handle:
+        handle.truncate(21_000_000)
+    with pytest.raises(LoadError, match=r"file is 20\.03 MB, over the 20\.00 MB limit \(RAG_MAX_FILE_MB\)"):
+        load(SourceFile(path, "notes", "big.md"), settings.max_file_bytes)
+    result = save_upload("big.md", b"x" * 21_000_000, tmp_path / "uploads", settings.max_file_bytes)
+    assert "is 20.03 MB, over the 20.00 MB limit" in result.message
+    with pytest.raises(LoadError, match=r"file is 25\.0 MB, over the 20\.0 MB limit"):
+        path.write_bytes(b"x" * 25 * 1024 * 1024)
+        load(SourceFile(path, "notes", "big.md"), settings.max_file_bytes)
+
+
+def test_a_docx_cell_merged_over_a_table_is_read_once(tmp_path):
+    import io
+
+    import docx
+
+    document = docx.Document()
+    table = document.add_table(rows=30, cols=40)
+    table.cell(0, 0).merge(table.cell(29, 39)).text = "The merged cell says this once. " * 20
+    document.add_paragraph("After the table.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    text = load_file(write(tmp_path / "merged.docx", buffer.getvalue())).text
+    assert text.count("The merged cell says this once.") == 20  # not 20 times 1,200 grid positions
+    assert "After the table." in text

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import write_tree
+import pytest
+from conftest import hang_guard, load_in_a_box, write_tree
 
+from rag.documents.discovery import SourceFile
+from rag.documents.errors import LoadError
+from rag.documents.loading import TextLimits, load
 from rag.documents.shortcodes import include_reader, render
 
 MAX = 1024 * 1024
@@ -158,3 +162,84 @@ def test_jekyll_includes_with_parameters(tmp_path: Path):
     assert render(page, include_reader(root, root / "p.md", MAX)) == (
         "**Note:** Tokens expire after an hour.\nOwned by the platform team (#platform).\n"
     )
+
+
+# -- linear time on hostile runs (issue 24, fault 5) -------------------------------------------------
+
+RUN = 100_000  # characters of each hostile page
+HOSTILE_PAGES = {
+    "spaces after an opener": "{{< a" + " " * RUN,
+    "tabs and newlines after an opener": "{{% a" + " \t\n" * (RUN // 3),
+    "spaces after a closing opener": "{{< /a" + " " * RUN,
+    "openers that never close": "{{< a " * (RUN // 6),
+    "percent openers that never close": "{{% a " * (RUN // 6),
+    "bare openers": "{{<" * (RUN // 3),
+    "slashes before a closer that never comes": "{{< a" + " /" * (RUN // 2),
+    "an unterminated quoted argument": '{{< a x="' + "b " * (RUN // 2),
+    "arguments without values": "{{< a " + "b= " * (RUN // 3) + ">}}",
+    "liquid openers that never close": "{% a " * (RUN // 5),
+    "spaces after a liquid opener": "{% a" + " " * RUN,
+    "dashes before a liquid closer that never comes": "{% a" + " -" * (RUN // 2),
+    "unclosed raw blocks": "{% raw %}x" * (RUN // 10),
+    "heading anchors that never close": "# x" + " {#" * (RUN // 3),
+    "spaces in a heading before an anchor": "# x" + " " * RUN + "{#a",
+    "unclosed paired calls": "{{< note >}}x " * (RUN // 14),
+    "include parameters": "{% include note.html " + "a=1 " * (RUN // 4) + "%}",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_PAGES)
+def test_rendering_takes_linear_time_on_hostile_runs(name):
+    page = HOSTILE_PAGES[name]
+    with hang_guard(10, f"rendering {name}"):
+        text = render(page, lambda kind, argument: None)
+    assert len(text) <= len(page)
+
+
+def test_the_shortcode_patterns_still_read_their_calls_after_long_runs():
+    page = "{{< note" + " " * 5000 + ">}}Keys rotate weekly.{{< /note >}}\n" + "{% raw %}" + " " * 5000 + "{% endraw %}"
+    assert render(page).startswith("**Note:** Keys rotate weekly.")
+
+
+# -- include fan-out (issue 24, fault 6) --------------------------------------------------------------
+
+
+def fan_out_site(root: Path, depth: int, fan: int = 10) -> Path:
+    """``includes/lN.md`` includes the next level ``fan`` times; the page includes level 1 ``fan`` times."""
+    call = '{{{{< include "l{}.md" >}}}} '
+    files = {f"includes/l{n}.md": f"Level {n} text. " + call.format(n + 1) * fan for n in range(1, depth)}
+    files[f"includes/l{depth}.md"] = f"Level {depth} text, the last one.\n"
+    files["guide/page.md"] = "# Fan-out\n\nStart.\n\n" + '{{< include "l1.md" >}}\n' * fan
+    return write_tree(root, files) / "guide" / "page.md"
+
+
+@pytest.mark.parametrize("depth", [3, 5, 7])
+def test_include_fan_out_is_refused_before_it_is_built(tmp_path, depth):
+    page = fan_out_site(tmp_path / "site", depth)
+    result = load_in_a_box(page, tmp_path / "site", memory_mb=600, timeout=60)
+    assert "error" in result, result
+    assert "includes" in result["error"] and "RAG_MAX_EXPANSION" in result["error"], result
+
+
+def test_a_page_that_includes_a_large_snippet_and_small_ones_often_still_loads(tmp_path):
+    snippet = "A metric the exporter publishes, with its unit and labels.\n" * 400  # 24 KB, as a metrics catalog
+    root = write_tree(
+        tmp_path / "site",
+        {
+            "includes/catalog.md": snippet,
+            "includes/note.md": "Restart the agent after changing its configuration.\n",
+            "guide/page.md": "# Metrics\n\n" + '{{< include "catalog.md" >}}\n' + '{{< include "note.md" >}}\n' * 8,
+        },
+    )
+    document = load(SourceFile(root / "guide/page.md", "site", "guide/page.md", str(root)), MAX)
+    assert document.text.count("Restart the agent") == 8 and len(document.text) > len(snippet)
+
+
+def test_includes_count_against_the_page_size_cap(tmp_path):
+    root = write_tree(
+        tmp_path / "site",
+        {"includes/big.md": "word " * 40_000, "guide/page.md": "# Big\n\n" + '{{< include "big.md" >}}\n' * 3},
+    )
+    limits = TextLimits(max_chars=300_000, max_expansion=10)
+    with pytest.raises(LoadError, match=r"includes .* over the 0\.3 MB limit \(RAG_MAX_TEXT_MB\)"):
+        load(SourceFile(root / "guide/page.md", "site", "guide/page.md", str(root)), MAX, limits=limits)

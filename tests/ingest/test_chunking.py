@@ -353,3 +353,21 @@ def test_metadata_carries_what_citations_need(embedder):
     )
     assert meta["tokens"] == embedder.count_tokens("Retry three times.")
     assert all(isinstance(value, str | int) for value in meta.values())
+
+
+# -- repeated text (found by the fault drill's hostile set, issue 24) --------------------------------
+
+
+def test_a_document_that_repeats_itself_keeps_each_chunk_text_once(embedder):
+    doc = document("# Openers\n\n" + "{{< a " * 4000 + "\n\n## Real\n\nLeases expire unless renewed.\n")
+    chunks = chunks_of(doc, embedder)
+    texts = [chunk.text for chunk in chunks]
+    assert len(texts) == len(set(texts)) < 10
+    assert [chunk.position for chunk in chunks] == list(range(len(chunks)))  # neighbours stay neighbours
+    assert "Leases expire unless renewed." in texts[-1]
+
+
+def test_the_same_text_under_different_headings_stays(embedder):
+    doc = document("# API\n\n## Create\n\nReturns nothing.\n\n## Delete\n\nReturns nothing.\n", title="API")
+    chunks = chunks_of(doc, embedder, chunk_tokens=32)
+    assert [chunk.section for chunk in chunks if "Returns nothing." in chunk.text] == ["Create", "Delete"]

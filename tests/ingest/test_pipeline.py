@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import MINI_CORPUS, REPO, assert_store_consistent, make_settings, parse_json_output, run_python, run_rag
+from conftest import (
+    MINI_CORPUS,
+    REPO,
+    assert_store_consistent,
+    make_settings,
+    parse_json_output,
+    run_python,
+    run_rag,
+    write_tree,
+)
 
 from rag.app.stats import collect_stats
 from rag.cli import main as cli
@@ -191,9 +200,9 @@ def test_two_roots_with_the_same_file_name_both_stay(settings, tmp_path, embedde
 def test_doc_type_flag_overrides_and_reingests(settings, sample_corpus, embedder):
     ingest([sample_corpus], settings, embedder=embedder)
     report = ingest([sample_corpus / "references"], settings, embedder=embedder, doc_type="team")
-    assert report.files_added == 4  # the references folder as its own root: new keys
+    assert counts(report) == (0, 4, 0, 0)  # a folder inside an ingested root: the same documents, retyped
     again = ingest([sample_corpus], settings, embedder=embedder, doc_type="team")
-    assert counts(again) == (0, 4, 4, 0)  # the references under corpus/ change type; team docs stay
+    assert counts(again) == (0, 0, 8, 0)  # the references under corpus/ are team docs already
     metadatas = Store(settings).get(where={"source_key": f"{root_label(sample_corpus)}::references/caching.md"})
     assert {meta["doc_type"] for meta in metadatas["metadatas"]} == {"team"}
     assert_store_consistent(settings)
@@ -368,3 +377,110 @@ def test_a_line_deep_in_a_config_sample_is_found_by_keyword_search(settings, tmp
     [(best, _)] = KeywordIndex.load(settings.data_dir).search("app_zone_deep zone", k=1)
     stored = Store(settings).get(ids=[best])
     assert stored["metadatas"][0]["source"] == "upstreams.md" and "zone app_zone_deep 64k;" in stored["documents"][0]
+
+
+# -- one file, one document, whatever path names it (issue 24, fault 2) ----------------------------
+
+FOLDER_NOTES = {
+    "alpha.md": "# Alpha service\n\nThe alpha service keeps user sessions in Redis with a one hour expiry.\n",
+    "beta.md": "# Beta pipeline\n\nThe beta pipeline batches invoices nightly and retries failed exports.\n",
+    "gamma.md": "# Gamma gateway\n\nThe gamma gateway rate limits tenants with a token bucket per API key.\n",
+    "delta.md": "# Delta database\n\nThe delta database runs PostgreSQL with two streaming replicas.\n",
+}
+
+
+def keyword_paths(settings, query: str) -> list[str]:
+    store = Store(settings)
+    ids = [chunk_id for chunk_id, _ in KeywordIndex.open(store, settings.data_dir).search(query, 5)]
+    return [meta["path"] for meta in store.get(ids=ids)["metadatas"]] if ids else []
+
+
+def test_a_folder_named_from_another_working_directory_is_the_same_folder(
+    settings, tmp_path, monkeypatch, embedder, write_docs
+):
+    docs = write_docs(tmp_path / "proj" / "docs", FOLDER_NOTES)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "proj", target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "proj")
+    assert counts(ingest([Path("docs")], settings, embedder=embedder)) == (4, 0, 0, 0)
+
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert counts(ingest([docs.resolve()], settings, embedder=embedder)) == (0, 0, 4, 0)
+    assert counts(ingest([tmp_path / "link" / "docs"], settings, embedder=embedder)) == (0, 0, 4, 0)
+    (docs / "beta.md").write_text("# Beta pipeline\n\nThe beta pipeline now streams invoices through Kafka.\n")
+    assert counts(ingest([docs / "beta.md"], settings, embedder=embedder)) == (0, 1, 0, 0)
+    _, manifest = assert_store_consistent(settings)
+    assert sorted(manifest) == [f"docs::{name}" for name in sorted(FOLDER_NOTES)]
+
+    (docs / "gamma.md").unlink()
+    monkeypatch.chdir(tmp_path / "proj")
+    assert counts(ingest([Path("docs")], settings, embedder=embedder)) == (0, 0, 3, 1)
+    _, manifest = assert_store_consistent(settings)
+    assert len(manifest) == 3
+    assert not any("gamma" in path for path in keyword_paths(settings, "token bucket tenants"))
+    assert collect_stats(settings)["documents"] == 3
+
+
+def test_a_folder_named_by_its_absolute_path_first_keeps_that_name(settings, tmp_path, monkeypatch, embedder):
+    docs = write_tree(tmp_path / "proj" / "docs", FOLDER_NOTES)
+    monkeypatch.chdir(tmp_path)
+    assert counts(ingest([docs.resolve()], settings, embedder=embedder)) == (4, 0, 0, 0)  # stored as "proj/docs"
+    monkeypatch.chdir(docs)
+    assert counts(ingest([Path(".")], settings, embedder=embedder)) == (0, 0, 4, 0)
+    monkeypatch.chdir(tmp_path / "proj")
+    (docs / "delta.md").unlink()
+    assert counts(ingest([Path("docs")], settings, embedder=embedder)) == (0, 0, 3, 1)
+    _, manifest = assert_store_consistent(settings)
+    assert sorted(manifest) == ["proj/docs::alpha.md", "proj/docs::beta.md", "proj/docs::gamma.md"]
+
+
+def test_a_store_that_holds_a_folder_twice_is_merged_by_the_next_ingest(settings, tmp_path, monkeypatch, embedder):
+    """A store made before roots were resolved: the folder under its relative and its absolute name, and no
+    record of either root's path. The next ingest keeps one copy of each file and records the root's path."""
+    docs = write_tree(tmp_path / "proj" / "docs", FOLDER_NOTES)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    ingest([Path("docs")], settings, embedder=embedder)
+    twice = make_settings(tmp_path / "absolute")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ingest([docs.resolve()], twice, embedder=embedder)
+    old_store, copy = Store(settings), Store(twice).chunks().get(include=["embeddings", "documents", "metadatas"])
+    old_store.upsert_chunks(copy["ids"], copy["embeddings"], copy["documents"], copy["metadatas"])
+    records = {**old_store.file_records(), **Store(twice).file_records()}
+    legacy = [{k: v for k, v in r.metadata().items() if k != "root_path"} for r in records.values()]
+    old_store.files_collection(create=True).upsert(
+        ids=list(records), embeddings=[[1.0]] * len(records), metadatas=legacy
+    )
+    old_store.bump_revision()
+    assert len(Store(settings).file_records()) == 8  # what the fault left: 8 documents for 4 files
+
+    (docs / "gamma.md").unlink()
+    monkeypatch.chdir(tmp_path / "proj")
+    report = ingest([Path("docs")], settings, embedder=embedder)
+    assert not report.files_failed
+    _, manifest = assert_store_consistent(settings)
+    assert sorted(manifest) == ["docs::alpha.md", "docs::beta.md", "docs::delta.md"]
+    assert not any("gamma" in path for path in keyword_paths(settings, "token bucket tenants"))
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the root's path is now recorded: any working directory agrees
+    assert counts(ingest([docs.resolve()], settings, embedder=embedder)) == (0, 0, 3, 0)
+    assert len(Store(settings).file_records()) == 3
+
+
+def test_an_upload_is_one_document_whichever_folder_the_chat_started_in(settings, tmp_path, monkeypatch, embedder):
+    from rag.app.uploads import add_uploads, remove_upload
+    from rag.search.access import LOCAL
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)  # the uploads folder is named data/uploads from here
+    design = [("design.md", b"# Design\n\nOrders go through an outbox.\n")]
+    first = add_uploads(design, settings, reader=LOCAL, embedder=embedder)
+    assert [r.status for r in first] == ["added"]
+    monkeypatch.chdir(tmp_path / "elsewhere")  # and by its absolute path from here
+    again = add_uploads(
+        [("design.md", b"# Design\n\nOrders go through an outbox and a relay.\n")], settings, reader=LOCAL,
+        replace=True, embedder=embedder,
+    )
+    assert [r.status for r in again] == ["updated"]
+    assert len(Store(settings).file_records()) == 1
+    assert remove_upload("design.md", settings, reader=LOCAL)
+    assert Store(settings).file_records() == {} and Store(settings).count() == 0
