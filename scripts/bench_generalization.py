@@ -21,10 +21,12 @@ Columns, over each question file's answerable questions unless said otherwise:
 - missing: answerable questions told the knowledge base "says nothing about" something (a false alarm).
 - out: unanswerable (out-of-scope) questions declined, where a question file has them.
 
-``--grid`` sets a module constant to each value in turn and prints hybrid MRR@10 per corpus and value, then the
-leave-one-corpus-out column: for each corpus, the value that is best on the macro average of the other corpora,
-and that corpus's figure under it. That column, not the best value in hindsight, is what a fitted constant is
-judged by.
+``--grid`` sets a module constant to each value in turn and prints per corpus and value hybrid MRR@10 (a ranking
+constant) or near-misses said / answerable refused by the answerer's verdict alone (a constant of
+``rag.search.confidence`` or ``rag.answer.answering``), then the leave-one-corpus-out column: for each corpus,
+the value that is best on the other corpora (for a confidence constant: the best balanced share of said and
+answered among the values refusing at most 5 % there), and that corpus's figures under it. That column, not the
+best value in hindsight, is what a fitted constant is judged by.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from langchain_default import LangChainDefault, cache_dir  # noqa: E402
 from rag.answer.answering import Answerer  # noqa: E402
 from rag.answer.personas import load_persona  # noqa: E402
 from rag.answer.providers.extractive import ExtractiveProvider  # noqa: E402
-from rag.app.answer_eval import Scored, answer_all, says_not_covered, summarise  # noqa: E402
+from rag.app.answer_eval import Scored, answer_all, normal, says_not_covered, summarise  # noqa: E402
 from rag.app.evaluation import CUTOFF, Question, load_questions, rank_summary  # noqa: E402
 from rag.config import Settings, load_settings  # noqa: E402
 from rag.index.embedding import Embedder, resolve_model_path  # noqa: E402
@@ -85,6 +87,8 @@ CHUNKING_MODULES = [
 STAMP = "genbench-stamp.json"
 MODES = ("hybrid", "dense", "keyword")
 NEAR_MISS_NOTICE = "says nothing about"
+# a constant of these modules decides whether to answer: its grid measures near-misses said and questions refused
+DECISION_MODULES = ("rag.search.confidence.", "rag.answer.answering.")
 
 
 @dataclass
@@ -203,30 +207,108 @@ def retrieval_figures(questions: list[Question], retriever: Retriever, baseline:
     return figures
 
 
-def grid_figures(questions: list[Question], retriever: Retriever, constant: str, values: list[float]) -> dict:
-    """Hybrid MRR@10 with ``constant`` (``module.NAME``) set to each value; the constant is restored after."""
+@contextmanager
+def constant_set(constant: str, value: float) -> Iterator[None]:
+    """``constant`` (``module.NAME``) set to ``value`` for the duration, restored after."""
     module_name, name = constant.rsplit(".", 1)
     module = importlib.import_module(module_name)
     before = getattr(module, name)
-    out = {}
+    setattr(module, name, type(before)(value) if isinstance(before, int | float) else value)
     try:
-        for value in values:
-            setattr(module, name, value)
-            out[value] = rank_summary(questions, lambda q: retriever.search(q, k=CUTOFF).passages)["mrr@10"]
+        yield
     finally:
         setattr(module, name, before)
+
+
+def ranking_grid(questions: list[Question], retriever: Retriever, constant: str, values: list[float]) -> dict:
+    """Hybrid MRR@10 with ``constant`` set to each value."""
+    out = {}
+    for value in values:
+        with constant_set(constant, value):
+            out[value] = {"mrr": rank_summary(questions, lambda q: retriever.search(q, k=CUTOFF).passages)["mrr@10"]}
     return out
 
 
-def leave_one_out(per_corpus: dict[str, dict[float, float]]) -> dict[str, tuple[float, float]]:
-    """For each corpus: the value best on the mean of the other corpora, and this corpus's figure under it."""
+def decision_grid(questions: list[Question], answerer: Answerer, constant: str, values: list[float]) -> dict:
+    """Near-misses said and answerable questions refused with ``constant`` set to each value, by the answerer's
+    verdict alone (``Answerer.judge``: the bar, the close band, the names it lacks), each question searched once."""
+    judged = [q for q in questions if q.answerable or q.near_miss]
+    found = {q.id: answerer.retrieve(q.question, q.history) for q in judged}
+    out = {}
+    for value in values:
+        said: list[bool] = []
+        refused: list[bool] = []
+        with constant_set(constant, value):
+            for question in judged:
+                standalone, result = found[question.id]
+                verdict = answerer.judge(question.question, standalone, result)
+                declined = verdict.abstain or verdict.close
+                if question.near_miss:
+                    named = normal(" ".join(verdict.missing))
+                    said.append(declined or any(normal(m) in named for m in question.missing if m.strip()))
+                else:
+                    refused.append(declined)
+        out[value] = {"said": statistics.mean(said) if said else None, "refused": statistics.mean(refused)}
+    return out
+
+
+def grid_objective(figures: dict) -> float:
+    """What a fitted value is chosen by: MRR@10 for a ranking constant; for a confidence constant the balanced
+    share of near-misses said and answerable questions answered."""
+    if "mrr" in figures:
+        return figures["mrr"]
+    return ((figures["said"] if figures["said"] is not None else 1.0) + 1.0 - figures["refused"]) / 2
+
+
+MAX_REFUSED = 0.05  # a confidence constant may refuse at most this share of answerable questions (mean of the fit set)
+
+
+def fit_mean(per_corpus: dict[str, dict[float, dict]], corpora: list[str], value: float, key: str | None = None
+             ) -> float:
+    """The mean over ``corpora`` of the objective (or of the figure ``key``) under ``value``."""
+    return statistics.mean(
+        grid_objective(per_corpus[c][value]) if key is None else per_corpus[c][value][key] for c in corpora
+    )
+
+
+def leave_one_out(per_corpus: dict[str, dict[float, dict]]) -> dict[str, float]:
+    """For each corpus: the value best on the mean objective of the other corpora (for a confidence constant,
+    among the values that refuse at most MAX_REFUSED there; the least refusing one when none does)."""
     out = {}
     for held in per_corpus:
         others = [c for c in per_corpus if c != held] or [held]
         values = list(per_corpus[held])
-        chosen = max(values, key=lambda v: statistics.mean(per_corpus[c][v] for c in others))
-        out[held] = (chosen, per_corpus[held][chosen])
+        allowed = values
+        if "refused" in per_corpus[held][values[0]]:
+            allowed = [v for v in values if fit_mean(per_corpus, others, v, "refused") <= MAX_REFUSED + 1e-9] or [
+                min(values, key=lambda v, o=others: fit_mean(per_corpus, o, v, "refused"))
+            ]
+        out[held] = max(allowed, key=lambda v, o=others: fit_mean(per_corpus, o, v))
     return out
+
+
+def format_grid(constant: str, values: list[float], grids: dict[str, dict[float, dict]]) -> str:
+    loco = leave_one_out(grids)
+    keys = [k for k in next(iter(next(iter(grids.values())).values()))]
+    lines = [f"{constant}: {', '.join(keys)} per value; LOCO = the value chosen on the other corpora, and this "
+             "corpus's figures under it",
+             "| corpus | " + " | ".join(f"{v:g}" for v in values) + " | LOCO value | LOCO |",
+             "| --- | " + " | ".join("---" for _ in values) + " | ---: | --- |"]
+
+    def cell(figures: dict) -> str:
+        return " / ".join("-" if figures[k] is None else f"{figures[k]:.3f}" for k in keys)
+
+    for name, by_value in grids.items():
+        chosen = loco[name]
+        lines.append(f"| {name} | " + " | ".join(cell(by_value[v]) for v in values)
+                     + f" | {chosen:g} | {cell(by_value[chosen])} |")
+    means = {}
+    for v in values:
+        means[v] = {k: statistics.mean(g[v][k] for g in grids.values() if g[v][k] is not None) for k in keys}
+    loco_means = {k: statistics.mean(g[loco[n]][k] for n, g in grids.items() if g[loco[n]][k] is not None)
+                  for k in keys}
+    lines.append("| macro | " + " | ".join(cell(means[v]) for v in values) + f" | | {cell(loco_means)} |")
+    return "\n".join(lines)
 
 
 COLUMNS = [
@@ -299,7 +381,7 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, default=Path("/tmp/heavy.lock"), help="taken while a store is built")
     parser.add_argument("--no-langchain", action="store_true", help="skip the LangChain default pipeline")
     parser.add_argument("--no-answers", action="store_true", help="skip the offline answers (retrieval only)")
-    parser.add_argument("--grid", help="MODULE.CONSTANT=V1,V2,...: hybrid MRR@10 per value and leave-one-corpus-out")
+    parser.add_argument("--grid", help="MODULE.CONSTANT=V1,V2,...: figures per value and leave-one-corpus-out")
     parser.add_argument("--details", type=Path, help="write per-question figures as JSON here")
     args = parser.parse_args()
     grid = parse_grid(args.grid)
@@ -309,7 +391,7 @@ def main() -> int:
         return 1
     args.stores.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
-    grids: dict[str, dict[float, float]] = {}
+    grids: dict[str, dict[float, dict]] = {}
     details: dict = {}
     for corpus in corpora:
         settings = load_settings(data_dir=args.stores / corpus.name, model_cache=args.stores / "models")
@@ -322,10 +404,12 @@ def main() -> int:
         started = time.perf_counter()
         figures = retrieval_figures(answerable, retriever, baseline)
         details[corpus.name] = {k: figures.pop(k) for k in list(figures) if k.endswith(" first")}
-        if grid:
-            grids[corpus.name] = grid_figures(answerable, retriever, *grid)
+        answerer = Answerer(settings, retriever, ExtractiveProvider(embedder))
+        if grid and grid[0].startswith(DECISION_MODULES):
+            grids[corpus.name] = decision_grid(corpus.questions, answerer, *grid)
+        elif grid:
+            grids[corpus.name] = ranking_grid(answerable, retriever, *grid)
         if not args.no_answers:
-            answerer = Answerer(settings, retriever, ExtractiveProvider(embedder))
             persona = load_persona(settings.persona, settings.agents_dir)
             scored = answer_all(answerer, persona, corpus.questions)
             figures.update(answer_figures(scored))
@@ -339,15 +423,8 @@ def main() -> int:
     print()
     print(format_table(rows + [macro(rows)]))
     if grid:
-        constant, values = grid
-        loco = leave_one_out(grids)
-        print(f"\n{constant}: hybrid MRR@10 per value; LOCO = the value best on the other corpora, and its figure")
-        print("| corpus | " + " | ".join(f"{v:g}" for v in values) + " | LOCO value | LOCO MRR@10 |")
-        for name, by_value in grids.items():
-            chosen, figure = loco[name]
-            print(f"| {name} | " + " | ".join(f"{by_value[v]:.3f}" for v in values) + f" | {chosen:g} | {figure:.3f} |")
-        print("| macro | " + " | ".join(f"{statistics.mean(g[v] for g in grids.values()):.3f}" for v in values)
-              + f" | | {statistics.mean(f for _, f in loco.values()):.3f} |")
+        print()
+        print(format_grid(*grid, grids))
     if args.details:
         args.details.write_text(json.dumps(details, indent=1))
     return 0
