@@ -55,8 +55,12 @@ from rag.answer.providers.extractive import ExtractiveProvider  # noqa: E402
 from rag.app.answer_eval import Scored, answer_all, normal, says_not_covered, summarise  # noqa: E402
 from rag.app.evaluation import CUTOFF, Question, load_questions, rank_summary  # noqa: E402
 from rag.config import Settings, load_settings  # noqa: E402
+from rag.documents.discovery import discover  # noqa: E402
+from rag.documents.doc_status import status_metadata  # noqa: E402
+from rag.documents.loading import TextLimits, load  # noqa: E402
 from rag.index.embedding import Embedder, resolve_model_path  # noqa: E402
 from rag.index.store import Store  # noqa: E402
+from rag.ingest.chunking import chunk_document  # noqa: E402
 from rag.ingest.pipeline import ingest  # noqa: E402
 from rag.search.retrieval import Retriever  # noqa: E402
 
@@ -142,20 +146,57 @@ def heavy_lock(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+ChunkKey = tuple[str, str, str, str, str]
+
+
+def stored_chunks(store: Store) -> set[ChunkKey]:
+    """What the store holds, as what retrieval sees of each chunk: title, section, text and status."""
+    keys: set[ChunkKey] = set()
+    for _, texts, metadatas in store.iter_all():
+        for text, meta in zip(texts, metadatas):
+            meta = meta or {}
+            keys.add((str(meta.get("title", "")), str(meta.get("section", "")), text or "",
+                      str(meta.get("status", "")), str(meta.get("superseded_by", ""))))
+    return keys
+
+
+def chunks_of_files(docs: Path, settings: Settings, embedder: Embedder) -> set[ChunkKey]:
+    """What the current code makes of the corpus's files (loaded and chunked, nothing embedded)."""
+    keys: set[ChunkKey] = set()
+    for ref in discover([docs], False).files:
+        try:
+            document = load(ref, settings.max_file_bytes, None, (), TextLimits.for_settings(settings))
+            chunks = chunk_document(document, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap,
+                                    embedder.max_seq_length, settings.max_chunks_per_file)
+        except Exception:  # a file the ingest refuses or skips is not in the store either
+            continue
+        status = status_metadata(document)
+        keys.update((c.title, c.section, c.text, str(status.get("status", "")), str(status.get("superseded_by", "")))
+                    for c in chunks)
+    return keys
+
+
 def ensure_store(corpus: Corpus, settings: Settings, embedder: Embedder, lock: Path) -> None:
-    """The corpus alone in ``settings.data_dir``: reused when the stamp matches, else ingested (rebuilt when the
-    chunking code changed)."""
+    """The corpus alone in ``settings.data_dir``: reused when the stamp matches, else ingested. When only the code
+    that makes chunks changed, the files are chunked again without embedding: the same chunks keep the store (a
+    change elsewhere in that code costs no rebuild), others rebuild it."""
     stamp_file = Path(settings.data_dir) / STAMP
     wanted = {"files": files_stamp(corpus.docs), "code": code_stamp(settings), "docs": str(corpus.docs)}
     have = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
-    if have == wanted and Store(settings).exists():
+    store = Store(settings)
+    if have == wanted and store.exists():
         return
     rebuild = bool(have) and (have.get("code") != wanted["code"] or have.get("docs") != wanted["docs"])
+    if rebuild and have.get("docs") == wanted["docs"] and have.get("files") == wanted["files"] and store.exists():
+        if chunks_of_files(corpus.docs, settings, embedder) == stored_chunks(store):
+            print(f"{corpus.name}: the chunking code changed, the chunks did not: store kept", flush=True)
+            stamp_file.write_text(json.dumps(wanted))
+            return
     with heavy_lock(lock, f"ingest {corpus.name}"):
         started = time.perf_counter()
         print(f"{corpus.name}: {'rebuilding' if rebuild else 'ingesting'} {corpus.docs} into {settings.data_dir}",
               flush=True)
-        report = ingest([corpus.docs], settings, embedder=embedder, reindex=rebuild and Store(settings).exists())
+        report = ingest([corpus.docs], settings, embedder=embedder, reindex=rebuild and store.exists())
         print(f"{corpus.name}: {report.chunks_total} chunks, {report.files_added + report.files_updated} files "
               f"ingested, {len(report.files_failed)} failed, {time.perf_counter() - started:.0f} s", flush=True)
     stamp_file.write_text(json.dumps(wanted))
