@@ -30,7 +30,7 @@ from rag.index.store import Store
 from rag.search.access import Reader, group_filter, narrowed, readable_where
 from rag.search.confidence import Calibration, load_cached, measure, save
 from rag.search.passages import Passage, collapse_near_duplicates, join_chunks
-from rag.search.ranking import document_scores, reciprocal_rank_fusion
+from rag.search.ranking import document_scores, keyword_weight, reciprocal_rank_fusion
 
 CANDIDATES = 50  # hits taken from each of the dense and keyword searches before fusion (30: MRR@10 0.793 on NGINX)
 MODES = ("hybrid", "dense", "keyword")
@@ -294,12 +294,13 @@ class Retriever:
     ) -> list[Passage]:
         """One ranking of the dense hits, the keyword hits and ``exact`` (the keyword hits that hold a rare
         identifier of the query), by ``rag.search.ranking``."""
-        scores = reciprocal_rank_fusion([p.id for p in dense], [chunk_id for chunk_id, _ in keyword], exact)
+        weight = keyword_weight([p.dense_score or 0.0 for p in dense], [score for _, score in keyword])
+        scores = reciprocal_rank_fusion([p.id for p in dense], [chunk_id for chunk_id, _ in keyword], exact, weight)
         if dense and keyword:  # the single-method modes stay the plain methods
             index = self.keyword
             document_of = {p.id: p.path for p in dense}
             document_of.update(index.documents_of([c for c in scores if c not in document_of]))
-            scores = document_scores(scores, document_of, len(index.ids))
+            scores = document_scores(scores, document_of, len(index.ids), index.document_sizes())
         ranked = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)[:limit]
         by_id = {p.id: p for p in dense}
         missing = [chunk_id for chunk_id in ranked if chunk_id not in by_id]
