@@ -25,8 +25,9 @@ Columns, over each question file's answerable questions unless said otherwise:
 constant) or near-misses said / answerable refused by the answerer's verdict alone (a constant of
 ``rag.search.confidence`` or ``rag.answer.answering``), then the leave-one-corpus-out column: for each corpus,
 the value that is best on the other corpora (for a confidence constant: the best balanced share of said and
-answered among the values refusing at most 5 % there), and that corpus's figures under it. That column, not the
-best value in hindsight, is what a fitted constant is judged by.
+answered among the values refusing at most 5 % there; of values they cannot tell apart, the last listed), and
+that corpus's figures under it. That column, not the best value in hindsight, is what a fitted constant is judged
+by.
 """
 
 from __future__ import annotations
@@ -271,34 +272,42 @@ def ranking_grid(questions: list[Question], retriever: Retriever, constant: str,
 
 
 def decision_grid(questions: list[Question], answerer: Answerer, constant: str, values: list[float]) -> dict:
-    """Near-misses said and answerable questions refused with ``constant`` set to each value, by the answerer's
-    verdict alone (``Answerer.judge``: the bar, the close band, the names it lacks), each question searched once."""
-    judged = [q for q in questions if q.answerable or q.near_miss]
-    found = {q.id: answerer.retrieve(q.question, q.history) for q in judged}
+    """Near-misses said, out-of-scope questions declined and answerable questions refused with ``constant`` set to
+    each value, by the answerer's verdict alone (``Answerer.judge``: the bar, the close band, the names it lacks),
+    each question searched once."""
+    found = {q.id: answerer.retrieve(q.question, q.history) for q in questions}
     out = {}
     for value in values:
         said: list[bool] = []
+        declined: list[bool] = []
         refused: list[bool] = []
         with constant_set(constant, value):
-            for question in judged:
+            for question in questions:
                 standalone, result = found[question.id]
                 verdict = answerer.judge(question.question, standalone, result)
-                declined = verdict.abstain or verdict.close
+                named = normal(" ".join(verdict.missing))
                 if question.near_miss:
-                    named = normal(" ".join(verdict.missing))
-                    said.append(declined or any(normal(m) in named for m in question.missing if m.strip()))
+                    said.append(verdict.abstain or verdict.close or any(normal(m) in named for m in question.missing))
+                elif question.unanswerable:
+                    declined.append(verdict.abstain or verdict.close or bool(verdict.missing))
                 else:
-                    refused.append(declined)
-        out[value] = {"said": statistics.mean(said) if said else None, "refused": statistics.mean(refused)}
+                    refused.append(verdict.abstain or verdict.close)
+        out[value] = {
+            "said": statistics.mean(said) if said else None,
+            "out": statistics.mean(declined) if declined else None,
+            "refused": statistics.mean(refused),
+            "declined": statistics.mean(said + declined) if said or declined else None,
+        }
     return out
 
 
 def grid_objective(figures: dict) -> float:
     """What a fitted value is chosen by: MRR@10 for a ranking constant; for a confidence constant the balanced
-    share of near-misses said and answerable questions answered."""
+    share of the questions to decline that are declined (near-misses and out-of-scope ones together) and of
+    answerable questions answered."""
     if "mrr" in figures:
         return figures["mrr"]
-    return ((figures["said"] if figures["said"] is not None else 1.0) + 1.0 - figures["refused"]) / 2
+    return ((figures["declined"] if figures["declined"] is not None else 1.0) + 1.0 - figures["refused"]) / 2
 
 
 MAX_REFUSED = 0.05  # a confidence constant may refuse at most this share of answerable questions (mean of the fit set)
@@ -324,7 +333,10 @@ def leave_one_out(per_corpus: dict[str, dict[float, dict]]) -> dict[str, float]:
             allowed = [v for v in values if fit_mean(per_corpus, others, v, "refused") <= MAX_REFUSED + 1e-9] or [
                 min(values, key=lambda v, o=others: fit_mean(per_corpus, o, v, "refused"))
             ]
-        out[held] = max(allowed, key=lambda v, o=others: fit_mean(per_corpus, o, v))
+        best = max(fit_mean(per_corpus, others, v) for v in allowed)
+        # values the other corpora cannot tell apart: the last listed (list the values from the boldest change
+        # to the most conservative one)
+        out[held] = [v for v in allowed if fit_mean(per_corpus, others, v) >= best - 1e-9][-1]
     return out
 
 

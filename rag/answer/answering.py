@@ -26,9 +26,9 @@ from rag.config import Settings
 from rag.documents.doc_status import IN_FORCE, RETIRED, adr_id, age_days, age_in_words, document_names
 from rag.index.keyword import KeywordIndex
 from rag.search.access import Reader, group_filter
-from rag.search.confidence import bar_and_band
+from rag.search.confidence import CLOSE_MARGIN, abstain_bar
 from rag.search.followups import last_turn_context, search_follow_up
-from rag.search.intent import missing_names, read_intent
+from rag.search.intent import missing_names, proper_names, read_intent
 from rag.search.passages import Passage
 from rag.search.retrieval import Retriever, SearchResult
 from rag.text.words import STOPWORDS, content_words
@@ -295,20 +295,19 @@ class Answerer:
             result, passages=self.retriever.with_successors(result.passages, standalone, k, doc_type)
         )
 
-    def bar(self) -> tuple[float, float]:
-        """The abstention bar and the width of the close band under it: ``RAG_ABSTAIN_THRESHOLD`` when it is set,
-        else the store's own calibration (``rag.search.confidence``)."""
-        return bar_and_band(self.settings.abstain_threshold, self.retriever)
+    def bar(self) -> float:
+        """The abstention bar: ``RAG_ABSTAIN_THRESHOLD`` when it is set, else the store's own calibration
+        (``rag.search.confidence``)."""
+        return abstain_bar(self.settings.abstain_threshold, self.retriever)
 
     def judge(self, question: str, standalone: str, result: SearchResult) -> Verdict:
         """Whether the passages found for ``question`` (searched as ``standalone``) can answer it."""
         passages = result.passages
-        bar, close_margin = self.bar()
         # a follow-up stays on a topic the last answer found in the knowledge base: only a far lower confidence
         # (its rewrite is a short query, whose best similarity runs lower) means there is nothing to say
-        threshold = bar - (FOLLOW_UP_MARGIN if standalone != question else length_allowance(question))
+        threshold = self.bar() - (FOLLOW_UP_MARGIN if standalone != question else length_allowance(question))
         below = result.confidence < threshold
-        close = bool(passages) and below and result.confidence >= threshold - close_margin
+        close = bool(passages) and below and result.confidence >= threshold - CLOSE_MARGIN
         # rare words the question shares with the passages vouch for them: a plain answer
         vouched = close and len(self._rare_words_shared(question, passages)) >= RARE_EVIDENCE_WORDS
         close = close and not vouched
@@ -319,13 +318,26 @@ class Answerer:
     def _missing(self, question: str, passages: list[Passage]) -> list[str]:
         """What the question names that neither the passages nor (by keyword search) the rest of the knowledge
         base mention: the answer must say the knowledge base says nothing about it."""
-        unseen = missing_names(read_intent(question).names, _texts(passages))
+        names = read_intent(question).names
+        taken = [name.text.lower() for name in names]
+        names += [  # "API" of "the returns API" is checked with it
+            n for n in proper_names(question)
+            if not any(n.text.lower() in t or t in n.text.lower() for t in taken) and self._unknown(n.text)
+        ]
+        unseen = missing_names(names, _texts(passages))
         return [
             name.text
             for name in unseen
             if (not name.compound or self._has_rare_word(name.text))
             and missing_names([name], _texts(self.retriever.keyword_passages(name.text)), strict=True)
         ]
+
+    def _unknown(self, name: str) -> bool:
+        """A word of the name that no chunk of the knowledge base uses (nor a longer word it begins): this store has
+        never heard of it. Per store: "Kubernetes" is unknown to a knowledge base of NGINX docs, not to one of
+        Kubernetes docs."""
+        index, groups = self.retriever.keyword, group_filter(self.retriever.reader)
+        return any(_is_rare(index, word, 0, groups) for word in name.split())
 
     def _has_rare_word(self, term: str) -> bool:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one

@@ -22,7 +22,7 @@ from rag.app.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remov
 from rag.index.store import StoreError
 from rag.index.write_lock import StoreBusyError
 from rag.search.access import PermissionDenied
-from rag.search.confidence import bar_and_band
+from rag.search.confidence import abstain_bar
 from ui import render
 from ui.identity import current_reader
 from ui.resources import get_retriever, get_settings
@@ -182,7 +182,7 @@ def show_search(settings, retriever) -> None:
     st.caption(
         f"{len(result.passages)} passages in {render.format_ms(result.seconds)} · "
         f"confidence {result.confidence:.2f} (answers abstain below "
-        f"{bar_and_band(settings.abstain_threshold, retriever)[0]:.2f})"
+        f"{abstain_bar(settings.abstain_threshold, retriever):.2f})"
     )
     if not result.passages:
         st.info("Nothing found.")
