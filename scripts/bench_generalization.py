@@ -272,15 +272,16 @@ def ranking_grid(questions: list[Question], retriever: Retriever, constant: str,
 
 
 def decision_grid(questions: list[Question], answerer: Answerer, constant: str, values: list[float]) -> dict:
-    """Near-misses said, out-of-scope questions declined and answerable questions refused with ``constant`` set to
-    each value, by the answerer's verdict alone (``Answerer.judge``: the bar, the close band, the names it lacks),
-    each question searched once."""
+    """Near-misses said, out-of-scope questions declined, answerable questions refused and answerable questions told
+    something is missing, with ``constant`` set to each value, by the answerer's verdict alone (``Answerer.judge``:
+    the bar, the close band, the names it lacks), each question searched once."""
     found = {q.id: answerer.retrieve(q.question, q.history) for q in questions}
     out = {}
     for value in values:
         said: list[bool] = []
         declined: list[bool] = []
         refused: list[bool] = []
+        alarms: list[bool] = []
         with constant_set(constant, value):
             for question in questions:
                 standalone, result = found[question.id]
@@ -292,10 +293,12 @@ def decision_grid(questions: list[Question], answerer: Answerer, constant: str, 
                     declined.append(verdict.abstain or verdict.close or bool(verdict.missing))
                 else:
                     refused.append(verdict.abstain or verdict.close)
+                    alarms.append(bool(verdict.missing))
         out[value] = {
             "said": statistics.mean(said) if said else None,
             "out": statistics.mean(declined) if declined else None,
             "refused": statistics.mean(refused),
+            "missing": statistics.mean(alarms),
             "declined": statistics.mean(said + declined) if said or declined else None,
         }
     return out

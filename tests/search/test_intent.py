@@ -122,4 +122,5 @@ def test_names_written_as_english_writes_names_are_found_whole():
     ]
     assert texts("WireGuard between pods, or MetalLB?") == ["WireGuard", "MetalLB"]  # an inner capital: even first
     assert texts("Should our checkout retry twice?") == []  # a sentence's first word is no name by its capital
-    assert texts("Is the API slow in the EU region?") == ["API", "EU"]  # which a store knows is for it to say
+    assert texts("Is the Billing API slow in the Frankfurt region?") == ["Billing API", "Frankfurt"]
+    assert texts("Is the SaaS API slow behind our CDN?") == []  # acronyms alone: shorthand a store may write out
