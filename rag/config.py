@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     # 0.46 declines 12 of 13 out-of-scope questions on corpus/eval and refuses 6.7 % of answerable ones; 0.43 (the
     # cut that refuses at most 5 %) declined only 9 of 13: answering an out-of-scope question with unrelated
     # quotes is the worse failure, so the stricter cut stays (decision of 2026-11-27, see README)
-    abstain_threshold: float = Field(0.46, description="Below this best cosine similarity the answer abstains.")
+    abstain_threshold: float | None = Field(
+        None,
+        description="Below this best cosine similarity the answer abstains; unset: calibrated per store "
+        "(rag.search.confidence).",
+    )
     support_threshold: float = Field(0.64, description="A cited sentence scoring below this is flagged unsupported.")
     stale_days: int = Field(
         365, ge=1, description="A cited document whose date (updated, last commit or mtime) is older is noted as stale."

@@ -21,10 +21,13 @@ Columns, over each question file's answerable questions unless said otherwise:
 - missing: answerable questions told the knowledge base "says nothing about" something (a false alarm).
 - out: unanswerable (out-of-scope) questions declined, where a question file has them.
 
-``--grid`` sets a module constant to each value in turn and prints hybrid MRR@10 per corpus and value, then the
-leave-one-corpus-out column: for each corpus, the value that is best on the macro average of the other corpora,
-and that corpus's figure under it. That column, not the best value in hindsight, is what a fitted constant is
-judged by.
+``--grid`` sets a module constant to each value in turn and prints per corpus and value hybrid MRR@10 (a ranking
+constant) or near-misses said / answerable refused by the answerer's verdict alone (a constant of
+``rag.search.confidence`` or ``rag.answer.answering``), then the leave-one-corpus-out column: for each corpus,
+the value that is best on the other corpora (for a confidence constant: the best balanced share of said and
+answered among the values refusing at most 5 % there; of values they cannot tell apart, the last listed), and
+that corpus's figures under it. That column, not the best value in hindsight, is what a fitted constant is judged
+by.
 """
 
 from __future__ import annotations
@@ -50,11 +53,15 @@ from langchain_default import LangChainDefault, cache_dir  # noqa: E402
 from rag.answer.answering import Answerer  # noqa: E402
 from rag.answer.personas import load_persona  # noqa: E402
 from rag.answer.providers.extractive import ExtractiveProvider  # noqa: E402
-from rag.app.answer_eval import Scored, answer_all, says_not_covered, summarise  # noqa: E402
+from rag.app.answer_eval import Scored, answer_all, normal, says_not_covered, summarise  # noqa: E402
 from rag.app.evaluation import CUTOFF, Question, load_questions, rank_summary  # noqa: E402
 from rag.config import Settings, load_settings  # noqa: E402
+from rag.documents.discovery import discover  # noqa: E402
+from rag.documents.doc_status import status_metadata  # noqa: E402
+from rag.documents.loading import TextLimits, load  # noqa: E402
 from rag.index.embedding import Embedder, resolve_model_path  # noqa: E402
 from rag.index.store import Store  # noqa: E402
+from rag.ingest.chunking import chunk_document  # noqa: E402
 from rag.ingest.pipeline import ingest  # noqa: E402
 from rag.search.retrieval import Retriever  # noqa: E402
 
@@ -85,6 +92,8 @@ CHUNKING_MODULES = [
 STAMP = "genbench-stamp.json"
 MODES = ("hybrid", "dense", "keyword")
 NEAR_MISS_NOTICE = "says nothing about"
+# a constant of these modules decides whether to answer: its grid measures near-misses said and questions refused
+DECISION_MODULES = ("rag.search.confidence.", "rag.answer.answering.")
 
 
 @dataclass
@@ -138,20 +147,57 @@ def heavy_lock(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+ChunkKey = tuple[str, str, str, str, str]
+
+
+def stored_chunks(store: Store) -> set[ChunkKey]:
+    """What the store holds, as what retrieval sees of each chunk: title, section, text and status."""
+    keys: set[ChunkKey] = set()
+    for _, texts, metadatas in store.iter_all():
+        for text, meta in zip(texts, metadatas):
+            meta = meta or {}
+            keys.add((str(meta.get("title", "")), str(meta.get("section", "")), text or "",
+                      str(meta.get("status", "")), str(meta.get("superseded_by", ""))))
+    return keys
+
+
+def chunks_of_files(docs: Path, settings: Settings, embedder: Embedder) -> set[ChunkKey]:
+    """What the current code makes of the corpus's files (loaded and chunked, nothing embedded)."""
+    keys: set[ChunkKey] = set()
+    for ref in discover([docs], False).files:
+        try:
+            document = load(ref, settings.max_file_bytes, None, (), TextLimits.for_settings(settings))
+            chunks = chunk_document(document, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap,
+                                    embedder.max_seq_length, settings.max_chunks_per_file)
+        except Exception:  # a file the ingest refuses or skips is not in the store either
+            continue
+        status = status_metadata(document)
+        keys.update((c.title, c.section, c.text, str(status.get("status", "")), str(status.get("superseded_by", "")))
+                    for c in chunks)
+    return keys
+
+
 def ensure_store(corpus: Corpus, settings: Settings, embedder: Embedder, lock: Path) -> None:
-    """The corpus alone in ``settings.data_dir``: reused when the stamp matches, else ingested (rebuilt when the
-    chunking code changed)."""
+    """The corpus alone in ``settings.data_dir``: reused when the stamp matches, else ingested. When only the code
+    that makes chunks changed, the files are chunked again without embedding: the same chunks keep the store (a
+    change elsewhere in that code costs no rebuild), others rebuild it."""
     stamp_file = Path(settings.data_dir) / STAMP
     wanted = {"files": files_stamp(corpus.docs), "code": code_stamp(settings), "docs": str(corpus.docs)}
     have = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
-    if have == wanted and Store(settings).exists():
+    store = Store(settings)
+    if have == wanted and store.exists():
         return
     rebuild = bool(have) and (have.get("code") != wanted["code"] or have.get("docs") != wanted["docs"])
+    if rebuild and have.get("docs") == wanted["docs"] and have.get("files") == wanted["files"] and store.exists():
+        if chunks_of_files(corpus.docs, settings, embedder) == stored_chunks(store):
+            print(f"{corpus.name}: the chunking code changed, the chunks did not: store kept", flush=True)
+            stamp_file.write_text(json.dumps(wanted))
+            return
     with heavy_lock(lock, f"ingest {corpus.name}"):
         started = time.perf_counter()
         print(f"{corpus.name}: {'rebuilding' if rebuild else 'ingesting'} {corpus.docs} into {settings.data_dir}",
               flush=True)
-        report = ingest([corpus.docs], settings, embedder=embedder, reindex=rebuild and Store(settings).exists())
+        report = ingest([corpus.docs], settings, embedder=embedder, reindex=rebuild and store.exists())
         print(f"{corpus.name}: {report.chunks_total} chunks, {report.files_added + report.files_updated} files "
               f"ingested, {len(report.files_failed)} failed, {time.perf_counter() - started:.0f} s", flush=True)
     stamp_file.write_text(json.dumps(wanted))
@@ -203,30 +249,122 @@ def retrieval_figures(questions: list[Question], retriever: Retriever, baseline:
     return figures
 
 
-def grid_figures(questions: list[Question], retriever: Retriever, constant: str, values: list[float]) -> dict:
-    """Hybrid MRR@10 with ``constant`` (``module.NAME``) set to each value; the constant is restored after."""
+@contextmanager
+def constant_set(constant: str, value: float) -> Iterator[None]:
+    """``constant`` (``module.NAME``) set to ``value`` for the duration, restored after."""
     module_name, name = constant.rsplit(".", 1)
     module = importlib.import_module(module_name)
     before = getattr(module, name)
-    out = {}
+    setattr(module, name, type(before)(value) if isinstance(before, int | float) else value)
     try:
-        for value in values:
-            setattr(module, name, value)
-            out[value] = rank_summary(questions, lambda q: retriever.search(q, k=CUTOFF).passages)["mrr@10"]
+        yield
     finally:
         setattr(module, name, before)
+
+
+def ranking_grid(questions: list[Question], retriever: Retriever, constant: str, values: list[float]) -> dict:
+    """Hybrid MRR@10 with ``constant`` set to each value."""
+    out = {}
+    for value in values:
+        with constant_set(constant, value):
+            out[value] = {"mrr": rank_summary(questions, lambda q: retriever.search(q, k=CUTOFF).passages)["mrr@10"]}
     return out
 
 
-def leave_one_out(per_corpus: dict[str, dict[float, float]]) -> dict[str, tuple[float, float]]:
-    """For each corpus: the value best on the mean of the other corpora, and this corpus's figure under it."""
+def decision_grid(questions: list[Question], answerer: Answerer, constant: str, values: list[float]) -> dict:
+    """Near-misses said, out-of-scope questions declined, answerable questions refused and answerable questions told
+    something is missing, with ``constant`` set to each value, by the answerer's verdict alone (``Answerer.judge``:
+    the bar, the close band, the names it lacks), each question searched once."""
+    found = {q.id: answerer.retrieve(q.question, q.history) for q in questions}
+    out = {}
+    for value in values:
+        said: list[bool] = []
+        declined: list[bool] = []
+        refused: list[bool] = []
+        alarms: list[bool] = []
+        with constant_set(constant, value):
+            for question in questions:
+                standalone, result = found[question.id]
+                verdict = answerer.judge(question.question, standalone, result)
+                named = normal(" ".join(verdict.missing))
+                if question.near_miss:
+                    said.append(verdict.abstain or verdict.close or any(normal(m) in named for m in question.missing))
+                elif question.unanswerable:
+                    declined.append(verdict.abstain or verdict.close or bool(verdict.missing))
+                else:
+                    refused.append(verdict.abstain or verdict.close)
+                    alarms.append(bool(verdict.missing))
+        out[value] = {
+            "said": statistics.mean(said) if said else None,
+            "out": statistics.mean(declined) if declined else None,
+            "refused": statistics.mean(refused),
+            "missing": statistics.mean(alarms),
+            "declined": statistics.mean(said + declined) if said or declined else None,
+        }
+    return out
+
+
+def grid_objective(figures: dict) -> float:
+    """What a fitted value is chosen by: MRR@10 for a ranking constant; for a confidence constant the balanced
+    share of the questions to decline that are declined (near-misses and out-of-scope ones together) and of
+    answerable questions answered."""
+    if "mrr" in figures:
+        return figures["mrr"]
+    return ((figures["declined"] if figures["declined"] is not None else 1.0) + 1.0 - figures["refused"]) / 2
+
+
+MAX_REFUSED = 0.05  # a confidence constant may refuse at most this share of answerable questions (mean of the fit set)
+
+
+def fit_mean(per_corpus: dict[str, dict[float, dict]], corpora: list[str], value: float, key: str | None = None
+             ) -> float:
+    """The mean over ``corpora`` of the objective (or of the figure ``key``) under ``value``."""
+    return statistics.mean(
+        grid_objective(per_corpus[c][value]) if key is None else per_corpus[c][value][key] for c in corpora
+    )
+
+
+def leave_one_out(per_corpus: dict[str, dict[float, dict]]) -> dict[str, float]:
+    """For each corpus: the value best on the mean objective of the other corpora (for a confidence constant,
+    among the values that refuse at most MAX_REFUSED there; the least refusing one when none does)."""
     out = {}
     for held in per_corpus:
         others = [c for c in per_corpus if c != held] or [held]
         values = list(per_corpus[held])
-        chosen = max(values, key=lambda v: statistics.mean(per_corpus[c][v] for c in others))
-        out[held] = (chosen, per_corpus[held][chosen])
+        allowed = values
+        if "refused" in per_corpus[held][values[0]]:
+            allowed = [v for v in values if fit_mean(per_corpus, others, v, "refused") <= MAX_REFUSED + 1e-9] or [
+                min(values, key=lambda v, o=others: fit_mean(per_corpus, o, v, "refused"))
+            ]
+        best = max(fit_mean(per_corpus, others, v) for v in allowed)
+        # values the other corpora cannot tell apart: the last listed (list the values from the boldest change
+        # to the most conservative one)
+        out[held] = [v for v in allowed if fit_mean(per_corpus, others, v) >= best - 1e-9][-1]
     return out
+
+
+def format_grid(constant: str, values: list[float], grids: dict[str, dict[float, dict]]) -> str:
+    loco = leave_one_out(grids)
+    keys = [k for k in next(iter(next(iter(grids.values())).values()))]
+    lines = [f"{constant}: {', '.join(keys)} per value; LOCO = the value chosen on the other corpora, and this "
+             "corpus's figures under it",
+             "| corpus | " + " | ".join(f"{v:g}" for v in values) + " | LOCO value | LOCO |",
+             "| --- | " + " | ".join("---" for _ in values) + " | ---: | --- |"]
+
+    def cell(figures: dict) -> str:
+        return " / ".join("-" if figures[k] is None else f"{figures[k]:.3f}" for k in keys)
+
+    for name, by_value in grids.items():
+        chosen = loco[name]
+        lines.append(f"| {name} | " + " | ".join(cell(by_value[v]) for v in values)
+                     + f" | {chosen:g} | {cell(by_value[chosen])} |")
+    means = {}
+    for v in values:
+        means[v] = {k: statistics.mean(g[v][k] for g in grids.values() if g[v][k] is not None) for k in keys}
+    loco_means = {k: statistics.mean(g[loco[n]][k] for n, g in grids.items() if g[loco[n]][k] is not None)
+                  for k in keys}
+    lines.append("| macro | " + " | ".join(cell(means[v]) for v in values) + f" | | {cell(loco_means)} |")
+    return "\n".join(lines)
 
 
 COLUMNS = [
@@ -299,7 +437,7 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, default=Path("/tmp/heavy.lock"), help="taken while a store is built")
     parser.add_argument("--no-langchain", action="store_true", help="skip the LangChain default pipeline")
     parser.add_argument("--no-answers", action="store_true", help="skip the offline answers (retrieval only)")
-    parser.add_argument("--grid", help="MODULE.CONSTANT=V1,V2,...: hybrid MRR@10 per value and leave-one-corpus-out")
+    parser.add_argument("--grid", help="MODULE.CONSTANT=V1,V2,...: figures per value and leave-one-corpus-out")
     parser.add_argument("--details", type=Path, help="write per-question figures as JSON here")
     args = parser.parse_args()
     grid = parse_grid(args.grid)
@@ -309,7 +447,7 @@ def main() -> int:
         return 1
     args.stores.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
-    grids: dict[str, dict[float, float]] = {}
+    grids: dict[str, dict[float, dict]] = {}
     details: dict = {}
     for corpus in corpora:
         settings = load_settings(data_dir=args.stores / corpus.name, model_cache=args.stores / "models")
@@ -322,10 +460,12 @@ def main() -> int:
         started = time.perf_counter()
         figures = retrieval_figures(answerable, retriever, baseline)
         details[corpus.name] = {k: figures.pop(k) for k in list(figures) if k.endswith(" first")}
-        if grid:
-            grids[corpus.name] = grid_figures(answerable, retriever, *grid)
+        answerer = Answerer(settings, retriever, ExtractiveProvider(embedder))
+        if grid and grid[0].startswith(DECISION_MODULES):
+            grids[corpus.name] = decision_grid(corpus.questions, answerer, *grid)
+        elif grid:
+            grids[corpus.name] = ranking_grid(answerable, retriever, *grid)
         if not args.no_answers:
-            answerer = Answerer(settings, retriever, ExtractiveProvider(embedder))
             persona = load_persona(settings.persona, settings.agents_dir)
             scored = answer_all(answerer, persona, corpus.questions)
             figures.update(answer_figures(scored))
@@ -339,15 +479,8 @@ def main() -> int:
     print()
     print(format_table(rows + [macro(rows)]))
     if grid:
-        constant, values = grid
-        loco = leave_one_out(grids)
-        print(f"\n{constant}: hybrid MRR@10 per value; LOCO = the value best on the other corpora, and its figure")
-        print("| corpus | " + " | ".join(f"{v:g}" for v in values) + " | LOCO value | LOCO MRR@10 |")
-        for name, by_value in grids.items():
-            chosen, figure = loco[name]
-            print(f"| {name} | " + " | ".join(f"{by_value[v]:.3f}" for v in values) + f" | {chosen:g} | {figure:.3f} |")
-        print("| macro | " + " | ".join(f"{statistics.mean(g[v] for g in grids.values()):.3f}" for v in values)
-              + f" | | {statistics.mean(f for _, f in loco.values()):.3f} |")
+        print()
+        print(format_grid(*grid, grids))
     if args.details:
         args.details.write_text(json.dumps(details, indent=1))
     return 0

@@ -212,8 +212,9 @@ def show_details(message: Message, settings) -> None:
     else:
         st.markdown("**Searched for:** the question as asked.")
     verdict = "below the threshold: abstained" if final.abstained else "above the threshold: answered"
+    bar = "" if final.threshold is None else f"threshold {final.threshold:.2f}, "
     st.markdown(
-        f"**Confidence** {final.confidence:.2f} (threshold {settings.abstain_threshold:.2f}, {verdict}) · "
+        f"**Confidence** {final.confidence:.2f} ({bar}{verdict}) · "
         f"**Answerer** {render.escape_markdown(final.provider)} ({render.escape_markdown(final.model)}) · "
         f"**Persona** {render.escape_markdown(final.persona)} · "
         f"**Filter** {render.filter_label(final.doc_type)}"

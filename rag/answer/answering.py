@@ -15,7 +15,7 @@ import copy
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from rag.answer.citations import MarkerFilter, citations_in_order, in_reading_order, verify
@@ -26,10 +26,11 @@ from rag.config import Settings
 from rag.documents.doc_status import IN_FORCE, RETIRED, adr_id, age_days, age_in_words, document_names
 from rag.index.keyword import KeywordIndex
 from rag.search.access import Reader, group_filter
+from rag.search.confidence import CLOSE_MARGIN, abstain_bar
 from rag.search.followups import last_turn_context, search_follow_up
-from rag.search.intent import missing_names, read_intent
+from rag.search.intent import missing_names, proper_names, read_intent
 from rag.search.passages import Passage
-from rag.search.retrieval import Retriever
+from rag.search.retrieval import Retriever, SearchResult
 from rag.text.words import STOPWORDS, content_words
 
 
@@ -94,10 +95,8 @@ def abstention_text(passages: list[Passage]) -> str:
 # a word is rare when at most this many chunks use it, or this share of a large knowledge base's chunks
 RARE_WORD_CHUNKS, RARE_WORD_SHARE = 3, 0.003
 FOLLOW_UP_MARGIN = 0.12
-# a confidence below the bar by less than CLOSE_MARGIN is not an answer, but the closest passages may hold one:
-# they are quoted under CLOSE_NOTICE and the answer counts as abstained (a wider margin quotes noise for
-# questions the knowledge base has nothing on; this one answers ext-15 "which column type for money?")
-CLOSE_MARGIN = 0.08
+# a confidence just below the bar (``rag.search.confidence``) is not an answer, but the closest passages may hold
+# one: they are quoted under CLOSE_NOTICE and the answer counts as abstained
 CLOSE_NOTICE = "This is not covered directly; the closest the knowledge base has is below.\n\n"
 # ...unless the question shares this many words with the passages that at most RARE_WORD_CHUNKS chunks use: a short
 # question in words the knowledge base almost never uses ("isEnabled", "boolean") sits far from any passage by cosine,
@@ -161,6 +160,17 @@ def status_notes(
     return notes + stale  # what replaced a cited document matters more than its age
 
 
+@dataclass
+class Verdict:
+    """What the passages found for a question allow: nothing (``abstain``), the closest material under a notice
+    (``close``), or an answer; ``missing`` names what the question asks about that the knowledge base lacks."""
+
+    abstain: bool
+    close: bool
+    missing: list[str]
+    threshold: float  # the bar this question was held to (after the allowances for long questions and follow-ups)
+
+
 class Answerer:
     def __init__(self, settings: Settings, retriever: Retriever | None = None, provider: Provider | None = None):
         self.settings = settings
@@ -184,14 +194,8 @@ class Answerer:
     ) -> Iterator[Event]:
         history = history or []
         started = time.perf_counter()
-        context = last_turn_context(history)
-        standalone = self.provider.rewrite(question, context) if context else question
-        if standalone != question:  # a follow-up: the document the last answer rested on comes first
-            result = search_follow_up(self.retriever, standalone, context, k or self.settings.top_k, doc_type)
-        else:
-            result = self.retriever.search(standalone, k=k or self.settings.top_k, doc_type=doc_type, widen=True)
-        # a superseded document's successor joins its passages: the answer can give the current decision
-        passages = self.retriever.with_successors(result.passages, standalone, k or self.settings.top_k, doc_type)
+        standalone, result = self.retrieve(question, history, k, doc_type)
+        passages = result.passages
         timings = {"retrieval": time.perf_counter() - started}
         final = Final(
             question=question,
@@ -207,17 +211,9 @@ class Answerer:
             doc_type=doc_type,
             provider_note=OFFLINE_NOTE if self.provider.name == ExtractiveProvider.name else "",
         )
-        # a follow-up stays on a topic the last answer found in the knowledge base: only a far lower confidence
-        # (its rewrite is a short query, whose best similarity runs lower) means there is nothing to say
-        threshold = self.settings.abstain_threshold - (
-            FOLLOW_UP_MARGIN if standalone != question else length_allowance(question)
-        )
-        below = result.confidence < threshold
-        close = bool(passages) and below and result.confidence >= threshold - CLOSE_MARGIN
-        # rare words the question shares with the passages vouch for them: a plain answer
-        vouched = close and len(self._rare_words_shared(question, passages)) >= RARE_EVIDENCE_WORDS
-        close = close and not vouched
-        if not passages or (below and not close and not vouched):
+        verdict = self.judge(question, standalone, result)
+        final.threshold = verdict.threshold
+        if verdict.abstain:
             final.abstained = True
             final.answer = abstention_text(passages)
             yield TextDelta(final.answer)
@@ -225,8 +221,8 @@ class Answerer:
             yield final
             return
         generation_started = time.perf_counter()
+        close, missing = verdict.close, verdict.missing
         final.abstained = close  # below the bar but close: the closest material, under a notice that says so
-        missing = self._missing(question, passages)
         parts: list[str] = []
         cited: dict[int, Citation] = {}  # by the provider's number
         waiting: dict[int, list[Citation]] = {}  # citations whose marker has not been streamed yet
@@ -283,16 +279,65 @@ class Answerer:
         final.notes += status_notes(final.citations, passages, self.settings.stale_days, cited_before(history))
         yield final
 
+    def retrieve(
+        self, question: str, history: list[dict], k: int | None = None, doc_type: str | None = None
+    ) -> tuple[str, SearchResult]:
+        """The query searched for ``question`` (a follow-up rewritten into a standalone one) and what it found, a
+        superseded document's successor among the passages (the answer can give the current decision)."""
+        k = k or self.settings.top_k
+        context = last_turn_context(history)
+        standalone = self.provider.rewrite(question, context) if context else question
+        if standalone != question:  # a follow-up: the document the last answer rested on comes first
+            result = search_follow_up(self.retriever, standalone, context, k, doc_type)
+        else:
+            result = self.retriever.search(standalone, k=k, doc_type=doc_type, widen=True)
+        return standalone, replace(
+            result, passages=self.retriever.with_successors(result.passages, standalone, k, doc_type)
+        )
+
+    def bar(self) -> float:
+        """The abstention bar: ``RAG_ABSTAIN_THRESHOLD`` when it is set, else the store's own calibration
+        (``rag.search.confidence``)."""
+        return abstain_bar(self.settings.abstain_threshold, self.retriever)
+
+    def judge(self, question: str, standalone: str, result: SearchResult) -> Verdict:
+        """Whether the passages found for ``question`` (searched as ``standalone``) can answer it."""
+        passages = result.passages
+        # a follow-up stays on a topic the last answer found in the knowledge base: only a far lower confidence
+        # (its rewrite is a short query, whose best similarity runs lower) means there is nothing to say
+        threshold = self.bar() - (FOLLOW_UP_MARGIN if standalone != question else length_allowance(question))
+        below = result.confidence < threshold
+        close = bool(passages) and below and result.confidence >= threshold - CLOSE_MARGIN
+        # rare words the question shares with the passages vouch for them: a plain answer
+        vouched = close and len(self._rare_words_shared(question, passages)) >= RARE_EVIDENCE_WORDS
+        close = close and not vouched
+        if not passages or (below and not close and not vouched):
+            return Verdict(abstain=True, close=False, missing=[], threshold=threshold)
+        return Verdict(abstain=False, close=close, missing=self._missing(question, passages), threshold=threshold)
+
     def _missing(self, question: str, passages: list[Passage]) -> list[str]:
         """What the question names that neither the passages nor (by keyword search) the rest of the knowledge
         base mention: the answer must say the knowledge base says nothing about it."""
-        unseen = missing_names(read_intent(question).names, _texts(passages))
+        names = read_intent(question).names
+        taken = [name.text.lower() for name in names]
+        names += [  # "API" of "the returns API" is checked with it
+            n for n in proper_names(question)
+            if not any(n.text.lower() in t or t in n.text.lower() for t in taken) and self._unknown(n.text)
+        ]
+        unseen = missing_names(names, _texts(passages))
         return [
             name.text
             for name in unseen
             if (not name.compound or self._has_rare_word(name.text))
             and missing_names([name], _texts(self.retriever.keyword_passages(name.text)), strict=True)
         ]
+
+    def _unknown(self, name: str) -> bool:
+        """A word of the name that no chunk of the knowledge base uses (nor a longer word it begins): this store has
+        never heard of it. Per store: "Kubernetes" is unknown to a knowledge base of NGINX docs, not to one of
+        Kubernetes docs."""
+        index, groups = self.retriever.keyword, group_filter(self.retriever.reader)
+        return any(_is_rare(index, word, 0, groups) for word in name.split())
 
     def _has_rare_word(self, term: str) -> bool:
         """A hyphenated term of common words ("order-status", "timed-out") is ordinary wording, not a name; one

@@ -105,6 +105,7 @@ class Final:
     # what the reader is told about how every answer of this provider is made (the offline note), shown in place
     # of the model; "" when the model's name says it
     provider_note: str = ""
+    threshold: float | None = None  # the confidence bar this question was held to (None: not judged)
 
     @property
     def unsupported(self) -> list[SentenceCheck]:
@@ -133,6 +134,7 @@ class Final:
             "notes": self.notes,
             "doc_type": self.doc_type,
             "provider_note": self.provider_note,
+            "threshold": None if self.threshold is None else round(self.threshold, 4),
         }
 
 

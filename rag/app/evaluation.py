@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
+from rag.search.confidence import abstain_bar
 from rag.search.followups import last_turn_context, rewrite_follow_up
 from rag.search.passages import Passage
 from rag.search.retrieval import MODES, Retriever
@@ -136,7 +137,9 @@ def rank_summary(questions: list[Question], search: Callable[[str], list[Passage
     return {"hit@5": hit5 / n, "mrr@10": mrr / n, "first_hit": firsts}
 
 
-def evaluate(questions: list[Question], retriever: Retriever, threshold: float) -> dict:
+def evaluate(questions: list[Question], retriever: Retriever, threshold: float | None) -> dict:
+    """Retrieval metrics per mode and abstention at ``threshold`` (None: the store's calibrated bar)."""
+    threshold = abstain_bar(threshold, retriever)
     answerable = [q for q in questions if q.answerable]
     # near-miss questions are in-domain by design: the retrieval confidence cannot tell them apart, the answer must
     unanswerable = [q for q in questions if q.unanswerable]

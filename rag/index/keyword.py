@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -103,6 +104,7 @@ class KeywordIndex:
     _sorted_vocab: list[str] | None = field(default=None, repr=False)
     _masks: dict[frozenset[str], np.ndarray] = field(default_factory=dict, repr=False)
     _restricted: bool | None = field(default=None, repr=False)  # whether any chunk is restricted, found on first use
+    _document_sizes: dict[str, int] | None = field(default=None, repr=False)  # chunks per file, counted on first use
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -229,6 +231,12 @@ class KeywordIndex:
         position = self._positions()
         found = [position[chunk_id] for chunk_id in chunk_ids if chunk_id in position]
         return {self.ids[i]: self.sources[i].split("\n")[-1] for i in found}
+
+    def document_sizes(self) -> dict[str, int]:
+        """How many chunks each file (its display path) has in the store."""
+        if self._document_sizes is None:
+            self._document_sizes = dict(Counter(source.split("\n")[-1] for source in self.sources))
+        return self._document_sizes
 
     def _positions(self) -> dict[str, int]:
         if self._position is None:

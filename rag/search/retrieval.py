@@ -28,8 +28,9 @@ from rag.index.embedding import Embedder
 from rag.index.keyword import KeywordIndex
 from rag.index.store import Store
 from rag.search.access import Reader, group_filter, narrowed, readable_where
+from rag.search.confidence import Calibration, load_cached, measure, save
 from rag.search.passages import Passage, collapse_near_duplicates, join_chunks
-from rag.search.ranking import document_scores, reciprocal_rank_fusion
+from rag.search.ranking import document_scores, keyword_weight, reciprocal_rank_fusion
 
 CANDIDATES = 50  # hits taken from each of the dense and keyword searches before fusion (30: MRR@10 0.793 on NGINX)
 MODES = ("hybrid", "dense", "keyword")
@@ -50,10 +51,12 @@ class SearchResult:
 
 
 class _KeywordSlot:
-    """The BM25 index a retriever and its per-reader views share: one reload per store revision, not one each."""
+    """The BM25 index a retriever and its per-reader views share: one reload per store revision, not one each;
+    likewise the store's confidence calibration (two numbers about the whole store, the same for every reader)."""
 
     def __init__(self) -> None:
         self.index: KeywordIndex | None = None
+        self.calibration: Calibration | None = None
         self.lock = threading.Lock()
 
 
@@ -106,6 +109,22 @@ class Retriever:
                 if slot.index is None or slot.index.revision != revision:
                     slot.index = KeywordIndex.open(self.store, self.settings.data_dir)
         return slot.index
+
+    def calibration(self) -> Calibration | None:
+        """The store's confidence calibration (``rag.search.confidence``), measured once per store revision and kept
+        in the data directory; None for a store too small to draw probes from."""
+        index = self.keyword
+        slot = self._keyword_slot
+        if slot.calibration is None or slot.calibration.revision != index.revision:
+            with slot.lock:
+                if slot.calibration is None or slot.calibration.revision != index.revision:
+                    calibration = load_cached(self.settings.data_dir, index.revision)
+                    if calibration is None:
+                        calibration = measure(self.store, index, self.embedder)
+                        if calibration is not None:
+                            save(self.settings.data_dir, calibration)
+                    slot.calibration = calibration
+        return slot.calibration
 
     def keyword_hits(
         self, query: str, k: int, doc_type: str | None = None, source: str | None = None
@@ -275,12 +294,13 @@ class Retriever:
     ) -> list[Passage]:
         """One ranking of the dense hits, the keyword hits and ``exact`` (the keyword hits that hold a rare
         identifier of the query), by ``rag.search.ranking``."""
-        scores = reciprocal_rank_fusion([p.id for p in dense], [chunk_id for chunk_id, _ in keyword], exact)
+        weight = keyword_weight([p.dense_score or 0.0 for p in dense], [score for _, score in keyword])
+        scores = reciprocal_rank_fusion([p.id for p in dense], [chunk_id for chunk_id, _ in keyword], exact, weight)
         if dense and keyword:  # the single-method modes stay the plain methods
             index = self.keyword
             document_of = {p.id: p.path for p in dense}
             document_of.update(index.documents_of([c for c in scores if c not in document_of]))
-            scores = document_scores(scores, document_of, len(index.ids))
+            scores = document_scores(scores, document_of, len(index.ids), index.document_sizes())
         ranked = sorted(scores, key=lambda chunk_id: scores[chunk_id], reverse=True)[:limit]
         by_id = {p.id: p for p in dense}
         missing = [chunk_id for chunk_id in ranked if chunk_id not in by_id]

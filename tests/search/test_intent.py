@@ -108,3 +108,19 @@ def test_a_question_that_asks_two_things_is_read_as_two_asks():
     # "Why, and how do we fix it?" asks one thing about one problem; a plain question asks one thing
     assert read_intent("Our pods keep restarting. Why, and how do we fix it?").asks == []
     assert read_intent("How do we shard and replicate the orders table?").asks == []
+
+
+def test_names_written_as_english_writes_names_are_found_whole():
+    from rag.search.intent import proper_names
+
+    def texts(question: str) -> list[str]:
+        return [name.text for name in proper_names(question)]
+
+    assert texts("How do I set up Argo Rollouts to run a canary analysis?") == ["Argo Rollouts"]
+    assert texts("What schedule should Velero use? And how does HashiCorp Vault inject secrets?") == [
+        "Velero", "HashiCorp Vault"
+    ]
+    assert texts("WireGuard between pods, or MetalLB?") == ["WireGuard", "MetalLB"]  # an inner capital: even first
+    assert texts("Should our checkout retry twice?") == []  # a sentence's first word is no name by its capital
+    assert texts("Is the Billing API slow in the Frankfurt region?") == ["Billing API", "Frankfurt"]
+    assert texts("Is the SaaS API slow behind our CDN?") == []  # acronyms alone: shorthand a store may write out

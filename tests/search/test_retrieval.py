@@ -16,6 +16,7 @@ from conftest import make_settings, write_tree
 
 from rag.index.keyword import BM25_PARAMETERS, KeywordIndex
 from rag.ingest.pipeline import ingest
+from rag.search.confidence import abstain_bar
 from rag.search.passages import Passage
 from rag.search.retrieval import Retriever
 from rag.text.words import content_words, words
@@ -493,7 +494,7 @@ def test_confidence_is_lower_for_an_off_topic_question(corpus_store, retriever):
     on_topic = retriever.search("What does the horizontal pod autoscaler do when CPU stays above its target?")
     off_topic = retriever.search(OFF_TOPIC)
     assert on_topic.confidence > off_topic.confidence + 0.25
-    assert on_topic.confidence >= settings.abstain_threshold > off_topic.confidence
+    assert on_topic.confidence >= abstain_bar(settings.abstain_threshold, retriever) > off_topic.confidence
     assert 0.0 <= off_topic.confidence <= 1.0 and on_topic.confidence <= 1.0
     assert on_topic.confidence == pytest.approx(
         max(
@@ -574,15 +575,30 @@ def test_a_file_that_matches_in_several_places_ranks_above_a_single_echoing_line
     assert passages[1].source == "glossary.md"
 
 
-def test_document_score_lifts_only_the_best_chunk_by_its_next_two_and_only_when_candidates_are_few():
+def test_document_score_lifts_only_the_best_chunk_by_its_next_two_and_only_beyond_what_its_size_brings():
     from rag.search.ranking import document_scores
 
     scores = {"a1": 0.10, "a2": 0.08, "a3": 0.06, "a4": 0.05, "b1": 0.15}
     files = {"a1": "a.md", "a2": "a.md", "a3": "a.md", "a4": "a.md", "b1": "b.md"}
-    lifted = document_scores(scores, files, store_size=500, weight=0.5)
-    assert lifted["a1"] == pytest.approx(0.10 + 0.5 * (1 - 5 / 500) * (0.08 + 0.06))  # a4 does not count
+    lifted = document_scores(scores, files, store_size=500, document_sizes={"a.md": 10, "b.md": 1}, weight=0.5)
+    by_chance = 5 * 10 / 500  # of 5 candidates from 500 chunks, a file of 10 chunks holds 0.1 by chance
+    assert lifted["a1"] == pytest.approx(0.10 + 0.5 * (4 - by_chance) / 4 * (0.08 + 0.06))  # a4 does not count
     assert {c: lifted[c] for c in ("a2", "a3", "a4", "b1")} == {c: scores[c] for c in ("a2", "a3", "a4", "b1")}
-    assert document_scores(scores, files, store_size=5, weight=0.5) == scores  # every chunk a candidate: no lift
+    # a long file whose candidates are what its length brings: no lift (nor in a store that is all candidates)
+    assert document_scores(scores, files, store_size=100, document_sizes={"a.md": 80, "b.md": 1}) == scores
+    assert document_scores(scores, files, store_size=5, weight=0.5) == scores
+
+
+def test_the_keyword_list_weighs_what_its_peak_says_against_the_dense_lists():
+    from rag.search.ranking import KEYWORD_WEIGHT, keyword_weight
+
+    dense = [0.62, 0.55, 0.54, 0.53, 0.52, 0.51, 0.50, 0.49]
+    peaked = [14.0, 3.1, 2.9, 2.8, 2.6, 2.5, 2.4, 2.2]  # one chunk holds the query's rare words
+    flat = [5.1, 5.0, 4.9, 4.9, 4.8, 4.8, 4.7, 4.7]  # common words, every chunk about as good
+    assert keyword_weight(dense, peaked) > KEYWORD_WEIGHT > keyword_weight(dense, flat)
+    assert keyword_weight(dense, dense) == pytest.approx(KEYWORD_WEIGHT)  # equally peaked: equal weights
+    assert keyword_weight([0.5, 0.5, 0.5], peaked) == KEYWORD_WEIGHT  # a flat dense list says nothing either way
+    assert keyword_weight(dense, []) == 0.0
 
 
 def test_a_keyword_index_persisted_with_other_bm25_parameters_is_rebuilt_with_ours(tmp_path, embedder):

@@ -28,7 +28,6 @@ from ui_support import (
     write_corpus,
 )
 
-from rag.answer.answering import CLOSE_MARGIN
 from rag.app.conversations import ConversationStore, title_from
 from rag.app.feedback import FeedbackStore
 from rag.app.uploads import UploadRejected, add_uploads, remove_upload, safe_filename, save_upload, uploads_dir
@@ -37,6 +36,7 @@ from rag.index.store import Store
 from rag.index.write_lock import StoreBusyError
 from rag.ingest.pipeline import ingest
 from rag.search.access import LOCAL
+from rag.search.confidence import CLOSE_MARGIN
 from rag.search.retrieval import Retriever
 from ui.render import cited_words_note, demote_headings, highlight, passage_view
 from ui.resources import OFFLINE_NOTICE

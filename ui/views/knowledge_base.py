@@ -22,6 +22,7 @@ from rag.app.uploads import ALLOWED_SUFFIXES, UploadRejected, add_uploads, remov
 from rag.index.store import StoreError
 from rag.index.write_lock import StoreBusyError
 from rag.search.access import PermissionDenied
+from rag.search.confidence import abstain_bar
 from ui import render
 from ui.identity import current_reader
 from ui.resources import get_retriever, get_settings
@@ -180,7 +181,8 @@ def show_search(settings, retriever) -> None:
         return
     st.caption(
         f"{len(result.passages)} passages in {render.format_ms(result.seconds)} · "
-        f"confidence {result.confidence:.2f} (answers abstain below {settings.abstain_threshold:.2f})"
+        f"confidence {result.confidence:.2f} (answers abstain below "
+        f"{abstain_bar(settings.abstain_threshold, retriever):.2f})"
     )
     if not result.passages:
         st.info("Nothing found.")
