@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rag.app.records import transaction
 from rag.search.access import Reader
 
 if TYPE_CHECKING:
@@ -50,17 +50,8 @@ class AuditLog:
     def for_settings(cls, settings: Settings) -> AuditLog:
         return cls(Path(settings.data_dir) / FILE_NAME)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=10)
-        connection.row_factory = sqlite3.Row
-        try:
-            with connection:
-                connection.execute(SCHEMA)
-                yield connection
-        finally:
-            connection.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, lambda db: db.execute(SCHEMA))
 
     def record(self, user: str, action: str, target: str, detail: str = "") -> None:
         at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -21,13 +21,13 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.answer.events import Citation, Final, SentenceCheck
+from rag.app.records import FAST_DURABLE, transaction
 from rag.search.access import LOCAL, Reader, may_read
 from rag.search.passages import Passage
 
@@ -234,25 +234,12 @@ class ConversationStore:
     def for_settings(cls, settings: Settings) -> ConversationStore:
         return cls(Path(settings.data_dir) / FILE_NAME)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=10)
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA foreign_keys = ON")
-        # WAL with NORMAL sync: a click that saves a message does not wait for a full fsync; the file never corrupts
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
-        try:
-            with connection:  # one transaction: committed on success, rolled back on error
-                connection.executescript(SCHEMA)
-                self._upgrade(connection)
-                yield connection
-        finally:
-            connection.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, self._prepare, ("PRAGMA foreign_keys = ON", *FAST_DURABLE))
 
     @staticmethod
-    def _upgrade(db: sqlite3.Connection) -> None:
+    def _prepare(db: sqlite3.Connection) -> None:
+        db.executescript(SCHEMA)
         columns = {row["name"] for row in db.execute("PRAGMA table_info(conversations)")}
         for column, statement in UPGRADES.items():
             if column not in columns:

@@ -15,12 +15,12 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from rag.app.records import transaction
 from rag.search.access import Reader
 
 if TYPE_CHECKING:
@@ -147,19 +147,8 @@ class FeedbackStore:
     def for_settings(cls, settings: Settings) -> FeedbackStore:
         return cls(Path(settings.data_dir) / FILE_NAME)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=10)
-        connection.row_factory = sqlite3.Row
-        try:
-            with connection:  # one transaction: committed on success, rolled back on error
-                connection.execute(SCHEMA)
-                if "user" not in {row["name"] for row in connection.execute("PRAGMA table_info(feedback)")}:
-                    connection.execute(ADD_USER)
-                yield connection
-        finally:
-            connection.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, _prepare)
 
     def add(self, entry: FeedbackEntry) -> int:
         """Stores the entry and returns its id (also set on the entry)."""
@@ -275,6 +264,12 @@ class FeedbackStore:
         if same:
             return f"--out {out} is the feedback file itself; name another file"
         return None
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    db.execute(SCHEMA)
+    if "user" not in {row["name"] for row in db.execute("PRAGMA table_info(feedback)")}:
+        db.execute(ADD_USER)
 
 
 def _entry(row: sqlite3.Row) -> FeedbackEntry:
