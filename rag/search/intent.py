@@ -46,8 +46,8 @@ NAMED = re.compile(rf"\b(?:the|our|each|every)\s+((?:[\w-]+\s){{1,2}})({HEADS})\
 ADR = re.compile(r"\bADR[- ]?\d{1,4}\b", re.IGNORECASE)
 IDENTIFIER = re.compile(
     r"(?<![\w.-])("
-    r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+"  # snake_case keys
-    r"|[a-z][a-z0-9]*(?:\.[a-z][a-z0-9]*)+(?=[\s,?)]|$)"  # dotted.keys
+    r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+(?=[\s,?)]|\.(?:\s|$)|$)"  # dotted.keys, outlier_detection.max_ejection_time
+    r"|[a-z][a-z0-9]*(?:_[a-z0-9]+)+"  # snake_case keys
     r"|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*){2,}"  # CamelCase alert or type names (three humps or more)
     r"|[a-z]+(?:[A-Z][a-z0-9]+)+"  # camelCase fields: canaryAnalysis, createdAt
     r"|[A-Z]{2,}[-_]?\d+[A-Z0-9]*"  # KIP-848, SEV0
@@ -211,7 +211,7 @@ def proper_names(question: str) -> list[Name]:
             word = match.group(0)
             inner_capital = any(c.isupper() for c in word[1:])
             ordinary = word.lower() in STOPWORDS | GENERIC
-            capitalised = word[0].isupper() and (number > 0 or inner_capital) and not ordinary
+            capitalised = (word[0].isupper() and number > 0 or inner_capital) and not ordinary  # ksqlDB too
             if capitalised and run and sentence[end : match.start()] == " ":
                 run.append(word)
             else:

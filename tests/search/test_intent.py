@@ -46,6 +46,19 @@ def test_specific_names_are_found_and_generic_ones_left_out():
     assert [(n.text, n.compound) for n in names] == [("invoice-service", False)]
     camel = "How do I set the canaryAnalysis field of a VirtualServer?"
     assert [n.text for n in read_intent(camel).names] == ["canaryAnalysis"]
+    # a dotted path of snake_case keys is one name, to its last key: the field asked about is the part that differs
+    dotted = "What does outlier_detection.max_ejection_time_jitter add? Compare outlier_detection.interval."
+    assert [n.text for n in read_intent(dotted).names] == [
+        "outlier_detection.max_ejection_time_jitter", "outlier_detection.interval"
+    ]
+
+
+def test_a_dotted_key_the_passages_lack_is_missing_though_its_first_key_is_there():
+    passages = ["Set outlier_detection.consecutive_5xx to eject a host after five gateway errors."]
+    question = "Can outlier detection eject a host after client errors, using outlier_detection.consecutive_4xx?"
+    assert [n.text for n in missing_names(read_intent(question).names, passages)] == [
+        "outlier_detection.consecutive_4xx"
+    ]
 
 
 PASSAGES = [
@@ -121,6 +134,7 @@ def test_names_written_as_english_writes_names_are_found_whole():
         "Velero", "HashiCorp Vault"
     ]
     assert texts("WireGuard between pods, or MetalLB?") == ["WireGuard", "MetalLB"]  # an inner capital: even first
+    assert texts("How do I write a ksqlDB query?") == ["ksqlDB"]  # an inner capital: even in lower case first
     assert texts("Should our checkout retry twice?") == []  # a sentence's first word is no name by its capital
     assert texts("Is the Billing API slow in the Frankfurt region?") == ["Billing API", "Frankfurt"]
     assert texts("Is the SaaS API slow behind our CDN?") == []  # acronyms alone: shorthand a store may write out

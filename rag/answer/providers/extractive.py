@@ -141,8 +141,11 @@ class ExtractiveProvider:
         vectors = np.array(self.embedder.embed(queries + [u.matched for u in units]))
         unit_vectors = vectors[len(queries):]
         similarity = (unit_vectors @ vectors[: len(queries)].T).mean(axis=1)
-        relevance = self._relevance(asked if follow_up else query, intent, units, similarity, passages)
-        lead = [units.index(u) for u in self._lead(intent, units, relevance, passages)]
+        asked_query = asked if follow_up else query
+        relevance = self._relevance(asked_query, intent, units, similarity, passages)
+        # how each unit would score were no document superseded: whether the question is about an old decision
+        unretired = self._relevance(asked_query, intent, units, similarity, passages, keep_retired=False)
+        lead = [units.index(u) for u in self._lead(intent, units, relevance, passages, unretired)]
         chosen = list(lead)
         if len(lead) == 1 and self._follows(units, lead[0]) and len(units[lead[0]].text) < LEAD_PAIR:
             chosen.append(lead[0] + 1)  # the lead's next sentence completes it
@@ -201,7 +204,13 @@ class ExtractiveProvider:
         return units
 
     def _relevance(
-        self, query: str, intent: Intent, units: list[Unit], similarity: np.ndarray, passages: list[Passage]
+        self,
+        query: str,
+        intent: Intent,
+        units: list[Unit],
+        similarity: np.ndarray,
+        passages: list[Passage],
+        keep_retired: bool = True,
     ) -> list[float]:
         query_words = set(content_words(query))
         unit_words = [set(content_words(u.matched)) for u in units]
@@ -209,7 +218,7 @@ class ExtractiveProvider:
         weight = {w: math.log(1 + len(units) / (1 + sum(w in words for words in unit_words))) for w in query_words}
         total = sum(weight.values()) or 1.0
         scores = []
-        rank = _own_rank(passages, intent)
+        rank = _own_rank(passages, intent, keep_retired)
         for unit, words, sim in zip(units, unit_words, similarity):
             overlap = sum(weight[w] for w in query_words & words) / total
             prior = RANK_PRIOR * RANK_DECAY ** rank[unit.passage_index]
@@ -218,14 +227,19 @@ class ExtractiveProvider:
         return scores
 
     def _lead(
-        self, intent: Intent, units: list[Unit], relevance: list[float], passages: list[Passage]
+        self,
+        intent: Intent,
+        units: list[Unit],
+        relevance: list[float],
+        passages: list[Passage],
+        unretired: list[float] | None = None,
     ) -> list[Unit]:
         """The best unit; for a comparison, the best unit about each side (one about both when there is one).
         A superseded or deprecated document does not lead unless the question asks how things were: what it
         says is no longer the answer (it may still follow, to say what changed)."""
         order = sorted(range(len(units)), key=lambda i: relevance[i], reverse=True)
         if not intent.about_past:
-            current = _current_decision(units, relevance, passages, order)
+            current = _current_decision(units, unretired or relevance, passages, order)
             if current is not None:
                 return [units[current]]
             order.sort(key=lambda i: passages[units[i].passage_index].status in RETIRED)
@@ -259,15 +273,18 @@ class ExtractiveProvider:
 
 
 def _current_decision(
-    units: list[Unit], relevance: list[float], passages: list[Passage], order: list[int]
+    units: list[Unit], unretired: list[float], passages: list[Passage], order: list[int]
 ) -> int | None:
-    """The unit to lead with when a superseded or deprecated document would be quoted (one of its units scores
-    within RELEVANCE_WINDOW of the best) and its successor is among the passages: the successor's best unit from
-    a section that states its decision ("Decision", "Summary"), else its best unit. What the question asked about
-    is the old decision's subject, and the answer to it today is the new decision."""
-    best = relevance[order[0]]
-    for i in order:
-        if relevance[i] < best - RELEVANCE_WINDOW:
+    """The unit to lead with when a superseded or deprecated document would be quoted were it current (one of its
+    units scores within RELEVANCE_WINDOW of the best by ``unretired``, the relevance with the old document ranked
+    by its own similarity instead of the place the search demoted it to) and its successor is among the
+    passages: the successor's best unit (by ``order``) from a section that states its decision ("Decision",
+    "Summary"), else its best unit. What the question asked about is the old decision's subject, and the answer
+    to it today is the new decision."""
+    ranked = sorted(range(len(units)), key=lambda i: unretired[i], reverse=True)
+    best = unretired[ranked[0]]
+    for i in ranked:
+        if unretired[i] < best - RELEVANCE_WINDOW:
             return None
         old = passages[units[i].passage_index]
         if old.status not in RETIRED or not old.superseded_by:
@@ -281,12 +298,12 @@ def _current_decision(
     return None
 
 
-def _own_rank(passages: list[Passage], intent: Intent | None = None) -> list[int]:
+def _own_rank(passages: list[Passage], intent: Intent | None = None, keep_retired: bool = True) -> list[int]:
     """Each passage's rank by its own similarity to the question: the search's order also lifts a file that
     matches in several places, which says which document to read, not which passage answers best. A superseded
     or deprecated document keeps the place the search gave it (it is moved for what the question asks about the
-    past, see ``rag.search.retrieval.demote_superseded``)."""
-    kept = {i for i, p in enumerate(passages) if p.status in RETIRED}
+    past, see ``rag.search.retrieval.demote_superseded``), unless ``keep_retired`` is false."""
+    kept = {i for i, p in enumerate(passages) if keep_retired and p.status in RETIRED}
     reasons = {  # a "why": the top document's reasons come before its other sections
         i
         for i, p in enumerate(passages)
