@@ -141,10 +141,11 @@ def test_extractive_answers_on_the_corpus_cite_verbatim_and_pass_their_own_check
 # answer metrics of the offline answerer on the shipped question set (python -m rag eval --answers), floors a
 # little beyond what was measured when they were set (2026-11-27 night): fact coverage 0.587, all facts 0.370, a
 # fact in the first 300 characters 0.563, near-miss said 0.96, unanswerable declined 0.92, answerable refused
-# 0.04, 899 characters
-ANSWER_FLOORS = {"fact_coverage": 0.55, "all_facts": 0.33, "fact_in_first_300": 0.52, "near_miss_said": 0.87,
+# 0.04, 899 characters; with the answer budget of 2026-12-08 (1080) fact coverage 0.599 at 945 characters, the
+# length held to issue 23's target of 1,000 on average
+ANSWER_FLOORS = {"fact_coverage": 0.57, "all_facts": 0.33, "fact_in_first_300": 0.52, "near_miss_said": 0.87,
                  "unanswerable_declined": 0.84}
-ANSWER_CEILINGS = {"answerable_refused": 0.07, "mean_length": 930}
+ANSWER_CEILINGS = {"answerable_refused": 0.07, "mean_length": 1000}
 
 
 def test_offline_answers_carry_the_facts_and_say_what_the_docs_lack(shipped_store, questions, embedder):

@@ -741,3 +741,32 @@ def test_a_question_that_asks_two_things_gets_an_answer_to_each(embedder):
     quoted = " ".join(unit.text for unit in lead + points)
     assert "48 partitions" in quoted
     assert "7 days" in quoted  # the second question is answered although the first fills the budget
+
+
+def test_an_answer_with_more_to_quote_than_fits_runs_to_about_a_thousand_characters(embedder):
+    # nine sentences that all answer the question: the answer quotes as many as its length allows, no more
+    facts = [
+        "Each key of the public API may send 600 requests per minute, counted by a token bucket that refills ten "
+        "tokens every second",
+        "A key of the public API that goes over its limit gets status 429 and a Retry-After header saying how many "
+        "seconds to wait",
+        "The public API limit is counted per key and not per client IP address, so one key shared by many servers "
+        "shares one limit",
+        "Partner keys of the public API may get a higher limit of up to 3,000 requests per minute, granted by the "
+        "platform team",
+        "The rate limit of each public API key is read from Redis by the gateway and cached there for 60 seconds",
+        "The public API rate limit is enforced at the gateway, before a request reaches any service behind it",
+        "Bursts of up to 100 requests over the per-minute rate limit of a public API key are absorbed by the bucket",
+        "A public API key that is over its rate limit for ten minutes in a row is reported to the owning team by email",
+        "Rate limit headers on every public API response give the key's limit, what is left of it and when it resets",
+    ]
+    sentences = [f"{fact}, as the gateway runbook says." for fact in facts]
+    passages = [
+        replace(passage(1, "Public API", "Rate limits", " ".join(sentences[:5])), dense_score=0.7),
+        replace(passage(2, "Public API", "Rate limits", " ".join(sentences[5:])), dense_score=0.65),
+    ]
+    question = "How is the public API rate limited per key, and what happens over the limit?"
+    events = list(ExtractiveProvider(embedder).generate(question, question, [], None, passages))
+    answer = "".join(event.text for event in events if isinstance(event, TextDelta))
+    assert 975 <= len(answer) <= 1150, answer
+    assert sum(sentence in answer for sentence in sentences) >= 6, answer

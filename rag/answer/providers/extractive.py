@@ -34,7 +34,7 @@ from rag.text.words import content_words
 # out of the answer text, as a written answer carries no such line either
 OFFLINE_NOTE = "offline answer: quoted from the knowledge base, no language model"
 # about how long an answer's quotes, labels and "See also" may run (see rag.answer.layout.layout_length)
-ANSWER_BUDGET = 1010
+ANSWER_BUDGET = 1080
 MAX_UNITS = 7
 LEAD_PAIR = 220  # a lead shorter than this takes the next sentence of its passage along
 DUPLICATE = 0.9  # a unit this similar to one already chosen says the same thing
