@@ -268,7 +268,31 @@ class _Writer:
         for key in gone:
             del self.file_numbers[key]
         self._save_files({key: records[key] for key in present})
+        self._delete_chunk_ids([chunk.chunk_id for chunk in chunks])
         self._add_segment(chunks)
+
+    def _delete_chunk_ids(self, chunk_ids: list[str]) -> None:
+        """Chunks the index holds under another file (a chunk cannot move between files in an ingest, but a store
+        written by other means may do it): the newer copy replaces them."""
+        for start in range(0, len(chunk_ids), 500):
+            part = chunk_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(f"SELECT doc, segment FROM chunks WHERE chunk_id IN ({marks})", part).fetchall()  # noqa: S608
+            self._mark_deleted(rows)
+            self.db.executemany("DELETE FROM chunks WHERE doc = ?", [(doc,) for doc, _ in rows])
+
+    def _mark_deleted(self, rows: list[tuple[int, int]]) -> None:
+        """``rows``: (chunk number, segment) of chunks leaving the index."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO deleted (doc, generation) VALUES (?, ?)", [(doc, self.generation) for doc, _ in rows]
+        )
+        dead: dict[int, int] = {}
+        for _, segment in rows:
+            dead[segment] = dead.get(segment, 0) + 1
+        self.db.executemany(
+            "UPDATE segments SET dead = dead + ? WHERE segment = ?",
+            [(count, segment) for segment, count in dead.items()],
+        )
 
     def _save_files(self, records: dict[str, FileRecord]) -> None:
         """The manifest entries the index now reflects (their files described by their chunks, see ``_describe``)."""
@@ -305,17 +329,7 @@ class _Writer:
             part = files[start : start + 500]
             marks = ",".join("?" * len(part))
             rows = self.db.execute(f"SELECT doc, segment FROM chunks WHERE file IN ({marks})", part).fetchall()  # noqa: S608
-            self.db.executemany(
-                "INSERT OR IGNORE INTO deleted (doc, generation) VALUES (?, ?)",
-                [(doc, self.generation) for doc, _ in rows],
-            )
-            dead: dict[int, int] = {}
-            for _, segment in rows:
-                dead[segment] = dead.get(segment, 0) + 1
-            self.db.executemany(
-                "UPDATE segments SET dead = dead + ? WHERE segment = ?",
-                [(count, segment) for segment, count in dead.items()],
-            )
+            self._mark_deleted(rows)
             self.db.execute(f"DELETE FROM chunks WHERE file IN ({marks})", part)  # noqa: S608
 
     def _add_segment(self, chunks: list[_Chunk]) -> None:
