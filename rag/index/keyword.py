@@ -98,11 +98,16 @@ def keyword_text(title: str, section: str, text: str) -> str:
 class Change:
     """What one ingest did to the store: the revision before and after it, and the files (source keys) whose
     chunks or manifest entries it wrote or removed. The index takes it as a shortcut only when it was at
-    ``before`` and the store is still at ``after``; otherwise it compares manifests."""
+    ``before`` and the store is at ``before`` (the ingest updates the index just before it sets the store's new
+    revision, so that readers find both at once) or at ``after``; otherwise it compares manifests."""
 
     before: str
     after: str
     files: frozenset[str]
+
+    @property
+    def revisions(self) -> tuple[str, str]:
+        return self.before, self.after
 
 
 class IndexBusy(RuntimeError):
@@ -166,6 +171,13 @@ def _remove_old_format(folder: Path) -> None:
         else:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _remove_database(path: Path) -> None:
+    """A damaged index database and its log: the index is derived, so it is built again."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).unlink()
 
 
 def _meta(connection: sqlite3.Connection) -> dict[str, str]:
@@ -508,6 +520,8 @@ def _bring_up_to_date(
     """Inside a write transaction: makes the index match the store; returns the revision it now matches."""
     meta = _meta(connection)
     revision = store.revision()  # read before the manifest and the chunks: a later change leaves it stale, not wrong
+    if change is not None and revision in change.revisions:
+        revision = change.after  # the store holds the change's chunks, and carries (or is about to) its revision
     if not from_scratch and _usable(meta) and meta.get("revision") == revision:
         return revision
     writer = _Writer(connection)
@@ -624,8 +638,16 @@ class KeywordIndex:
     def sync(cls, store: Store, data_dir: Path, change: Change | None = None, wait: float = WRITER_WAIT) -> str:
         """Brings the persisted index up to the store (file by file when it can); returns the revision it matches.
         Raises ``IndexBusy`` when another process holds the index longer than ``wait`` seconds."""
-        with _write_transaction(_database(data_dir), wait) as connection:
-            return _bring_up_to_date(connection, store, change)
+        try:
+            with _write_transaction(_database(data_dir), wait) as connection:
+                return _bring_up_to_date(connection, store, change)
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error)):
+                raise IndexBusy(str(error)) from None
+            log.warning("the keyword index at %s was unreadable (%s); building it again", _database(data_dir), error)
+            _remove_database(_database(data_dir))
+            with _write_transaction(_database(data_dir), wait) as connection:
+                return _bring_up_to_date(connection, store, change)
 
     @classmethod
     def rebuild(cls, store: Store, data_dir: Path, persist: bool = True) -> KeywordIndex:

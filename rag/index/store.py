@@ -122,6 +122,10 @@ class FileRecord:
         )
 
 
+def new_revision() -> str:
+    return uuid.uuid4().hex
+
+
 def _not_found(error: Exception) -> bool:
     from chromadb.errors import NotFoundError
 
@@ -351,11 +355,12 @@ class Store:
         if keys:
             self.files_collection(create=True).delete(ids=keys)
 
-    def bump_revision(self) -> str:
-        """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload."""
+    def bump_revision(self, revision: str | None = None) -> str:
+        """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload. ``revision``: the
+        new revision, when derived indexes were brought to it beforehand (default: a new one)."""
         if not self.exists():
             return ""  # no chunk was ever written (only removals, or an ingest killed before its first upsert)
-        revision = uuid.uuid4().hex
+        revision = revision or new_revision()
         collection = self.chunks()
         collection.modify(metadata=updated_metadata(collection.metadata, revision=revision, ingest_pending=False))
         self._pending_marked = False

@@ -9,8 +9,9 @@ that the next run redoes; files gone from an ingested root are removed the same 
 The store is marked ``ingest_pending`` before a run's first chunk write and the mark is cleared by its
 revision bump, so a run killed after its last write is still finished by the next one (revision
 bumped, keyword index brought up to date). The keyword index is updated with the files the run changed
-(``rag.index.keyword``), not rebuilt. A root that lost more than half of its documents at once (an unmounted
-share) is not pruned without ``force_prune`` (what a run must do is decided first, by ``rag.ingest.sync_plan``).
+(``rag.index.keyword``), not rebuilt, just before the revision bump. A root that lost more than half of its
+documents at once (an unmounted share) is not pruned without ``force_prune`` (what a run must do is decided first,
+by ``rag.ingest.sync_plan``).
 ``reindex`` builds aside and swaps in (``rag.ingest.reindex``).
 
 A text is embedded once per run: chunks with the same text to embed (an included snippet, a note repeated
@@ -36,7 +37,7 @@ from rag.documents.git_dates import last_commits
 from rag.documents.loading import Document, TextLimits, load
 from rag.index.embedding import Embedder
 from rag.index.keyword import Change, KeywordIndex
-from rag.index.store import FileRecord, Store, StoreDamagedError
+from rag.index.store import FileRecord, Store, StoreDamagedError, new_revision
 from rag.index.store_files import move_damaged_aside
 from rag.ingest import reindex as reindex_swap
 from rag.ingest.chunking import Chunk, chunk_document
@@ -141,7 +142,6 @@ def ingest(
     embedder = embedder or Embedder.for_settings(settings)
     found = discover(paths, follow_symlinks)
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
-    change = None
     with store.writing():
         target = _open_for_writing(store, settings, reindex)
         revision_before = store.revision()
@@ -221,12 +221,16 @@ def ingest(
             reindex_swap.mark_complete(target)
             reindex_swap.swap_in(store, target)
         elif report.changed or dropped:
-            after = store.bump_revision()
-            # the files this run wrote are all that changed, unless it finishes a killed run's unrecorded writes
-            change = None if finishing else Change(revision_before, after, frozenset(store.touched_files))
+            after = new_revision()
+            # the files this run wrote are all that changed, unless it finishes a killed run's unrecorded writes;
+            # the keyword index takes them before the store shows its new revision, so a reader finds both at once
+            if not finishing:
+                change = Change(revision_before, after, frozenset(store.touched_files))
+                KeywordIndex.sync(store, settings.data_dir, change)
+            store.bump_revision(after)
         report.chunks_total = store.count()
-    if report.changed or dropped or target is not store or not _keyword_index_fresh(store, settings):
-        KeywordIndex.sync(store, settings.data_dir, change)
+    if target is not store or not _keyword_index_fresh(store, settings):
+        KeywordIndex.sync(store, settings.data_dir)
     report.seconds = time.perf_counter() - started
     return report
 
