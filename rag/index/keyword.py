@@ -47,11 +47,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.index.chunk_access import NO_GROUP, groups_of
 from rag.index.store import FileRecord, Store
 
 INDEX_DIR = "keyword"
 DB_FILE = "index.sqlite3"
-FORMAT = "segments/1"
+FORMAT = "segments/2"  # 2: each file's reader groups
 # A query token with a digit or an underscore (ERR-7731 gives "7731", KIP-848 "848", UV_THREADPOOL_SIZE) that
 # occurs in at most RARE_CHUNKS chunks is an exact reference to them: an error code, a ticket, a config key.
 IDENTIFIER = re.compile(r"[0-9_]")
@@ -120,7 +121,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     file INTEGER PRIMARY KEY, source_key TEXT NOT NULL UNIQUE, doc_type TEXT NOT NULL, source TEXT NOT NULL,
-    path TEXT NOT NULL, stamp TEXT NOT NULL, generation INTEGER NOT NULL);
+    path TEXT NOT NULL, access TEXT NOT NULL DEFAULT '', stamp TEXT NOT NULL, generation INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS files_by_generation ON files (generation);
 CREATE TABLE IF NOT EXISTS chunks (
     doc INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, file INTEGER NOT NULL, segment INTEGER NOT NULL);
@@ -215,6 +216,7 @@ class _Chunk:
     doc_type: str
     source: str
     path: str
+    access: str  # the groups that may read it, "a,b"; "" = everyone
 
 
 def _chunks_of(ids: list[str], documents: list[str], metadatas: list[dict]) -> Iterator[_Chunk]:
@@ -227,6 +229,7 @@ def _chunks_of(ids: list[str], documents: list[str], metadatas: list[dict]) -> I
             str(meta.get("doc_type", "")),
             str(meta.get("source", "")),
             str(meta.get("path", "")),
+            ",".join(groups_of(meta)),
         )
 
 
@@ -321,11 +324,13 @@ class _Writer:
         """The file number of each chunk; each file's doc type and paths as its chunks give them (a chunk whose
         file has no manifest entry, in a store written by other means, gets a file without a stamp)."""
         first = _first_chunk_of(chunks)
+        access = _file_access(chunks)
         self.db.executemany(
-            "INSERT INTO files (source_key, doc_type, source, path, stamp, generation) VALUES (?, ?, ?, ?, '', ?) "
+            "INSERT INTO files (source_key, doc_type, source, path, access, stamp, generation) "
+            "VALUES (?, ?, ?, ?, ?, '', ?) "
             "ON CONFLICT (source_key) DO UPDATE SET doc_type = excluded.doc_type, source = excluded.source, "
-            "path = excluded.path, generation = excluded.generation",
-            [(key, c.doc_type, c.source, c.path, self.generation) for key, c in first.items()],
+            "path = excluded.path, access = excluded.access, generation = excluded.generation",
+            [(key, c.doc_type, c.source, c.path, access[key], self.generation) for key, c in first.items()],
         )
         missing = [key for key in first if key not in self.file_numbers]
         for start in range(0, len(missing), 500):
@@ -445,6 +450,15 @@ def _first_chunk_of(chunks: list[_Chunk]) -> dict[str, _Chunk]:
     for chunk in chunks:
         first.setdefault(chunk.source_key, chunk)
     return first
+
+
+def _file_access(chunks: list[_Chunk]) -> dict[str, str]:
+    """Each file's reader groups. An ingest gives every chunk of a file the same ones; a file whose chunks
+    disagree (a store written by other means) is kept for readers who see everything (``NO_GROUP``)."""
+    seen: dict[str, set[str]] = {}
+    for chunk in chunks:
+        seen.setdefault(chunk.source_key, set()).add(chunk.access)
+    return {key: values.pop() if len(values) == 1 else NO_GROUP for key, values in seen.items()}
 
 
 def _grouped(rows: Iterable[tuple[str, bytes, bytes]]) -> Iterator[tuple[str, list[tuple[bytes, bytes]]]]:
@@ -567,6 +581,10 @@ class _FileInfo:
     doc_type: str
     source: str
     path: str
+    access: str = ""  # "a,b": only readers of those groups; "" = everyone
+
+    def readable_by(self, groups: frozenset[str] | None) -> bool:
+        return groups is None or not self.access or bool(groups.intersection(self.access.split(",")))
 
 
 class ChunkIds(Sequence[str]):
@@ -586,7 +604,16 @@ class ChunkIds(Sequence[str]):
         return iter([chunk_id for doc, chunk_id in rows if doc < len(alive) and alive[doc] >= 0])
 
     def __getitem__(self, position):  # type: ignore[override]
-        return list(self)[position]
+        """One id or a slice of them, in chunk-number order; a slice reads only the ids it holds from the
+        database (``ids[::step]`` of a million chunks reads the few it samples)."""
+        docs = self._index.live_docs()[position]
+        if isinstance(position, slice):
+            with self._index._reading() as db:
+                found = self._index._chunk_ids_of(db, [int(doc) for doc in docs])
+            return [found[int(doc)] for doc in docs if int(doc) in found]
+        with self._index._reading() as db:
+            found = self._index._chunk_ids_of(db, [int(docs)])
+        return found[int(docs)]
 
     def __contains__(self, chunk_id: object) -> bool:
         return bool(self._index._docs_of([str(chunk_id)]))
@@ -612,6 +639,10 @@ class KeywordIndex:
     _cache_bytes: int = field(default=0, repr=False)
     _masks: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _live_docs: np.ndarray | None = field(default=None, repr=False)
+    _file_sizes: np.ndarray | None = field(default=None, repr=False)  # live chunks per file number
+    _document_sizes: dict[str, int] | None = field(default=None, repr=False)
+    _restricted: bool | None = field(default=None, repr=False)  # whether any file is restricted, found on first use
 
     # -- where it lives, and keeping it current
     @staticmethod
@@ -742,10 +773,10 @@ class KeywordIndex:
             file_of[first : first + len(values)] = np.frombuffer(block_files, dtype=DOC)
         dead = [doc for (doc,) in db.execute("SELECT doc FROM deleted WHERE generation > ?", (since,))]
         lengths[np.array(dead, dtype=np.int64)] = -1
-        for number, doc_type, source, path in db.execute(
-            "SELECT file, doc_type, source, path FROM files WHERE generation > ?", (since,)
+        for number, doc_type, source, path, access in db.execute(
+            "SELECT file, doc_type, source, path, access FROM files WHERE generation > ?", (since,)
         ):
-            files[number] = _FileInfo(doc_type, source, path)
+            files[number] = _FileInfo(doc_type, source, path, access)
         live = lengths[lengths >= 0]
         return cls(
             location,
@@ -781,6 +812,39 @@ class KeywordIndex:
     @property
     def ids(self) -> ChunkIds:
         return ChunkIds(self)
+
+    def live_docs(self) -> np.ndarray:
+        """The numbers of the live chunks, ascending (computed once per reader)."""
+        if self._live_docs is None:
+            self._live_docs = np.flatnonzero(self.lengths >= 0)
+        return self._live_docs
+
+    def _sizes_by_file(self) -> np.ndarray:
+        if self._file_sizes is None:
+            live = self.file_of[self.lengths >= 0]
+            self._file_sizes = np.bincount(live, minlength=max(self.files, default=-1) + 1)
+        return self._file_sizes
+
+    def _live_files(self) -> list[_FileInfo]:
+        """The files that have live chunks (a reader loaded from an earlier one may still know removed files)."""
+        sizes = self._sizes_by_file()
+        return [info for number, info in self.files.items() if number < len(sizes) and sizes[number]]
+
+    @property
+    def sources(self) -> list[str]:
+        """Each indexed file's relpath and display path ("source\npath"), one entry per file."""
+        return [f"{info.source}\n{info.path}" for info in self._live_files()]
+
+    def document_sizes(self) -> dict[str, int]:
+        """How many chunks each file (its display path) has in the index (counted once per reader)."""
+        if self._document_sizes is None:
+            sizes = self._sizes_by_file()
+            counted: dict[str, int] = {}
+            for number, info in self.files.items():
+                if number < len(sizes) and sizes[number]:
+                    counted[info.path] = counted.get(info.path, 0) + int(sizes[number])
+            self._document_sizes = counted
+        return self._document_sizes
 
     def _postings(self, db: sqlite3.Connection, term: str) -> tuple[np.ndarray, np.ndarray]:
         """The live chunks holding ``term`` (as this reader sees them) and how often."""
@@ -866,24 +930,40 @@ class KeywordIndex:
             if int(self.file_of[doc]) in self.files
         }
 
-    def _mask(self, doc_type: str | None, source: str | None) -> np.ndarray:
-        """1 for the chunks the filters let through, by chunk number."""
-        key = (doc_type, source)
-        mask = self._masks.get(key)
+    def _mask(self, doc_type: str | None, source: str | None, groups: frozenset[str] | None) -> np.ndarray | None:
+        """True for the chunks the filters and the reader's groups let through, by chunk number; None when they
+        let every chunk through. Kept per filter: a query pays for it once, not per search."""
+        if self._restricted is None:
+            self._restricted = any(info.access for info in self.files.values())
+        if doc_type is None and source is None and (groups is None or not self._restricted):
+            return None
+        key = (doc_type, source, groups)
+        with self._lock:
+            mask = self._masks.get(key)
         if mask is None:
-            if len(self._masks) >= MASKS_KEPT:
-                self._masks.clear()
             allowed = np.zeros(max(self.files, default=0) + 1, dtype=bool)
             for number, info in self.files.items():
-                allowed[number] = (doc_type is None or info.doc_type == doc_type) and (
-                    source is None or source in (info.source, info.path)
+                allowed[number] = (
+                    (doc_type is None or info.doc_type == doc_type)
+                    and (source is None or source in (info.source, info.path))
+                    and info.readable_by(groups)
                 )
-            mask = self._masks[key] = allowed[self.file_of] if len(self.file_of) else np.zeros(0, dtype=bool)
+            mask = allowed[self.file_of] if len(self.file_of) else np.zeros(0, dtype=bool)
+            with self._lock:
+                if len(self._masks) >= MASKS_KEPT:
+                    self._masks.clear()
+                self._masks[key] = mask
         return mask
 
     def search(
-        self, query: str, k: int, doc_type: str | None = None, source: str | None = None
+        self,
+        query: str,
+        k: int,
+        doc_type: str | None = None,
+        source: str | None = None,
+        groups: frozenset[str] | None = None,
     ) -> list[tuple[str, float]]:
+        """The best BM25 hits; ``groups``: only the chunks a reader of those groups may read (None: every chunk)."""
         if not self.live_count or k <= 0:
             return []
         with self._reading() as db:
@@ -891,8 +971,9 @@ class KeywordIndex:
             if not tokens:
                 return []
             scores = self._scores(db, tokens, self.live_count, self.average_length)
-            if doc_type or source:
-                scores *= self._mask(doc_type or None, source or None)
+            mask = self._mask(doc_type or None, source or None, groups)
+            if mask is not None:
+                scores *= mask
             candidates = np.flatnonzero(scores > 0)
             if len(candidates) > k:
                 candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
