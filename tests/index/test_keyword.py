@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import pytest
 from conftest import clean_env, make_settings, write_tree
@@ -66,6 +67,10 @@ def assert_ranks_like_a_fresh_build(settings) -> None:
         got, expected = updated.search(query, 20), fresh.search(query, 20)
         assert [chunk for chunk, _ in got] == [chunk for chunk, _ in expected], query
         assert [score for _, score in got] == pytest.approx([score for _, score in expected], rel=1e-5), query
+    paths = Counter(meta["path"] for meta in Store(settings).get()["metadatas"])
+    assert updated.document_sizes() == fresh.document_sizes() == paths
+    assert sorted(updated.sources) == sorted(fresh.sources) and len(updated.sources) == len(paths)
+    assert updated.ids[::2] == list(updated.ids)[::2] and updated.ids[-1] == list(updated.ids)[-1]
 
 
 def sources_found(settings, query: str) -> set[str]:
@@ -135,6 +140,8 @@ def test_a_reader_keeps_its_snapshot_and_the_next_one_reads_only_the_change(tmp_
     assert [after.documents_of([c])[c] for c, _ in after.search("marzipanology", 5)] == ["docs/pastry.md"]
     assert after.search("jitter backoff", 5) == []
     assert after.chunk_count == Store(settings).count()
+    assert "docs/retries.md" not in after.document_sizes(), "a removed file leaves a reader loaded from an older one"
+    assert not [source for source in after.sources if source.endswith("retries.md")]
 
 
 KILLED_UPDATE = textwrap.dedent(
@@ -210,3 +217,25 @@ def test_an_index_of_another_collection_or_format_is_built_again(tmp_path, embed
     assert KeywordIndex.load(settings.data_dir) is None
     assert KeywordIndex.open(Store(settings), settings.data_dir).search("quetzalcoatl", 3)
     assert meta(settings)["format"] == keyword.FORMAT
+
+
+def test_a_files_readers_follow_its_access_through_updates(tmp_path, embedder):
+    """A folder ingested for one group, then for another: the keyword index, updated file by file, shows its
+    chunks to the new group only, and to a reader who sees everything (groups None)."""
+    docs = write_tree(tmp_path / "docs", {"ledger.md": "# Ledger\n\nThe quokka ledger closes at midnight.\n"})
+    public = write_tree(tmp_path / "public", {"caching.md": DOCS["caching.md"]})
+    settings = make_settings(tmp_path / "data")
+    ingest([public], settings, embedder=embedder)
+    ingest([docs], settings, embedder=embedder, access=("payments",))
+
+    def found(groups):
+        return bool(KeywordIndex.open(Store(settings), settings.data_dir).search("quokka ledger", 5, groups=groups))
+
+    assert found(frozenset({"payments"})) and found(None)
+    assert not found(frozenset()) and not found(frozenset({"risk"}))
+    build = meta(settings)["build"]
+    ingest([docs], settings, embedder=embedder, access=("risk",))
+    assert meta(settings)["build"] == build, "updated, not built again"
+    assert found(frozenset({"risk"})) and not found(frozenset({"payments"}))
+    assert KeywordIndex.load(settings.data_dir).search("cache invalidation", 5, groups=frozenset()), "public stays"
+    assert_ranks_like_a_fresh_build(settings)
