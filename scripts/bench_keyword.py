@@ -152,8 +152,20 @@ class Fts5Index:
         rows = self.db.execute(f"SELECT chunk_id, path FROM chunks WHERE chunk_id IN ({marks})", list(chunk_ids))  # noqa: S608
         return dict(rows.fetchall())
 
+    def document_sizes(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT path, count(*) FROM chunks GROUP BY path").fetchall())
+
+    @property
+    def sources(self) -> list[str]:
+        return [f"{source}\n{path}" for source, path in self.db.execute("SELECT DISTINCT source, path FROM chunks")]
+
     def search(
-        self, query: str, k: int, doc_type: str | None = None, source: str | None = None
+        self,
+        query: str,
+        k: int,
+        doc_type: str | None = None,
+        source: str | None = None,
+        groups: frozenset[str] | None = None,  # the development stores restrict no document: nothing to mask
     ) -> list[tuple[str, float]]:
         tokens = [known for token in tokenize([query])[0] for known in self._known_forms(token)]
         if not tokens:
