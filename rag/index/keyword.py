@@ -9,8 +9,9 @@ database, ``<data dir>/keyword/index.sqlite3``, laid out the way search engines 
 - Small segments are merged into one, and a segment with many deleted chunks is rewritten without them
   (``MAX_SEGMENTS``, ``PURGE_SHARE``), so a query reads a few rows per term however many updates came before.
 - ``blocks``: each chunk's length in tokens and its file, as packed arrays, so a reader loads a million chunks'
-  worth in a few milliseconds; ``files``: each file's doc type and paths (for the filters) and the manifest entry it
-  was indexed from (``stamp``).
+  worth in a few milliseconds; ``files``: each file's doc type and paths (for the filters), the groups that may read
+  it (``rag.index.chunk_access``: a search for a reader masks out the rest before BM25 ranks anything) and the
+  manifest entry it was indexed from (``stamp``).
 
 BM25 is computed at query time from the live chunks (their count, average length and each term's document
 frequency), with the formula and parameters bm25s used before (Lucene's idf, k1 1.2, b 0.75): the scores are the
