@@ -643,6 +643,7 @@ class KeywordIndex:
     _live_docs: np.ndarray | None = field(default=None, repr=False)
     _file_sizes: np.ndarray | None = field(default=None, repr=False)  # live chunks per file number
     _document_sizes: dict[str, int] | None = field(default=None, repr=False)
+    _sources: list[str] | None = field(default=None, repr=False)
     _restricted: bool | None = field(default=None, repr=False)  # whether any file is restricted, found on first use
 
     # -- where it lives, and keeping it current
@@ -833,8 +834,11 @@ class KeywordIndex:
 
     @property
     def sources(self) -> list[str]:
-        """Each indexed file's relpath and display path ("source\npath"), one entry per file."""
-        return [f"{info.source}\n{info.path}" for info in self._live_files()]
+        """Each indexed file's relpath and display path ("source\\npath"), one entry per file (listed once per
+        reader)."""
+        if self._sources is None:
+            self._sources = [f"{info.source}\n{info.path}" for info in self._live_files()]
+        return self._sources
 
     def document_sizes(self) -> dict[str, int]:
         """How many chunks each file (its display path) has in the index (counted once per reader)."""
