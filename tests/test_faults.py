@@ -71,7 +71,7 @@ def test_f1_run_killed_before_the_revision_bump_is_repaired_by_the_rerun(ingeste
     settings, notes = ingested
     (notes / "zyzzogeton.md").write_text(NEW_DOC)
 
-    def die(self):  # the process dies after its last chunk write, right before the bump
+    def die(self, revision=None):  # the process dies after its last chunk write, right before the bump
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:

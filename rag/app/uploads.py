@@ -306,7 +306,7 @@ def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) 
     from the uploads folder, for ``reader`` (an editor or admin); False when there was no such upload, or none
     ``reader`` may read. Files under an ingested folder are not uploads: they leave the knowledge base when the
     file is deleted and the folder is ingested again."""
-    from rag.index.keyword import KeywordIndex
+    from rag.index.keyword import Change, KeywordIndex
     from rag.index.store import Store
 
     reader.require("edit_documents")
@@ -316,7 +316,9 @@ def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) 
         return False  # as if it were not there: its name is all they could learn
     store = store or Store(settings)
     folder = uploads_dir(settings).resolve()
+    change = None
     with store.writing():
+        before = store.revision()
         records = [
             record
             for record in store.file_records().values()
@@ -326,12 +328,12 @@ def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) 
             store.delete_chunks(store.chunk_ids_of(record.key))
             store.delete_file_records([record.key])
         if records:
-            store.bump_revision()
+            change = Change(before, store.bump_revision(), frozenset(record.key for record in records))
         path = folder / name
         existed = path.is_file()
         path.unlink(missing_ok=True)
     if records:
-        KeywordIndex.rebuild(store, settings.data_dir)
+        KeywordIndex.sync(store, settings.data_dir, change)
     if records or existed:
         AuditLog.for_settings(settings).record(reader.user, "remove", name)
     return bool(records) or existed

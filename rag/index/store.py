@@ -122,6 +122,10 @@ class FileRecord:
         )
 
 
+def new_revision() -> str:
+    return uuid.uuid4().hex
+
+
 def _not_found(error: Exception) -> bool:
     from chromadb.errors import NotFoundError
 
@@ -149,6 +153,8 @@ class Store:
         self._files = None
         self._seen: tuple[str, str] | None = None  # (collection id, revision) the client has loaded
         self._pending_marked = False
+        # source keys of the files whose manifest entries this object wrote or removed (derived indexes follow them)
+        self.touched_files: set[str] = set()
         if settings.server_mode and client is None:
             self._client = open_client(settings)  # an unreachable server is reported at once
 
@@ -336,6 +342,7 @@ class Store:
             self.chunks().delete(ids=ids[part])
 
     def save_file_records(self, records: list[FileRecord]) -> None:
+        self.touched_files.update(r.key for r in records)
         if records:
             self.files_collection(create=True).upsert(
                 ids=[r.key for r in records],
@@ -344,14 +351,16 @@ class Store:
             )
 
     def delete_file_records(self, keys: list[str]) -> None:
+        self.touched_files.update(keys)
         if keys:
             self.files_collection(create=True).delete(ids=keys)
 
-    def bump_revision(self) -> str:
-        """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload."""
+    def bump_revision(self, revision: str | None = None) -> str:
+        """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload. ``revision``: the
+        new revision, when derived indexes were brought to it beforehand (default: a new one)."""
         if not self.exists():
             return ""  # no chunk was ever written (only removals, or an ingest killed before its first upsert)
-        revision = uuid.uuid4().hex
+        revision = revision or new_revision()
         collection = self.chunks()
         collection.modify(metadata=updated_metadata(collection.metadata, revision=revision, ingest_pending=False))
         self._pending_marked = False
@@ -381,12 +390,22 @@ class Store:
             self.forget_client()
             self._seen = None
 
-    def file_records(self) -> dict[str, FileRecord]:
+    def file_records(self, keys: list[str] | None = None) -> dict[str, FileRecord]:
+        """The manifest, or the entries of ``keys`` that it holds."""
         files = self.files_collection(create=False)
         if files is None:
             return {}
-        result = files.get(include=["metadatas"])
-        return {key: FileRecord.from_metadata(key, meta or {}) for key, meta in zip(result["ids"], result["metadatas"])}
+        pages = [None] if keys is None else [keys[start : start + PAGE] for start in range(0, len(keys), PAGE)]
+        records: dict[str, FileRecord] = {}
+        for page in pages:
+            result = files.get(ids=page, include=["metadatas"])
+            pairs = zip(result["ids"], result["metadatas"])
+            records.update((key, FileRecord.from_metadata(key, meta or {})) for key, meta in pairs)
+        return records
+
+    def collection_id(self) -> str:
+        """The chunk collection's id ('' when there is none): a reindex or another store has another one."""
+        return str(self._get(self.name).id) if self.exists() else ""
 
     def file_record(self, key: str) -> FileRecord | None:
         """One file's manifest entry (``file_records`` reads them all)."""
@@ -412,6 +431,14 @@ class Store:
         for offset in range(0, total, PAGE):
             page = collection.get(offset=offset, limit=PAGE, include=["documents", "metadatas"])
             yield page["ids"], page["documents"], page["metadatas"]
+
+    def chunks_of_files(self, source_keys: list[str]) -> tuple[list[str], list[str], list[dict]]:
+        """The chunks of these files: ids, texts, metadatas."""
+        if not source_keys or not self.exists():
+            return [], [], []
+        where = {"source_key": source_keys[0]} if len(source_keys) == 1 else {"source_key": {"$in": source_keys}}
+        got = self.chunks().get(where=where, include=["documents", "metadatas"])
+        return got["ids"], got["documents"], got["metadatas"]
 
     def query(self, embedding: list[float], k: int, where: dict | None = None, backend: str | None = None) -> dict:
         """``backend``: the one that made ``embedding`` (default: the setting)."""

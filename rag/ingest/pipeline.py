@@ -8,8 +8,10 @@ that the next run redoes; files gone from an ingested root are removed the same 
 
 The store is marked ``ingest_pending`` before a run's first chunk write and the mark is cleared by its
 revision bump, so a run killed after its last write is still finished by the next one (revision
-bumped, keyword index rebuilt). A root that lost more than half of its documents at once (an unmounted
-share) is not pruned without ``force_prune`` (what a run must do is decided first, by ``rag.ingest.sync_plan``).
+bumped, keyword index brought up to date). The keyword index is updated with the files the run changed
+(``rag.index.keyword``), not rebuilt, just before the revision bump. A root that lost more than half of its
+documents at once (an unmounted share) is not pruned without ``force_prune`` (what a run must do is decided first,
+by ``rag.ingest.sync_plan``).
 ``reindex`` builds aside and swaps in (``rag.ingest.reindex``).
 
 A text is embedded once per run: chunks with the same text to embed (an included snippet, a note repeated
@@ -34,7 +36,8 @@ from rag.documents.errors import LoadError, SkippedFile
 from rag.documents.git_dates import last_commits
 from rag.documents.loading import Document, TextLimits, load
 from rag.index.embedding import Embedder
-from rag.index.store import FileRecord, Store, StoreDamagedError
+from rag.index.keyword import Change, KeywordIndex
+from rag.index.store import FileRecord, Store, StoreDamagedError, new_revision
 from rag.index.store_files import move_damaged_aside
 from rag.ingest import reindex as reindex_swap
 from rag.ingest.chunking import Chunk, chunk_document
@@ -141,6 +144,8 @@ def ingest(
     report = IngestReport(files_seen=len(found.files), files_failed=list(found.failures))
     with store.writing():
         target = _open_for_writing(store, settings, reindex)
+        revision_before = store.revision()
+        store.touched_files.clear()
         current = store.file_records()
         known = identify(found, current)
         found.files = known.files
@@ -167,7 +172,8 @@ def ingest(
         if work and target.exists():
             target.check_backend(embedder.backend)  # refused before any file is touched, as another model is
         dropped |= _drop_half_written(report.files_failed, found, records, target)
-        dropped |= target.pending()  # a run killed after writing chunks, before its revision bump
+        finishing = target.pending()  # a run killed after writing chunks, before its revision bump
+        dropped |= finishing
         total = len(work) + len(gone)
         tick = _ticker(progress, total)
         vectors = RunVectors(embedder)
@@ -215,12 +221,16 @@ def ingest(
             reindex_swap.mark_complete(target)
             reindex_swap.swap_in(store, target)
         elif report.changed or dropped:
-            store.bump_revision()
+            after = new_revision()
+            # the files this run wrote are all that changed, unless it finishes a killed run's unrecorded writes;
+            # the keyword index takes them before the store shows its new revision, so a reader finds both at once
+            if not finishing:
+                change = Change(revision_before, after, frozenset(store.touched_files))
+                KeywordIndex.sync(store, settings.data_dir, change)
+            store.bump_revision(after)
         report.chunks_total = store.count()
-    if report.changed or dropped or target is not store or not _keyword_index_fresh(store, settings):
-        from rag.index.keyword import KeywordIndex
-
-        KeywordIndex.rebuild(store, settings.data_dir)
+    if target is not store or not _keyword_index_fresh(store, settings):
+        KeywordIndex.sync(store, settings.data_dir)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -243,8 +253,6 @@ def _open_for_writing(store: Store, settings: Settings, reindex: bool) -> Store:
 
 
 def _keyword_index_fresh(store: Store, settings: Settings) -> bool:
-    from rag.index.keyword import KeywordIndex
-
     return not store.exists() or KeywordIndex.stored_revision(settings.data_dir) == store.revision()
 
 

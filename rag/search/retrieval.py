@@ -107,7 +107,7 @@ class Retriever:
         if slot.index is None or slot.index.revision != revision:
             with slot.lock:  # concurrent requests that see a new revision load it once
                 if slot.index is None or slot.index.revision != revision:
-                    slot.index = KeywordIndex.open(self.store, self.settings.data_dir)
+                    slot.index = KeywordIndex.open(self.store, self.settings.data_dir, previous=slot.index)
         return slot.index
 
     def calibration(self) -> Calibration | None:

@@ -115,22 +115,43 @@ def test_onnx_tokenizer_truncates_like_sentence_transformers(embedder, torch_emb
     assert len(encoder.tokenizer.encode(REAL_SENTENCES[-1]).ids) == 256
 
 
-def test_the_int8_graph_follows_the_cpu(embedder):
-    """On a CPU with VNNI the FFN output projections are int8 too (38 % more tokens per CPU second); without
-    VNNI they stay fp32 with 7-bit weights elsewhere, the recipe that does not saturate there."""
+def int8_weights(graph) -> dict[str, int]:
+    """The element type of each quantised product's weights, by the name of the product's node."""
+    initialisers = {item.name: item.data_type for item in graph.initializer}
+    return {
+        node.name: initialisers[node.input[1]]
+        for node in graph.node
+        if node.op_type in ("MatMulInteger", "QAttention") and node.input[1] in initialisers
+    }
+
+
+def test_the_int8_graph_follows_the_cpu(embedder, tmp_path, monkeypatch):
+    """On a CPU with VNNI every product is int8 with 8-bit signed weights (38 % more tokens per CPU second). Without
+    VNNI, signed weights keep 7 bits (their products saturate at 16 bits there) and the FFN output projections take
+    unsigned 8-bit weights, whose products cannot saturate; none stays fp32."""
     import onnx
     from conftest import MODEL_CACHE
 
+    from rag.index import onnx_encoder
     from rag.index.onnx_encoder import cached_model, int8_recipe
 
-    assert int8_recipe({"avx2", "fma"}) == "reduce-range-ffn-out-fp32" == int8_recipe(set())
+    assert int8_recipe({"avx2", "fma"}) == "reduce-range-ffn-out-u8u8" == int8_recipe(set())
     assert int8_recipe({"avx2", "avx512_vnni"}) == int8_recipe({"avx_vnni"}) == "full-range"
-    graph = onnx.load(str(cached_model(Path(embedder.model_path), MODEL_CACHE, embedder.max_seq_length))).graph
-    fp32_products = [node.name for node in graph.node if node.op_type == "MatMul"]
-    assert len(fp32_products) == (0 if int8_recipe() == "full-range" else 6), fp32_products
-    # residual add and layer norm kept apart (the fused operator was the slowest part of a run)
-    assert {"LayerNormalization", "QAttention", "BiasGelu"} <= {node.op_type for node in graph.node}
-    assert "SkipLayerNormalization" not in {node.op_type for node in graph.node}
+    model_path, window = Path(embedder.model_path), embedder.max_seq_length
+    graphs = {int8_recipe(): onnx.load(str(cached_model(model_path, MODEL_CACHE, window))).graph}
+    other = {"avx2", "fma"} if int8_recipe() == "full-range" else {"avx2", "avx512_vnni"}
+    monkeypatch.setattr(onnx_encoder, "cpu_flags", lambda: frozenset(other))
+    graphs[int8_recipe()] = onnx.load(str(cached_model(model_path, tmp_path / "models", window))).graph
+    assert set(graphs) == {"full-range", "reduce-range-ffn-out-u8u8"}
+    for recipe, graph in graphs.items():
+        assert [node.name for node in graph.node if node.op_type == "MatMul"] == [], recipe
+        # residual add and layer norm kept apart (the fused operator was the slowest part of a run)
+        assert {"LayerNormalization", "QAttention", "BiasGelu"} <= {node.op_type for node in graph.node}
+        assert "SkipLayerNormalization" not in {node.op_type for node in graph.node}
+    assert set(int8_weights(graphs["full-range"]).values()) == {onnx.TensorProto.INT8}
+    cautious = int8_weights(graphs["reduce-range-ffn-out-u8u8"])
+    unsigned = [name for name, kind in cautious.items() if kind == onnx.TensorProto.UINT8]
+    assert len(unsigned) == 6 and len(cautious) == 24, cautious  # one FFN output projection per layer
 
 
 def test_a_corrupt_cached_graph_is_rebuilt(tmp_path, embedder):
@@ -147,6 +168,58 @@ def test_a_corrupt_cached_graph_is_rebuilt(tmp_path, embedder):
     # the same graph again: identical vectors for the same batch (int8 activations are scaled per batch)
     assert (rebuilt.embed_array(REAL_SENTENCES) == embedder.embed_array(REAL_SENTENCES)).all()
     assert [p.name for p in cached.parent.iterdir() if p.name.startswith(".build-")] == []
+
+
+LOAD_AND_EMBED = """
+import json, logging, sys
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stderr)
+from rag.config import load_settings
+from rag.index.embedding import Embedder
+settings = load_settings(data_dir=Path(sys.argv[1]))
+embedder = Embedder.for_settings(settings)
+vector = embedder.embed_array([sys.argv[2]])[0]
+print(json.dumps({"backend": embedder.backend, "cache": str(settings.model_cache_dir), "vector": vector.tolist()}))
+"""
+
+
+def test_two_data_directories_started_together_share_one_build_of_the_graph(tmp_path, embedder):
+    """The graph lives in the user's cache, not in a data directory: two new data directories opened at the same
+    moment (two processes, nothing cached yet) build it once, the second process waiting for the first."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    del env["RAG_MODEL_CACHE"]
+    sentence = REAL_SENTENCES[1]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOAD_AND_EMBED, str(tmp_path / name), sentence],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("data-one", "data-two")
+    ]
+    outputs = [process.communicate(timeout=900) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    cache = tmp_path / "xdg" / "rag-assistant" / "models"
+    assert [result["cache"] for result in results] == [str(cache)] * 2
+    assert [result["backend"] for result in results] == ["onnx-int8"] * 2
+    assert len(list(cache.glob("*/model-int8.onnx"))) == 1
+    assert sum("rag.index.onnx_encoder built" in err for _, err in outputs) == 1, "built by exactly one process"
+    assert list(cache.glob("*/.build-*")) == []
+    assert not (tmp_path / "data-one" / "models").exists() and not (tmp_path / "data-two" / "models").exists()
+    # one valid graph: both processes got the vector the session's own graph gives
+    expected = embedder.embed_array([sentence])[0]
+    for result in results:
+        assert np.allclose(result["vector"], expected, atol=1e-6)
 
 
 def test_onnx_failure_falls_back_to_torch_with_one_warning(tmp_path, caplog):
@@ -171,7 +244,13 @@ def test_backend_setting_reads_the_environment(monkeypatch, tmp_path):
     assert (settings.embedding_backend, settings.model_cache_dir) == ("torch", tmp_path / "cache")
     assert Embedder.for_settings(settings).backend == "torch"
     monkeypatch.delenv("RAG_MODEL_CACHE")
-    assert Settings(_env_file=None, data_dir=tmp_path / "data").model_cache_dir == tmp_path / "data" / "models"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    shared = tmp_path / "xdg" / "rag-assistant" / "models"
+    assert Settings(_env_file=None, data_dir=tmp_path / "one").model_cache_dir == shared
+    assert Settings(_env_file=None, data_dir=tmp_path / "two").model_cache_dir == shared
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # not absolute: ignored, as the XDG spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings(_env_file=None).model_cache_dir == tmp_path / "home" / ".cache" / "rag-assistant" / "models"
     monkeypatch.setenv("RAG_EMBEDDING_BACKEND", "onnx")
     with pytest.raises(ValueError, match="embedding_backend"):
         Settings(_env_file=None)

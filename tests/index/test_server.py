@@ -102,3 +102,44 @@ def test_cli_stats_against_the_server(server_settings, sample_corpus, embedder, 
     assert stats["store"].startswith("chroma server http://127.0.0.1:")
     assert (stats["documents"], stats["chunks"]) == (8, expected["chunks"])
     assert {t: row["documents"] for t, row in stats["by_doc_type"].items()} == {"reference": 4, "team": 4}
+
+
+def test_a_second_host_sees_another_hosts_ingest_by_keyword_pulling_only_the_changed_file(
+    server_settings, sample_corpus, tmp_path, embedder, monkeypatch
+):
+    """Two hosts, each with its own data directory, one server. Host B's keyword index lives on B; when host A (another
+    process) ingests, B compares the server's manifest of files with its index and pulls only the changed file's
+    chunks, not every chunk."""
+    from rag.search.retrieval import Retriever
+
+    monkeypatch.chdir(tmp_path)  # both hosts name the folder "corpus"
+    host_b = server_settings.with_overrides(data_dir=tmp_path / "host-b")
+    ingest([sample_corpus], server_settings, embedder=embedder)
+    reader = Retriever(host_b, embedder=embedder)
+    assert reader.search("outbox", mode="keyword").passages  # B's first index: every chunk, once
+
+    pulled: list[int] = []
+    real_fetch = Store.chunks_of_files
+    monkeypatch.setattr(Store, "iter_all", lambda self: pulled.append(-1) or iter(()))
+    monkeypatch.setattr(Store, "chunks_of_files", lambda self, keys: pulled.append(len(keys)) or real_fetch(self, keys))
+    (sample_corpus / "team" / "payments-service.md").write_text("# Payments\n\n## Limits\n\nThe zanzibarquux cap.\n")
+    host_a = run_rag(
+        "ingest",
+        sample_corpus,
+        "--json",
+        "--chroma-host",
+        server_settings.chroma_host,
+        "--chroma-port",
+        server_settings.chroma_port,
+        "--collection",
+        server_settings.collection,
+        "--data-dir",
+        tmp_path / "host-a",
+        cwd=tmp_path,
+    )
+    assert host_a.returncode == 0, host_a.stderr
+    assert parse_json_output(host_a)["files_updated"] == 1
+    found = reader.search("zanzibarquux", mode="keyword").passages
+    assert [p.source for p in found] == ["team/payments-service.md"]
+    assert pulled == [1], "B read one file's chunks, never the whole store"
+    assert KeywordIndex.load(host_b.data_dir).revision == Store(host_b).revision()

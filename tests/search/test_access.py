@@ -7,7 +7,8 @@ folder); each restricted one states a fact no other document states, so a leak w
 
 from __future__ import annotations
 
-import json
+import contextlib
+import sqlite3
 
 import pytest
 from conftest import make_settings, write_tree
@@ -157,9 +158,10 @@ def test_stats_list_and_count_only_readable_documents(store):
 
 def test_the_keyword_index_keeps_the_groups_when_persisted(store):
     settings, _, retriever = store
-    assert retriever.keyword.access  # built and saved
-    saved = json.loads((KeywordIndex.directory(settings.data_dir) / "chunks.json").read_text())
-    assert sorted(set(saved["access"])) == ["", "payments", "risk"]
+    assert retriever.keyword.chunk_count  # built and saved
+    with contextlib.closing(sqlite3.connect(KeywordIndex.directory(settings.data_dir) / "index.sqlite3")) as db:
+        saved = sorted(access for (access,) in db.execute("SELECT DISTINCT access FROM files"))
+    assert saved == ["", "payments", "risk"]
     loaded = KeywordIndex.load(settings.data_dir)
     assert [chunk for chunk, _ in loaded.search("Quokka ledger", 5, groups=frozenset())] == []
     assert loaded.search("Quokka ledger", 5, groups=frozenset({"payments"}))

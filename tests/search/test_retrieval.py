@@ -421,37 +421,33 @@ def test_search_with_widen_gives_every_passage_a_context(retriever):
 # -- the keyword index follows the store ------------------------------------------------------------
 
 
-def test_bm25_index_is_rebuilt_after_an_ingest_changes_the_store_and_reused_otherwise(tmp_path, embedder, monkeypatch):
-    rebuilds: list[str] = []
-    real_rebuild = KeywordIndex.rebuild.__func__
+def keyword_meta(settings) -> dict[str, str]:
+    import sqlite3
 
-    def counting_rebuild(cls, store, data_dir):
-        rebuilds.append(store.revision())
-        return real_rebuild(cls, store, data_dir)
+    with sqlite3.connect(KeywordIndex.directory(settings.data_dir) / "index.sqlite3") as connection:
+        return dict(connection.execute("SELECT key, value FROM meta").fetchall())
 
-    monkeypatch.setattr(KeywordIndex, "rebuild", classmethod(counting_rebuild))
+
+def test_keyword_index_is_updated_after_an_ingest_changes_the_store_and_reused_otherwise(tmp_path, embedder):
     corpus = write_tree(tmp_path / "corpus", {k: CORPUS[k] for k in ("references/kafka.md", "references/retries.md")})
     settings = make_settings(tmp_path / "data")
     ingest([corpus], settings, embedder=embedder)
-    assert len(rebuilds) == 1
-    index_meta = KeywordIndex.directory(settings.data_dir) / "chunks.json"
-    stamp = index_meta.stat().st_mtime_ns, index_meta.stat().st_ino
+    first = keyword_meta(settings)
 
     retriever = Retriever(settings, embedder=embedder)
-    first = retriever.keyword
-    assert first.revision == retriever.store.revision() != ""
+    loaded = retriever.keyword
+    assert loaded.revision == retriever.store.revision() == first["revision"] != ""
     assert retriever.search("zanzibarquux", mode="keyword").passages == []
-    assert retriever.keyword is first, "an unchanged store reuses the loaded index"
-    assert len(rebuilds) == 1, "the index persisted by ingest is loaded, not rebuilt"
+    assert retriever.keyword is loaded, "an unchanged store reuses the loaded index"
+    assert keyword_meta(settings) == first, "the index persisted by ingest is read, not written"
 
     # an ingest that changes nothing leaves the index alone
     report = ingest([corpus], settings, embedder=embedder)
     assert report.files_unchanged == 2 and not report.changed
-    assert len(rebuilds) == 1
-    assert (index_meta.stat().st_mtime_ns, index_meta.stat().st_ino) == stamp
-    assert retriever.keyword is first
+    assert keyword_meta(settings) == first
+    assert retriever.keyword is loaded
 
-    # an ingest that changes the store rebuilds it, and a running retriever picks the new one up
+    # an ingest that changes the store updates it, and a running retriever picks the update up
     (corpus / "references" / "kafka.md").write_text(
         textwrap.dedent(CORPUS["references/kafka.md"]) + "\n## Naming\n\nTopics of the zanzibarquux team start "
         "with its name.\n",
@@ -459,24 +455,26 @@ def test_bm25_index_is_rebuilt_after_an_ingest_changes_the_store_and_reused_othe
     )
     report = ingest([corpus], settings, embedder=embedder)
     assert report.files_updated == 1
-    assert len(rebuilds) == 2
+    updated = keyword_meta(settings)
+    assert updated["build"] == first["build"] and int(updated["generation"]) == int(first["generation"]) + 1
     found = retriever.search("zanzibarquux", mode="keyword").passages
     assert [p.section for p in found] == ["Naming"]
-    assert retriever.keyword is not first and retriever.keyword.revision == retriever.store.revision()
-    assert len(rebuilds) == 2
+    assert retriever.keyword is not loaded and retriever.keyword.revision == retriever.store.revision()
+    assert keyword_meta(settings) == updated, "the retriever read the update, it did not make another"
 
     # a removed file disappears from keyword results too
     (corpus / "references" / "kafka.md").unlink()
     ingest([corpus], settings, embedder=embedder)
     assert retriever.search("zanzibarquux", mode="keyword").passages == []
 
-    # an index that went missing (or stale) is rebuilt on first use
+    # an index that went missing is built again on first use
     import shutil
 
     shutil.rmtree(KeywordIndex.directory(settings.data_dir))
     fresh = Retriever(settings, embedder=embedder)
     assert fresh.search("jitter", mode="keyword").passages
-    assert len(rebuilds) == 4 and index_meta.is_file()
+    assert keyword_meta(settings)["build"] != first["build"]
+    assert keyword_meta(settings)["revision"] == fresh.store.revision()
 
 
 def test_an_empty_store_gives_no_passages_and_no_confidence(tmp_path, embedder):
@@ -602,19 +600,23 @@ def test_the_keyword_list_weighs_what_its_peak_says_against_the_dense_lists():
 
 
 def test_a_keyword_index_persisted_with_other_bm25_parameters_is_rebuilt_with_ours(tmp_path, embedder):
+    import sqlite3
+
     corpus = write_tree(tmp_path / "corpus", {k: CORPUS[k] for k in ("references/kafka.md", "references/retries.md")})
     settings = make_settings(tmp_path / "data")
     ingest([corpus], settings, embedder=embedder)
     directory = KeywordIndex.directory(settings.data_dir)
-    meta = json.loads((directory / "chunks.json").read_text())
-    old = bm25s.BM25(k1=1.5, b=0.75)  # what an earlier version persisted: bm25s's defaults, no parameters noted
+    with sqlite3.connect(directory / "index.sqlite3") as connection:  # what bm25s's defaults would have written
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'bm25'", (json.dumps({"k1": 1.5, "b": 0.75}),))
+        connection.execute("DELETE FROM postings WHERE term != 'jitter'")
+    # and the whole-index files of the version before segments, which nothing reads any more
+    old = bm25s.BM25(k1=1.5, b=0.75)
     old.index(bm25s.tokenize(["jitter"], return_ids=False, show_progress=False), show_progress=False)
     old.save(str(directory))
-    del meta["bm25"]
-    (directory / "chunks.json").write_text(json.dumps(meta))
+    (directory / "chunks.json").write_text(json.dumps({"revision": "old", "ids": ["x"]}))
 
     retriever = Retriever(settings, embedder=embedder)
     found = retriever.search("kafka", mode="keyword").passages  # the stale index knows only "jitter"
     assert found and all("kafka" in p.source for p in found)
-    assert json.loads((directory / "chunks.json").read_text())["bm25"] == BM25_PARAMETERS
-    assert bm25s.BM25.load(str(directory)).k1 == BM25_PARAMETERS["k1"]
+    assert json.loads(keyword_meta(settings)["bm25"]) == BM25_PARAMETERS
+    assert [path.name for path in directory.iterdir() if not path.name.startswith("index.sqlite3")] == []
