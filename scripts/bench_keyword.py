@@ -36,15 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rag.app.evaluation import CUTOFF, load_questions, rank_metrics  # noqa: E402
 from rag.app.evaluation import is_hit as is_hit_of  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.index.keyword import (  # noqa: E402
-    IDENTIFIER,
-    PREFIX_MAX,
-    PREFIX_MIN,
-    RARE_CHUNKS,
-    KeywordIndex,
-    keyword_text,
-    tokenize,
-)
+from rag.index.keyword import PREFIX_MAX, PREFIX_MIN, RARE_CHUNKS, KeywordIndex  # noqa: E402
+from rag.index.keyword_text import IDENTIFIER, keyword_text, tokenize  # noqa: E402
 from rag.index.store import Store  # noqa: E402
 from rag.search.retrieval import Retriever  # noqa: E402
 
@@ -223,7 +216,7 @@ def latency(engine, queries: list[str]) -> tuple[float, float]:
 def one_file_update(store: Store, data_dir: Path, fts: Fts5Index) -> dict[str, float]:
     """Seconds to take in one file's chunks again, in each engine (the file's manifest entry touched so that our
     index sees a change, as an ingest of that file would leave it)."""
-    from rag.index.keyword import Change
+    from rag.index.keyword_writer import Change
 
     key = sorted(store.file_records())[0]
     before = store.revision()

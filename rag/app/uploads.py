@@ -306,7 +306,8 @@ def remove_upload(name: str, settings: Settings, *, reader: Reader, store=None) 
     from the uploads folder, for ``reader`` (an editor or admin); False when there was no such upload, or none
     ``reader`` may read. Files under an ingested folder are not uploads: they leave the knowledge base when the
     file is deleted and the folder is ingested again."""
-    from rag.index.keyword import Change, KeywordIndex
+    from rag.index.keyword import KeywordIndex
+    from rag.index.keyword_writer import Change
     from rag.index.store import Store
 
     reader.require("edit_documents")

@@ -36,7 +36,8 @@ from rag.documents.errors import LoadError, SkippedFile
 from rag.documents.git_dates import last_commits
 from rag.documents.loading import Document, TextLimits, load
 from rag.index.embedding import Embedder
-from rag.index.keyword import Change, KeywordIndex
+from rag.index.keyword import KeywordIndex
+from rag.index.keyword_writer import Change
 from rag.index.store import FileRecord, Store, StoreDamagedError, new_revision
 from rag.index.store_files import move_damaged_aside
 from rag.ingest import reindex as reindex_swap

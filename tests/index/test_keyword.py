@@ -14,8 +14,9 @@ from collections import Counter
 import pytest
 from conftest import clean_env, make_settings, write_tree
 
-from rag.index import keyword
-from rag.index.keyword import MAX_BLOCKS, MAX_SEGMENTS, KeywordIndex
+from rag.index.keyword import KeywordIndex
+from rag.index.keyword_segments import FORMAT
+from rag.index.keyword_writer import MAX_BLOCKS, MAX_SEGMENTS, PURGE_SHARE
 from rag.index.store import Store
 from rag.ingest.pipeline import ingest
 
@@ -120,7 +121,7 @@ def test_many_small_updates_are_merged_and_still_rank_like_a_fresh_build(tmp_pat
         segments = connection.execute("SELECT segment, docs, dead FROM segments").fetchall()
         blocks = connection.execute("SELECT count(*) FROM blocks").fetchone()[0]
     assert len(segments) <= MAX_SEGMENTS and blocks <= MAX_BLOCKS
-    assert all(dead < keyword.PURGE_SHARE * docs for _, docs, dead in segments), segments
+    assert all(dead < PURGE_SHARE * docs for _, docs, dead in segments), segments
     assert meta(settings)["build"] == build, "merged as it went, never built again"
     assert_ranks_like_a_fresh_build(settings)
 
@@ -149,17 +150,17 @@ KILLED_UPDATE = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from rag.config import Settings
-    from rag.index import keyword
+    from rag.index import keyword_writer
     from rag.ingest.pipeline import ingest
 
-    real = keyword._Writer._add_segment
+    real = keyword_writer._Writer._add_segment
 
     def add_then_hang(self, chunks):
         real(self, chunks)
         print("written", flush=True)
         time.sleep(120)
 
-    keyword._Writer._add_segment = add_then_hang
+    keyword_writer._Writer._add_segment = add_then_hang
     ingest([Path(sys.argv[2])], Settings(_env_file=None, data_dir=Path(sys.argv[1])))
     """
 )
@@ -216,7 +217,7 @@ def test_an_index_of_another_collection_or_format_is_built_again(tmp_path, embed
         connection.execute("UPDATE meta SET value = 'segments/0' WHERE key = 'format'")
     assert KeywordIndex.load(settings.data_dir) is None
     assert KeywordIndex.open(Store(settings), settings.data_dir).search("quetzalcoatl", 3)
-    assert meta(settings)["format"] == keyword.FORMAT
+    assert meta(settings)["format"] == FORMAT
 
 
 def test_a_files_readers_follow_its_access_through_updates(tmp_path, embedder):

@@ -14,7 +14,8 @@ import bm25s
 import pytest
 from conftest import make_settings, write_tree
 
-from rag.index.keyword import BM25_PARAMETERS, KeywordIndex
+from rag.index.keyword import KeywordIndex
+from rag.index.keyword_segments import BM25_PARAMETERS
 from rag.ingest.pipeline import ingest
 from rag.search.confidence import abstain_bar
 from rag.search.passages import Passage
