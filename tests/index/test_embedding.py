@@ -127,31 +127,29 @@ def int8_weights(graph) -> dict[str, int]:
 
 def test_the_int8_graph_follows_the_cpu(embedder, tmp_path, monkeypatch):
     """On a CPU with VNNI every product is int8 with 8-bit signed weights (38 % more tokens per CPU second). Without
-    VNNI, signed weights keep 7 bits (their products saturate at 16 bits there) and the FFN output projections take
-    unsigned 8-bit weights, whose products cannot saturate; none stays fp32."""
+    VNNI, signed 8-bit products saturate at 16 bits, so every weight is unsigned 8-bit instead; none stays fp32."""
     import onnx
     from conftest import MODEL_CACHE
 
     from rag.index import onnx_encoder
     from rag.index.onnx_encoder import cached_model, int8_recipe
 
-    assert int8_recipe({"avx2", "fma"}) == "reduce-range-ffn-out-u8u8" == int8_recipe(set())
+    assert int8_recipe({"avx2", "fma"}) == "u8u8" == int8_recipe(set())
     assert int8_recipe({"avx2", "avx512_vnni"}) == int8_recipe({"avx_vnni"}) == "full-range"
     model_path, window = Path(embedder.model_path), embedder.max_seq_length
     graphs = {int8_recipe(): onnx.load(str(cached_model(model_path, MODEL_CACHE, window))).graph}
     other = {"avx2", "fma"} if int8_recipe() == "full-range" else {"avx2", "avx512_vnni"}
     monkeypatch.setattr(onnx_encoder, "cpu_flags", lambda: frozenset(other))
     graphs[int8_recipe()] = onnx.load(str(cached_model(model_path, tmp_path / "models", window))).graph
-    assert set(graphs) == {"full-range", "reduce-range-ffn-out-u8u8"}
+    assert set(graphs) == {"full-range", "u8u8"}
     for recipe, graph in graphs.items():
         assert [node.name for node in graph.node if node.op_type == "MatMul"] == [], recipe
         # residual add and layer norm kept apart (the fused operator was the slowest part of a run)
         assert {"LayerNormalization", "QAttention", "BiasGelu"} <= {node.op_type for node in graph.node}
         assert "SkipLayerNormalization" not in {node.op_type for node in graph.node}
     assert set(int8_weights(graphs["full-range"]).values()) == {onnx.TensorProto.INT8}
-    cautious = int8_weights(graphs["reduce-range-ffn-out-u8u8"])
-    unsigned = [name for name, kind in cautious.items() if kind == onnx.TensorProto.UINT8]
-    assert len(unsigned) == 6 and len(cautious) == 24, cautious  # one FFN output projection per layer
+    unsigned = int8_weights(graphs["u8u8"])
+    assert set(unsigned.values()) == {onnx.TensorProto.UINT8} and len(unsigned) == 24, unsigned  # 4 per layer
 
 
 def test_a_corrupt_cached_graph_is_rebuilt(tmp_path, embedder):
