@@ -26,6 +26,14 @@ def server_settings(chroma_server, tmp_path):
     )
 
 
+def on_server(settings, data_dir) -> list:
+    """The command-line options that point a command at the test's ``chroma run`` server, with its own data dir."""
+    return [
+        "--chroma-host", settings.chroma_host, "--chroma-port", settings.chroma_port,
+        "--collection", settings.collection, "--data-dir", data_dir,
+    ]
+
+
 def test_ingest_goes_to_the_server_not_to_disk(server_settings, sample_corpus, embedder):
     report = ingest([sample_corpus], server_settings, embedder=embedder)
     assert (report.files_added, report.files_failed) == (8, [])
@@ -84,19 +92,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 def test_cli_stats_against_the_server(server_settings, sample_corpus, embedder, tmp_path):
     ingest([sample_corpus], server_settings, embedder=embedder)
     expected = collect_stats(server_settings)
-    process = run_rag(
-        "stats",
-        "--json",
-        "--chroma-host",
-        server_settings.chroma_host,
-        "--chroma-port",
-        server_settings.chroma_port,
-        "--collection",
-        server_settings.collection,
-        "--data-dir",
-        server_settings.data_dir,
-        cwd=tmp_path,
-    )
+    process = run_rag("stats", "--json", *on_server(server_settings, server_settings.data_dir), cwd=tmp_path)
     assert process.returncode == 0, process.stderr
     stats = parse_json_output(process)
     assert stats["store"].startswith("chroma server http://127.0.0.1:")
@@ -123,20 +119,7 @@ def test_a_second_host_sees_another_hosts_ingest_by_keyword_pulling_only_the_cha
     monkeypatch.setattr(Store, "iter_all", lambda self: pulled.append(-1) or iter(()))
     monkeypatch.setattr(Store, "chunks_of_files", lambda self, keys: pulled.append(len(keys)) or real_fetch(self, keys))
     (sample_corpus / "team" / "payments-service.md").write_text("# Payments\n\n## Limits\n\nThe zanzibarquux cap.\n")
-    host_a = run_rag(
-        "ingest",
-        sample_corpus,
-        "--json",
-        "--chroma-host",
-        server_settings.chroma_host,
-        "--chroma-port",
-        server_settings.chroma_port,
-        "--collection",
-        server_settings.collection,
-        "--data-dir",
-        tmp_path / "host-a",
-        cwd=tmp_path,
-    )
+    host_a = run_rag("ingest", sample_corpus, "--json", *on_server(server_settings, tmp_path / "host-a"), cwd=tmp_path)
     assert host_a.returncode == 0, host_a.stderr
     assert parse_json_output(host_a)["files_updated"] == 1
     found = reader.search("zanzibarquux", mode="keyword").passages
