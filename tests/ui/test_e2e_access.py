@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, serving
-from test_e2e_browser import ANSWER_TIMEOUT_MS, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, ask
+from test_e2e_browser import ANSWER_TIMEOUT_MS, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, ask, attach
 from ui_support import UPLOAD_DOC, UPLOAD_FACT, UPLOAD_NAME, app_env, write_corpus
 
 from rag.config import Settings
@@ -230,7 +230,7 @@ def test_two_people_see_only_what_they_may_read_and_sign_out(app_url, browser, s
         expect(alice.get_by_text("Add team documents")).to_be_visible(timeout=30_000)
         upload = tmp_path / UPLOAD_NAME
         upload.write_text(UPLOAD_DOC, encoding="utf-8")
-        alice.locator("input[type=file]").set_input_files(str(upload))
+        attach(alice, upload)
         alice.get_by_role("combobox", name="Who may read them").click()
         alice.get_by_role("option", name="payments").click()
         alice.get_by_role("button", name="Add to knowledge base").click()

@@ -106,6 +106,22 @@ def browser(chromium_path):
             chromium.close()
 
 
+
+def attach(page, path: Path) -> None:
+    """Puts ``path`` in the knowledge base page's uploader and waits until the app has it (its Add button enabled);
+    a redraw of the page that replaced the uploader meanwhile lost the file, so it is given again."""
+    from playwright.sync_api import expect
+
+    add = page.get_by_role("button", name="Add to knowledge base")
+    for attempt in range(3):
+        page.locator("input[type=file]").set_input_files(str(path))
+        try:
+            expect(add).to_be_enabled(timeout=30_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+
 def ask(page, question: str, replies_before: int) -> float:
     """Types the question, waits until the answer is complete; returns seconds until its first text showed."""
     from playwright.sync_api import expect
@@ -185,7 +201,7 @@ def test_ask_upload_and_ask_again(app_url, browser, site, tmp_path):
         expect(page.get_by_text("Add team documents")).to_be_visible(timeout=30_000)
         upload = tmp_path / UPLOAD_NAME
         upload.write_text(UPLOAD_DOC, encoding="utf-8")
-        page.locator("input[type=file]").set_input_files(str(upload))
+        attach(page, upload)
         page.get_by_role("button", name="Add to knowledge base").click()
         expect(page.get_by_text("Upload finished: 1 added")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
         assert (site / "data" / "uploads" / UPLOAD_NAME).is_file()
