@@ -18,6 +18,7 @@ keep working during the rebuild.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 import uuid
@@ -344,16 +345,20 @@ class Store:
     def save_file_records(self, records: list[FileRecord]) -> None:
         self.touched_files.update(r.key for r in records)
         if records:
-            self.files_collection(create=True).upsert(
-                ids=[r.key for r in records],
-                embeddings=[[1.0]] * len(records),  # the manifest is never searched; Chroma wants a vector
-                metadatas=[r.metadata() for r in records],
-            )
+            files = self.files_collection(create=True)
+            for part in self._batches(len(records)):
+                files.upsert(
+                    ids=[r.key for r in records[part]],
+                    embeddings=[[1.0]] * len(records[part]),  # the manifest is never searched; Chroma wants a vector
+                    metadatas=[r.metadata() for r in records[part]],
+                )
 
     def delete_file_records(self, keys: list[str]) -> None:
         self.touched_files.update(keys)
         if keys:
-            self.files_collection(create=True).delete(ids=keys)
+            files = self.files_collection(create=True)
+            for part in self._batches(len(keys)):
+                files.delete(ids=keys[part])
 
     def bump_revision(self, revision: str | None = None) -> str:
         """Marks the chunk set as changed, so derived indexes (BM25) and other processes reload. ``revision``: the
@@ -395,10 +400,16 @@ class Store:
         files = self.files_collection(create=False)
         if files is None:
             return {}
-        pages = [None] if keys is None else [keys[start : start + PAGE] for start in range(0, len(keys), PAGE)]
         records: dict[str, FileRecord] = {}
-        for page in pages:
-            result = files.get(ids=page, include=["metadatas"])
+        # a page at a time: one read of tens of thousands of entries exceeds SQLite's limit on a query's variables
+        if keys is None:
+            pages = (files.get(offset=start, limit=PAGE, include=["metadatas"]) for start in itertools.count(0, PAGE))
+        else:
+            pages = (files.get(ids=keys[start : start + PAGE], include=["metadatas"])
+                     for start in range(0, len(keys), PAGE))
+        for result in pages:
+            if keys is None and not result["ids"]:
+                break
             pairs = zip(result["ids"], result["metadatas"])
             records.update((key, FileRecord.from_metadata(key, meta or {})) for key, meta in pairs)
         return records

@@ -188,3 +188,17 @@ def test_second_writer_waits_for_a_short_lock(settings, sample_corpus, embedder,
     threading.Timer(1.0, lock_holder).start()
     report = ingest([sample_corpus], settings.with_overrides(lock_timeout=20), embedder=embedder)
     assert report.files_added == 8
+
+
+def test_a_manifest_of_tens_of_thousands_of_files_is_read_whole(settings):
+    """A large team's store (a million chunks, some 60,000 files) read its manifest in one query, over SQLite's
+    limit on a query's variables: the keyword index could not be brought up to date."""
+    store = Store(settings)
+    records = [
+        FileRecord(f"docs::f{i}.md", "docs", f"f{i}.md", f"h{i}", "reference", f"F{i}", 1, 1700000000.0, True)
+        for i in range(33_000)
+    ]
+    store.save_file_records(records)
+    read = Store(settings).file_records()
+    assert len(read) == 33_000 and read["docs::f32999.md"] == records[-1]
+    assert len(Store(settings).file_records([r.key for r in records[:2_500]])) == 2_500
